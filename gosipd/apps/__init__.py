@@ -1,0 +1,1 @@
+"""Built-in call applications, named on the command line as ``module:function``."""

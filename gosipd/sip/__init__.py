@@ -1,0 +1,1 @@
+"""Sans-I/O SIP: message model, transactions, dialogs, digest auth (RFC 3261, 3262)."""

@@ -1,0 +1,1 @@
+"""The gosipd supervisor: control socket, fork per call, drain, upgrade, re-adoption."""
