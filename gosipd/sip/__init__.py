@@ -22,6 +22,7 @@ from gosipd._sipparse import (
     MAX_MESSAGE_SIZE,
     URI,
     CSeq,
+    Headers,
     NameAddr,
     Params,
     SIPParseError,
@@ -30,7 +31,6 @@ from gosipd._sipparse import (
     split_list,
     unquote,
 )
-from gosipd.sip.headers import Headers
 from gosipd.sip.message import (
     DEFAULT_MAX_FORWARDS,
     DIALOG_CREATING_METHODS,

@@ -19,6 +19,7 @@ from typing import ClassVar, Self
 from gosipd._sipparse import (
     URI,
     CSeq,
+    Headers,
     NameAddr,
     SIPParseError,
     Via,
@@ -26,7 +27,6 @@ from gosipd._sipparse import (
     parse_call_id,
     parse_message,
 )
-from gosipd.sip.headers import Headers
 from gosipd.sip.multipart import BodyPart, find_part, split_multipart
 from gosipd.sip.values import (
     Challenge,
@@ -180,22 +180,7 @@ class Message:
         raise NotImplementedError
 
     def __bytes__(self) -> bytes:
-        body = self.body
-        lines = [self.start_line()]
-        length_written = False
-        for key, name, value, _line, _offset in self.headers._entries:
-            if key == "content-length":
-                if not length_written:
-                    lines.append(f"Content-Length: {len(body)}")
-                    length_written = True
-            elif value:
-                lines.append(f"{name}: {value}")
-            else:
-                lines.append(f"{name}:")
-        if not length_written:
-            lines.append(f"Content-Length: {len(body)}")
-        lines.append("\r\n")
-        return "\r\n".join(lines).encode() + body
+        return self.headers.serialize(self.start_line(), self.body)
 
     def copy(self) -> Self:
         """An independent copy (headers copied; typed values are immutable)."""
@@ -730,14 +715,7 @@ def parse(data: bytes) -> Request | Response:
     header values are parsed when first read. Raises SIPParseError, whose ``headers``
     (when set) let ``Response.for_malformed`` answer a broken request.
     """
-    try:
-        method, uri, status, reason, entries, index, body = parse_message(data)
-    except SIPParseError as exc:
-        raw = exc._raw_headers
-        if raw is not None:
-            exc.headers = Headers._from_parsed(raw[0], raw[1])
-            exc._raw_headers = None
-        raise
+    method, uri, status, reason, headers, body = parse_message(data)
     if method is not None:
-        return Request._wire(method, uri, Headers._from_parsed(entries, index), body)
-    return Response._wire(status, reason, Headers._from_parsed(entries, index), body)
+        return Request._wire(method, uri, headers, body)
+    return Response._wire(status, reason, headers, body)

@@ -11,8 +11,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gosipd._sipparse import SIPParseError, parse_mime_part
-from gosipd.sip.headers import Headers
+from gosipd._sipparse import Headers, SIPParseError, parse_mime_part
 from gosipd.sip.values import ContentType
 
 __all__ = ["MAX_PARTS", "BodyPart", "find_part", "join_multipart", "split_multipart"]
@@ -75,10 +74,10 @@ def split_multipart(body: bytes, boundary: str) -> list[BodyPart]:
         if len(parts) >= MAX_PARTS:
             raise SIPParseError(f"multipart body has more than {MAX_PARTS} parts", start)
         try:
-            entries, index, part_body = parse_mime_part(data[start:nxt])
+            headers, part_body = parse_mime_part(data[start:nxt])
         except SIPParseError as exc:
             raise SIPParseError(f"multipart part {len(parts) + 1}: {exc.reason}", start) from None
-        parts.append(BodyPart(Headers._from_parsed(entries, index), part_body))
+        parts.append(BodyPart(headers, part_body))
         pos = nxt
 
 
