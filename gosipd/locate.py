@@ -51,7 +51,6 @@ import dns.asyncbackend
 import dns.asyncresolver
 import dns.exception
 import dns.message
-import dns.name
 import dns.rdatatype
 import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
@@ -229,7 +228,7 @@ class Location:
     """The located targets, best first, and how they were found."""
 
     targets: tuple[Target, ...]
-    naptr: tuple[NaptrRecord, ...] = ()  # every NAPTR record seen, usable or not
+    naptr: tuple[NaptrRecord, ...] = ()  # every NAPTR record seen, usable or not, in order
     steps: tuple[str, ...] = ()  # "NAPTR lab.test: 2 records", ... for the log
 
 
@@ -401,7 +400,7 @@ class Locator:
         For an outbound proxy, locate the proxy's URI instead of the request's.
         Raises a :class:`LocateError` subclass that names the host and what was tried.
         """
-        run = _Run(self, maddr or host, secure)
+        run = _Run(self, maddr or host)
         wanted = Transport(transport.lower()) if transport else None
         if secure and wanted not in (None, Transport.TLS):
             raise LocateError(run.name, f"a sips URI cannot use transport={wanted}")
@@ -501,10 +500,9 @@ def _negative_ttl(responses: Iterable[dns.message.Message]) -> float:
 class _Run:
     """One :meth:`Locator.locate` call, and what it asked, in a stable order for the log."""
 
-    def __init__(self, locator: Locator, name: str, secure: bool) -> None:
+    def __init__(self, locator: Locator, name: str) -> None:
         self.locator = locator
         self.name = name.strip().rstrip(".")
-        self.secure = secure
         self.asked: list[tuple[str, _Answer]] = []  # ("A sip-a.lab.test", answer)
 
     async def _ask(self, name: str, rdtype: str, log: list[tuple[str, _Answer]]) -> _Answer:
@@ -518,7 +516,7 @@ class _Run:
 
     async def naptr(self, name: str) -> tuple[NaptrRecord, ...]:
         answer = await self._ask(name, "NAPTR", self.asked)
-        return tuple(
+        records = (
             NaptrRecord(
                 order=int(r.order),
                 preference=int(r.preference),
@@ -530,6 +528,7 @@ class _Run:
             for r in answer.records
             if isinstance(r, dns.rdtypes.IN.NAPTR.NAPTR)
         )
+        return tuple(sorted(records, key=lambda r: (r.order, r.preference)))
 
     async def srv(self, name: str, transport: Transport) -> list[Target]:
         answer = await self._ask(name, "SRV", self.asked)
