@@ -259,14 +259,12 @@ def order_srv(records: Iterable[SrvRecord], rng: random.Random) -> list[SrvRecor
 # --------------------------------------------------------------------------- cache
 
 
-_Records = tuple[object, ...]
-
-
 @dataclass(frozen=True)
 class _Answer:
-    """What one DNS question returned: records, or a negative answer."""
+    """What one DNS question returned (parsed once, then cached): records, or a negative
+    answer. Records are :class:`NaptrRecord`, :class:`SrvRecord`, or address strings."""
 
-    records: _Records
+    records: tuple[NaptrRecord | SrvRecord | str, ...]
     nxdomain: bool = False
 
     def describe(self) -> str:
@@ -452,20 +450,21 @@ class Locator:
             return cached
         question = f"{rdtype} {name}"
         try:
-            reply = await self._resolver.resolve(
-                name,
-                rdtype,
-                search=False,
-                raise_on_no_answer=False,
-                backend=dns.asyncbackend.get_backend("trio"),
-            )
+            with trio.fail_after(self.config.timeout):  # dnspython may overshoot its lifetime
+                reply = await self._resolver.resolve(
+                    name,
+                    rdtype,
+                    search=False,
+                    raise_on_no_answer=False,
+                    backend=dns.asyncbackend.get_backend("trio"),
+                )
         except dns.resolver.NXDOMAIN as exc:
             answer = _Answer((), nxdomain=True)
             self.cache.put(
                 name, rdtype, answer, _negative_ttl(exc.kwargs.get("responses", {}).values())
             )
             return answer
-        except dns.exception.Timeout:
+        except (dns.exception.Timeout, trio.TooSlowError):
             raise DnsTimeout(
                 name,
                 f"DNS server {self.nameservers} did not answer {question} "
@@ -481,9 +480,29 @@ class Locator:
             answer = _Answer(())
             self.cache.put(name, rdtype, answer, _negative_ttl([reply.response]))
             return answer
-        answer = _Answer(tuple(reply.rrset)[:MAX_RECORDS])
+        answer = _Answer(tuple(_parse(r) for r in tuple(reply.rrset)[:MAX_RECORDS]))
         self.cache.put(name, rdtype, answer, reply.chaining_result.minimum_ttl)
         return answer
+
+
+def _parse(rdata: object) -> NaptrRecord | SrvRecord | str:
+    """One dnspython record as our own immutable value (text conversions done once)."""
+    if isinstance(rdata, dns.rdtypes.IN.NAPTR.NAPTR):
+        return NaptrRecord(
+            order=int(rdata.order),
+            preference=int(rdata.preference),
+            flags=_text(rdata.flags),
+            service=_text(rdata.service),
+            regexp=_text(rdata.regexp),
+            replacement=str(rdata.replacement).rstrip("."),
+        )
+    if isinstance(rdata, dns.rdtypes.IN.SRV.SRV):
+        return SrvRecord(
+            int(rdata.priority), int(rdata.weight), int(rdata.port), str(rdata.target).rstrip(".")
+        )
+    if isinstance(rdata, dns.rdtypes.IN.A.A | dns.rdtypes.IN.AAAA.AAAA):
+        return str(rdata.address)
+    return str(rdata)
 
 
 def _negative_ttl(responses: Iterable[dns.message.Message]) -> float:
@@ -510,33 +529,26 @@ class _Run:
         log.append((f"{rdtype} {name}", answer))
         return answer
 
+    def _cached(self, name: str) -> bool:
+        """Whether every address family of ``name`` is in the cache (no lookup to wait for)."""
+        cache = self.locator.cache
+        return all(
+            cache.get(name, _FAMILY_RDTYPE[family]) is not None
+            for family in self.locator.config.families
+        )
+
     @property
     def steps(self) -> tuple[str, ...]:
         return tuple(f"{question}: {answer.describe()}" for question, answer in self.asked)
 
     async def naptr(self, name: str) -> tuple[NaptrRecord, ...]:
         answer = await self._ask(name, "NAPTR", self.asked)
-        records = (
-            NaptrRecord(
-                order=int(r.order),
-                preference=int(r.preference),
-                flags=_text(r.flags),
-                service=_text(r.service),
-                regexp=_text(r.regexp),
-                replacement=str(r.replacement).rstrip("."),
-            )
-            for r in answer.records
-            if isinstance(r, dns.rdtypes.IN.NAPTR.NAPTR)
-        )
+        records = [r for r in answer.records if isinstance(r, NaptrRecord)]
         return tuple(sorted(records, key=lambda r: (r.order, r.preference)))
 
     async def srv(self, name: str, transport: Transport) -> list[Target]:
         answer = await self._ask(name, "SRV", self.asked)
-        records = [
-            SrvRecord(int(r.priority), int(r.weight), int(r.port), str(r.target).rstrip("."))
-            for r in answer.records
-            if isinstance(r, dns.rdtypes.IN.SRV.SRV)
-        ]
+        records = [r for r in answer.records if isinstance(r, SrvRecord)]
         # target "." says the service is decidedly not available there (RFC 2782)
         ordered = [r for r in order_srv(records, self.locator.rng) if r.target not in ("", ".")]
         # every address of every SRV target, in SRV order; all looked up at once
@@ -546,9 +558,13 @@ class _Run:
         async def resolve(index: int, record: SrvRecord) -> None:
             found[index] = await self.addresses(record.target, record.port, transport, logs[index])
 
-        async with trio.open_nursery() as nursery:
+        if all(self._cached(r.target) for r in ordered):  # the common case: no task needed
             for index, record in enumerate(ordered):
-                nursery.start_soon(resolve, index, record)
+                await resolve(index, record)
+        else:
+            async with trio.open_nursery() as nursery:
+                for index, record in enumerate(ordered):
+                    nursery.start_soon(resolve, index, record)
         for log in logs:
             self.asked += log
         return [target for targets in found for target in targets]
@@ -568,15 +584,19 @@ class _Run:
         async def ask(family: Family) -> None:
             answers[family] = await self._ask(name, _FAMILY_RDTYPE[family], asked[family])
 
-        async with trio.open_nursery() as nursery:
+        if self._cached(name):
             for family in families:
-                nursery.start_soon(ask, family)
+                await ask(family)
+        else:
+            async with trio.open_nursery() as nursery:
+                for family in families:
+                    nursery.start_soon(ask, family)
         targets = []
         for family in families:
             (self.asked if log is None else log).extend(asked[family])
             for record in answers[family].records:
-                if isinstance(record, dns.rdtypes.IN.A.A | dns.rdtypes.IN.AAAA.AAAA):
-                    targets.append(Target(str(record.address), port, transport, name))
+                if isinstance(record, str):
+                    targets.append(Target(record, port, transport, name))
         return targets
 
     async def finish(

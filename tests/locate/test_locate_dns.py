@@ -108,12 +108,12 @@ async def test_naptr_records_for_other_transports_are_kept_for_later(trunk_dns):
 async def test_srv_weights_share_first_place_60_to_40_from_one_cached_lookup(trunk_dns):
     locator = locator_for(trunk_dns, rng=random.Random(2782))
     firsts = Counter()
-    for _ in range(2000):
+    for _ in range(1000):
         location = await locator.locate("trunk.lab.test")
         firsts[location.targets[0].name] += 1
-    # RFC 2782 running sum over 0..100: P(a first) = 61/101 = 0.604; sd over 2000 ~ 22
-    assert abs(firsts["a.lab.test"] - 2000 * 61 / 101) < 110
-    assert firsts["a.lab.test"] + firsts["b.lab.test"] == 2000
+    # RFC 2782 running sum over 0..100: P(a first) = 61/101 = 0.604; sd over 1000 ~ 15.5
+    assert abs(firsts["a.lab.test"] - 1000 * 61 / 101) < 78
+    assert firsts["a.lab.test"] + firsts["b.lab.test"] == 1000
     # the answers came from the cache: the DNS server was asked once per question
     queries = Counter(trunk_dns.queries())
     assert queries[("SRV", "_sip._udp.pool.lab.test")] == 1
@@ -220,7 +220,7 @@ async def test_a_dns_server_that_does_not_answer_fails_within_the_timeout():
         with pytest.raises(DnsTimeout) as caught:
             await locator.locate("trunk.lab.test")
         elapsed = trio.current_time() - start
-    assert 0.4 < elapsed < 1.5
+    assert 0.45 < elapsed < 1.0
     assert str(caught.value) == (
         f"cannot locate trunk.lab.test: DNS server {host}:{port} did not answer "
         "NAPTR trunk.lab.test within 0.5 s"
