@@ -43,8 +43,9 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import ClassVar, Literal
 
 import dns.asyncbackend
@@ -341,6 +342,35 @@ class ResolverConfig:
             raise ValueError("at least one transport is needed")
         if self.timeout <= 0:
             raise ValueError(f"the DNS timeout must be positive, not {self.timeout!r}")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"the DNS port must be 1-65535, not {self.port!r}")
+
+    @classmethod
+    def from_mapping(cls, table: Mapping[str, object]) -> ResolverConfig:
+        """From a config table (``[dns]`` in TOML); an unknown key or a wrong value is an
+        error that names it."""
+        _known_keys(
+            cls.__name__, table, ("nameservers", "port", "timeout", "families", "transports")
+        )
+        where = cls.__name__
+        families: list[Family] = []
+        for value in _list(where, table, "families", ["ipv4", "ipv6"]):
+            if value not in ("ipv4", "ipv6"):
+                raise ValueError(f"{where}.families: {value!r} is not 'ipv4' or 'ipv6'")
+            families.append("ipv4" if value == "ipv4" else "ipv6")
+        transports = []
+        for value in _list(where, table, "transports", ["udp"]):
+            try:
+                transports.append(Transport(str(value).lower()))
+            except ValueError:
+                raise ValueError(f"{where}.transports: unknown transport {value!r}") from None
+        return cls(
+            nameservers=tuple(str(v) for v in _list(where, table, "nameservers", [])),
+            port=int(_number(where, table, "port", 53, integer=True)),
+            timeout=_number(where, table, "timeout", DEFAULT_DNS_TIMEOUT),
+            families=tuple(families),
+            transports=tuple(transports),
+        )
 
 
 _FAMILY_RDTYPE: dict[Family, str] = {"ipv4": "A", "ipv6": "AAAA"}
@@ -399,7 +429,11 @@ class Locator:
         Raises a :class:`LocateError` subclass that names the host and what was tried.
         """
         run = _Run(self, maddr or host)
-        wanted = Transport(transport.lower()) if transport else None
+        try:
+            wanted = Transport(transport.lower()) if transport else None
+        except ValueError:
+            known = ", ".join(t.value for t in Transport)
+            raise LocateError(run.name, f"unknown transport={transport} (known: {known})") from None
         if secure and wanted not in (None, Transport.TLS):
             raise LocateError(run.name, f"a sips URI cannot use transport={wanted}")
         numeric = _numeric(run.name)
@@ -419,7 +453,8 @@ class Locator:
                 assert record.transport is not None
                 targets += await run.srv(record.replacement, record.transport)
         if not targets:
-            # §4.1: no (usable) NAPTR: SRV for each transport we support
+            # §4.1: no (usable) NAPTR: SRV for each transport we support. (Also when the
+            # NAPTR's SRV names were empty: leniency that costs one lookup, never a call.)
             for kind in [wanted] if wanted else self._transports(secure):
                 targets += await run.srv(f"{_SRV_PREFIX[kind]}.{run.name}", kind)
         if not targets:
@@ -525,7 +560,10 @@ class _Run:
         self.asked: list[tuple[str, _Answer]] = []  # ("A sip-a.lab.test", answer)
 
     async def _ask(self, name: str, rdtype: str, log: list[tuple[str, _Answer]]) -> _Answer:
-        answer = await self.locator.query(name, rdtype)
+        try:
+            answer = await self.locator.query(name, rdtype)
+        except LocateError as exc:  # name the URI's host and what was asked before
+            raise type(exc)(self.name, exc.reason, self.steps) from None
         log.append((f"{rdtype} {name}", answer))
         return answer
 
@@ -558,13 +596,8 @@ class _Run:
         async def resolve(index: int, record: SrvRecord) -> None:
             found[index] = await self.addresses(record.target, record.port, transport, logs[index])
 
-        if all(self._cached(r.target) for r in ordered):  # the common case: no task needed
-            for index, record in enumerate(ordered):
-                await resolve(index, record)
-        else:
-            async with trio.open_nursery() as nursery:
-                for index, record in enumerate(ordered):
-                    nursery.start_soon(resolve, index, record)
+        jobs = [partial(resolve, index, record) for index, record in enumerate(ordered)]
+        await _run_all(jobs, at_once=not all(self._cached(r.target) for r in ordered))
         for log in logs:
             self.asked += log
         return [target for targets in found for target in targets]
@@ -584,13 +617,9 @@ class _Run:
         async def ask(family: Family) -> None:
             answers[family] = await self._ask(name, _FAMILY_RDTYPE[family], asked[family])
 
-        if self._cached(name):
-            for family in families:
-                await ask(family)
-        else:
-            async with trio.open_nursery() as nursery:
-                for family in families:
-                    nursery.start_soon(ask, family)
+        await _run_all(
+            [partial(ask, family) for family in families], at_once=not self._cached(name)
+        )
         targets = []
         for family in families:
             (self.asked if log is None else log).extend(asked[family])
@@ -609,6 +638,26 @@ class _Run:
             tried = [question for question, _ in self.asked]
             raise NameNotFound(self.name, f"{self.name} does not exist (NXDOMAIN)", tried)
         raise NoTargets(self.name, "no NAPTR, SRV, A or AAAA record gives a target", self.steps)
+
+
+async def _run_all(jobs: Sequence[Callable[[], Awaitable[None]]], *, at_once: bool) -> None:
+    """Run the jobs one after the other (all answers are cached: no task needed) or at
+    once; a LocateError from any of them is raised as itself, not in an ExceptionGroup."""
+    if not at_once:
+        for job in jobs:
+            await job()
+        return
+    try:
+        async with trio.open_nursery() as nursery:
+            for job in jobs:
+                nursery.start_soon(job)
+    except BaseExceptionGroup as group:
+        first: BaseException | None = group.subgroup(LocateError)
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        if first is None:
+            raise
+        raise first from None
 
 
 def _text(value: object) -> str:
@@ -781,6 +830,50 @@ class FailoverPolicy:
     def __post_init__(self) -> None:
         if self.target_timeout <= 0 or self.total_timeout <= 0 or self.max_attempts < 1:
             raise ValueError(f"timeouts must be positive and max_attempts >= 1: {self!r}")
+
+    @classmethod
+    def from_mapping(cls, table: Mapping[str, object]) -> FailoverPolicy:
+        """From a config table (``[failover]`` in TOML); an unknown key is an error."""
+        where = cls.__name__
+        _known_keys(where, table, ("target_timeout", "max_attempts", "total_timeout", "retryable"))
+        default = cls()
+        retryable = _list(where, table, "retryable", sorted(default.retryable))
+        if not all(isinstance(v, int) and 100 <= v <= 699 for v in retryable):
+            raise ValueError(f"{where}.retryable: SIP status codes expected, got {retryable!r}")
+        return cls(
+            target_timeout=_number(where, table, "target_timeout", default.target_timeout),
+            max_attempts=int(
+                _number(where, table, "max_attempts", default.max_attempts, integer=True)
+            ),
+            total_timeout=_number(where, table, "total_timeout", default.total_timeout),
+            retryable=frozenset(int(str(v)) for v in retryable),
+        )
+
+
+def _known_keys(where: str, table: Mapping[str, object], known: Sequence[str]) -> None:
+    for key in table:
+        if key not in known:
+            raise ValueError(f"{where}: unknown key {key!r} (known: {', '.join(known)})")
+
+
+def _list(
+    where: str, table: Mapping[str, object], key: str, default: Sequence[object]
+) -> list[object]:
+    value = table.get(key, default)
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{where}.{key}: a list expected, got {value!r}")
+    return list(value)
+
+
+def _number(
+    where: str, table: Mapping[str, object], key: str, default: float, *, integer: bool = False
+) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}.{key}: a number expected, got {value!r}")
+    if integer and value != int(value):
+        raise ValueError(f"{where}.{key}: a whole number expected, got {value!r}")
+    return float(value)
 
 
 class Failover:

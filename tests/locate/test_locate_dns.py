@@ -252,6 +252,23 @@ async def test_answers_are_cached_for_their_ttl_and_asked_again_after(dnsmasq):
         await locator.locate("trunk.lab.test")
 
 
+async def test_a_server_that_dies_between_lookups_is_reported_as_such(dnsmasq):
+    server = dnsmasq(TRUNK_ZONE)
+    cache = DnsCache()
+    await locator_for(server, cache=cache, families=("ipv4",)).locate("trunk.lab.test")
+    server.stop()
+    # NAPTR, SRV and A come from the cache; the AAAA lookups (run at once) time out
+    locator = locator_for(server, cache=cache, timeout=0.3, families=("ipv4", "ipv6"))
+    with pytest.raises(DnsTimeout) as caught:
+        await locator.locate("trunk.lab.test")
+    assert caught.value.name == "trunk.lab.test"
+    assert "did not answer AAAA" in caught.value.reason
+    assert caught.value.tried[:2] == (
+        "NAPTR trunk.lab.test: 3 records",
+        "SRV _sip._udp.pool.lab.test: 3 records",
+    )
+
+
 async def test_negative_answers_without_an_soa_are_not_cached(trunk_dns):
     locator = locator_for(trunk_dns)
     for _ in range(2):
