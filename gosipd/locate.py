@@ -67,6 +67,7 @@ __all__ = [
     "DEFAULT_TOTAL_TIMEOUT",
     "RETRY_AFTER",
     "Datagram",
+    "DnsAnswer",
     "DnsCache",
     "DnsServerFailure",
     "DnsTimeout",
@@ -247,7 +248,6 @@ def order_srv(records: Iterable[SrvRecord], rng: random.Random) -> list[SrvRecor
         while group:
             pick = rng.randint(0, sum(r.weight for r in group))
             running = 0
-            running = 0
             for record in group:
                 running += record.weight
                 if running >= pick:
@@ -261,7 +261,7 @@ def order_srv(records: Iterable[SrvRecord], rng: random.Random) -> list[SrvRecor
 
 
 @dataclass(frozen=True)
-class _Answer:
+class DnsAnswer:
     """What one DNS question returned (parsed once, then cached): records, or a negative
     answer. Records are :class:`NaptrRecord`, :class:`SrvRecord`, or address strings."""
 
@@ -284,9 +284,9 @@ class DnsCache:
     ) -> None:
         self.clock = clock
         self.max_entries = max_entries
-        self._entries: dict[tuple[str, str], tuple[float, _Answer]] = {}
+        self._entries: dict[tuple[str, str], tuple[float, DnsAnswer]] = {}
 
-    def get(self, name: str, rdtype: str) -> _Answer | None:
+    def get(self, name: str, rdtype: str) -> DnsAnswer | None:
         key = (name.lower().rstrip("."), rdtype)
         entry = self._entries.get(key)
         if entry is None:
@@ -297,16 +297,20 @@ class DnsCache:
             return None
         return answer
 
-    def put(self, name: str, rdtype: str, answer: _Answer, ttl: float) -> None:
+    def put(self, name: str, rdtype: str, answer: DnsAnswer, ttl: float) -> None:
+        """Keep ``answer`` for ``ttl`` seconds (not at all for a TTL of 0); when full,
+        expired entries go first, then the oldest."""
         if ttl <= 0:
             return
         now = self.clock()
+        key = (name.lower().rstrip("."), rdtype)
+        self._entries.pop(key, None)
         if len(self._entries) >= self.max_entries:
             for key in [k for k, (expires, _) in self._entries.items() if expires <= now]:
                 del self._entries[key]
             while len(self._entries) >= self.max_entries:  # oldest insertion first
                 del self._entries[next(iter(self._entries))]
-        self._entries[(name.lower().rstrip("."), rdtype)] = (now + min(ttl, MAX_TTL), answer)
+        self._entries[key] = (now + min(ttl, MAX_TTL), answer)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -476,7 +480,7 @@ class Locator:
         ]
         return sorted(usable, key=lambda r: (r.order, r.preference))
 
-    async def query(self, name: str, rdtype: str) -> _Answer:
+    async def query(self, name: str, rdtype: str) -> DnsAnswer:
         """One DNS question through the cache. NXDOMAIN and empty answers are answers;
         a server that does not answer or fails raises :class:`DnsTimeout` or
         :class:`DnsServerFailure`."""
@@ -494,7 +498,7 @@ class Locator:
                     backend=dns.asyncbackend.get_backend("trio"),
                 )
         except dns.resolver.NXDOMAIN as exc:
-            answer = _Answer((), nxdomain=True)
+            answer = DnsAnswer((), nxdomain=True)
             self.cache.put(
                 name, rdtype, answer, _negative_ttl(exc.kwargs.get("responses", {}).values())
             )
@@ -512,10 +516,10 @@ class Locator:
         except dns.exception.DNSException as exc:
             raise DnsServerFailure(name, f"{question}: {exc}") from None
         if reply.rrset is None:
-            answer = _Answer(())
+            answer = DnsAnswer(())
             self.cache.put(name, rdtype, answer, _negative_ttl([reply.response]))
             return answer
-        answer = _Answer(tuple(_parse(r) for r in tuple(reply.rrset)[:MAX_RECORDS]))
+        answer = DnsAnswer(tuple(_parse(r) for r in tuple(reply.rrset)[:MAX_RECORDS]))
         self.cache.put(name, rdtype, answer, reply.chaining_result.minimum_ttl)
         return answer
 
@@ -557,9 +561,9 @@ class _Run:
     def __init__(self, locator: Locator, name: str) -> None:
         self.locator = locator
         self.name = name.strip().rstrip(".")
-        self.asked: list[tuple[str, _Answer]] = []  # ("A sip-a.lab.test", answer)
+        self.asked: list[tuple[str, DnsAnswer]] = []  # ("A sip-a.lab.test", answer)
 
-    async def _ask(self, name: str, rdtype: str, log: list[tuple[str, _Answer]]) -> _Answer:
+    async def _ask(self, name: str, rdtype: str, log: list[tuple[str, DnsAnswer]]) -> DnsAnswer:
         try:
             answer = await self.locator.query(name, rdtype)
         except LocateError as exc:  # name the URI's host and what was asked before
@@ -591,7 +595,7 @@ class _Run:
         ordered = [r for r in order_srv(records, self.locator.rng) if r.target not in ("", ".")]
         # every address of every SRV target, in SRV order; all looked up at once
         found: list[list[Target]] = [[] for _ in ordered]
-        logs: list[list[tuple[str, _Answer]]] = [[] for _ in ordered]
+        logs: list[list[tuple[str, DnsAnswer]]] = [[] for _ in ordered]
 
         async def resolve(index: int, record: SrvRecord) -> None:
             found[index] = await self.addresses(record.target, record.port, transport, logs[index])
@@ -607,12 +611,12 @@ class _Run:
         name: str,
         port: int,
         transport: Transport,
-        log: list[tuple[str, _Answer]] | None = None,
+        log: list[tuple[str, DnsAnswer]] | None = None,
     ) -> list[Target]:
         """A and AAAA of ``name`` (looked up together), in the configured family order."""
         families = self.locator.config.families
-        answers: dict[Family, _Answer] = {}
-        asked: dict[Family, list[tuple[str, _Answer]]] = {family: [] for family in families}
+        answers: dict[Family, DnsAnswer] = {}
+        asked: dict[Family, list[tuple[str, DnsAnswer]]] = {family: [] for family in families}
 
         async def ask(family: Family) -> None:
             answers[family] = await self._ask(name, _FAMILY_RDTYPE[family], asked[family])
@@ -1020,7 +1024,7 @@ class Failover:
     ) -> Verdict:
         """An ICMP error (or a send that failed) for ``destination``; errors about any
         other address (an earlier target) are ignored."""
-        if self.current is None or _same_endpoint(destination, self.current.endpoint) is False:
+        if self.current is None or not _same_endpoint(destination, self.current.endpoint):
             return Verdict.IGNORED
         if self._state is _State.SETTLED:
             return Verdict.SETTLED
@@ -1082,8 +1086,18 @@ class IcmpError:
         return errno.errorcode.get(self.errno, str(self.errno))
 
 
+# ICMP host/network unreachable (and administratively prohibited), or a local refusal
 _UNREACHABLE_ERRNOS = frozenset(
-    {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENONET, errno.EACCES}
+    {
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.EHOSTDOWN,
+        errno.ENONET,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENETDOWN,
+        errno.EADDRNOTAVAIL,
+    }
 )
 
 
@@ -1149,6 +1163,10 @@ class UdpEndpoint:
         host, port = destination
         if self.family == socket.AF_INET6 and ":" not in host:
             return (f"::ffff:{host}", port)
+        if self.family == socket.AF_INET and ":" in host:
+            raise ValueError(
+                f"an IPv4 endpoint cannot send to {host}; open the UdpEndpoint on '::'"
+            )
         return (host, port)
 
     async def send(self, data: bytes, destination: tuple[str, int]) -> None:
@@ -1170,7 +1188,8 @@ class UdpEndpoint:
                 # so collect it and try again. A second failure is about this destination.
                 if retried or not self._drain_error_queue():
                     code = exc.errno or 0
-                    self._errors.append(IcmpError(destination, _reason_for(code), code))
+                    reason = _reason_for(code) or Reason.HOST_UNREACHABLE  # cannot get there
+                    self._errors.append(IcmpError(destination, reason, code))
                     break
                 retried = True
         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -1188,9 +1207,10 @@ class UdpEndpoint:
                 await trio.lowlevel.wait_readable(self._sock)
                 continue
             except OSError as exc:
-                if _reason_for(exc.errno or 0) is None and exc.errno != errno.EMSGSIZE:
-                    raise
-                continue  # the error's details are in the error queue
+                # an ICMP error reported once by recv; its details are in the error queue
+                if self._drain_error_queue() or _reason_for(exc.errno or 0) is not None:
+                    continue
+                raise
             await trio.lowlevel.cancel_shielded_checkpoint()
             return Datagram(data, (_plain_address(source[0]), source[1]))
 

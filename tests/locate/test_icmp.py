@@ -101,3 +101,26 @@ async def test_the_black_hole_namespace_gives_each_kind_of_dead_target(blackhole
         assert unreachable.destination == (hole.unreachable_addr, 5060)
         assert unreachable.reason is Reason.HOST_UNREACHABLE
         assert unreachable.description == "EHOSTUNREACH"
+
+
+@pytest.mark.interop
+@pytest.mark.root
+async def test_a_send_that_cannot_leave_the_host_is_reported_like_an_icmp_error(blackhole):
+    hole = blackhole()
+    with UdpEndpoint("127.0.0.1") as endpoint:  # loopback source: cannot go out on the veth
+        await endpoint.send(PAYLOAD, (hole.silent_addr, 5060))
+        outcome = await next_outcome(endpoint)
+    assert isinstance(outcome, IcmpError)
+    assert (outcome.destination, outcome.reason) == (
+        (hole.silent_addr, 5060),
+        Reason.HOST_UNREACHABLE,
+    )
+    assert hole.dropped_packets() == 0
+
+
+async def test_an_ipv4_endpoint_refuses_an_ipv6_destination_at_once():
+    with (
+        UdpEndpoint("127.0.0.1") as endpoint,
+        pytest.raises(ValueError, match="open the UdpEndpoint on '::'"),
+    ):
+        await endpoint.send(PAYLOAD, ("::1", 5060))
