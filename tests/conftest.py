@@ -14,16 +14,20 @@ user="labuser", password="labpass")`` -> :class:`tests.peers.SippUAS`
     A SIPp UAS: ``echo`` (200 with PCMU SDP + RTP echo), ``100rel`` (reliable 180, needs
     PRACK), ``302`` (Contact ``redirect_to``), ``503`` (Retry-After ``retry_after``, also
     to OPTIONS), ``auth401`` (digest verified by SIPp), ``auth407`` (structure-checked).
-    ``.host``, ``.port``, ``.address``, ``.media_port``, ``.uri(user="echo")``,
-    ``.stats()`` (:class:`SippStats`: ``successful``, ``failed``, ``created``,
-    ``echoed_rtp_packets``, ``received("BYE")``, ``sent("200")``; a call is counted
-    successful after SIPp's 4 s timewait), ``.message_log()`` (every SIP message).
+    ``.host``, ``.port``, ``.address``, ``.media_port``, ``.uri(user="echo")``;
+    ``.received("INVITE")`` / ``.sent("200")`` count the datagrams it got and sent so far
+    (retransmissions included, from its ``-trace_msg`` log, so immediate), and
+    ``.message_log()`` is that log; ``.stats()`` is SIPp's own :class:`SippStats`
+    (``successful``, ``failed``, ``created``, ``current``; up to 1 s old while it runs, and
+    a call counts as successful only after the scenario's 4 s timewait); ``.stop()``
+    returns the final stats, with ``echoed_rtp_packets``.
 
 ``sipp_uac(scenario, target, *, calls=1, rate=10, call_ms=1000, service="echo",
 user="labuser", password="labpass", contact=None, expires=300, pcap=None, timeout=None)``
 -> :class:`SippUAC`, started; ``result = await uac.wait()`` -> :class:`SippResult`
 (``exit_status``: 0 all calls OK, 1 some failed, 255 timeout/fatal; ``ok``,
-``successful``, ``failed``, ``stats``, ``errors``, ``messages``). ``target`` is
+``successful``, ``failed``, ``stats``, ``errors``, ``messages``, ``received(name)``,
+``sent(name)``). ``target`` is
 ``host:port``. Scenarios: ``uac_pcmu`` (PCMU from ``tests/lab/sipp/media/
 pcmu_speech.pcap`` or ``pcap``), ``uac_100rel``, ``uac_302``, ``uac_503``, ``uac_auth``,
 ``uac_register``, ``uac_cancel`` (CANCEL after ``call_ms``; expects 487).
@@ -61,6 +65,11 @@ registrar=None, user="alice")`` -> :class:`BaresipCall`, started; ``await call.w
     (EHOSTUNREACH, only with IP_RECVERR), ``.local_addr`` is our side of the veth.
 
 ``peer_lab`` is the :class:`tests.peers.PeerLab` behind them all.
+
+Helpers in tests.peers: ``sip_options(host, port)`` (one OPTIONS, the reply as text),
+``read_wav_mono(path)`` and ``tone_ratio(samples, rate, hz)`` (is this tone in that
+recording?), ``LAB_ZONE`` (the manual lab's lab.test zone), ``MEDIA_DIR`` (the PCMU pcaps:
+``pcmu_speech.pcap``, ``pcmu_tone1k_5s.pcap``), ``free_port()``, ``parse_sip_trace()``.
 """
 
 from __future__ import annotations

@@ -42,10 +42,16 @@ async def test_sipp_echo_uas_answers_a_pcmu_call_and_echoes_its_rtp(sipp_uas, si
     assert final.echoed_rtp_packets >= 80  # ~100 packets of 20 ms in 2 s, all echoed
 
 
-async def test_sipp_echo_uas_answers_options(sipp_uas):
+async def test_sipp_echo_uas_answers_options_and_counts_it_as_a_call(sipp_uas):
     echo = sipp_uas("echo")
     reply = peers.sip_options(echo.host, echo.port)
     assert reply.startswith("SIP/2.0 200 OK")
+    assert (echo.received("OPTIONS"), echo.sent("200")) == (1, 1)
+    with trio.fail_after(3):  # SIPp writes its statistics every second
+        while echo.stats().created != 1:
+            await trio.sleep(0.1)
+    options_steps = [m for m in echo.stats().messages if m.name == "OPTIONS"]
+    assert [(m.sent, m.count) for m in options_steps] == [(False, 1)]
 
 
 async def test_sipp_100rel_uas_wants_prack_and_refuses_plain_invites_with_421(sipp_uas, sipp_uac):
