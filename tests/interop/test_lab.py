@@ -209,6 +209,37 @@ async def test_kamailio_dispatcher_probes_with_options_and_avoids_a_503_backend(
     assert busy.received("INVITE") == 0
 
 
+async def test_baresip_registers_with_kamailio_and_is_reached_through_it(
+    kamailio, baresip_uas, sipp_uac
+):
+    registrar = kamailio("registrar")
+    registrar_hostport = f"{registrar.host}:{registrar.port}"
+    bob = baresip_uas("uas", users=["bob"], registrar=registrar_hostport, password="bobpass")
+    with trio.fail_after(5):
+        while "AoR: bob" not in registrar.rpc("ul.dump"):
+            await trio.sleep(0.1)
+    call = await sipp_uac("uac_auth", registrar_hostport, service="bob", call_ms=500).wait()
+    assert call.ok, call.errors
+    await bob.wait_event("CALL_ESTABLISHED")
+
+
+async def test_baresip_finds_a_sipp_uas_through_naptr_and_srv_in_dnsmasq(
+    dnsmasq, sipp_uas, baresip_call
+):
+    echo = sipp_uas("echo")
+    server = dnsmasq(
+        [
+            peers.NAPTR("lab.test", 10, 10, "S", "SIP+D2U", "_sip._udp.lab.test"),
+            peers.SRV("_sip._udp.lab.test", "sip.lab.test", echo.port),
+            peers.Host("sip.lab.test", echo.host),
+        ]
+    )
+    result = await baresip_call("sip:echo@lab.test", seconds=1, dns=server.nameserver).wait()
+    assert result.established, "\n".join(result.status_lines)
+    assert echo.received("INVITE") == 1
+    assert ("SRV", "_sip._udp.lab.test") in server.queries()
+
+
 # --------------------------------------------------------------------------- dnsmasq
 
 
