@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from gosipd.sip.message import URI, NameAddr, Request, Response
+from gosipd.sip import URI, NameAddr, Request, Response
 
 __all__ = ["Dialog", "DialogState"]
 
@@ -99,7 +99,7 @@ class Dialog:
         if not self.route_set:
             return self.remote_target, []
         first = self.route_set[0]
-        if "lr" in first.uri.params:
+        if first.uri.lr:
             return self.remote_target, list(self.route_set)
         # Strict routing: the first route becomes the Request-URI (without the
         # parameters not allowed there), the remote target goes last.

@@ -66,7 +66,7 @@ class DigestChallenge:
     ) -> DigestChallenge:
         if scheme.lower() != "digest":
             raise DigestError(f"cannot answer a {scheme!r} challenge, only Digest")
-        lowered = {k.lower(): v for k, v in params.items()}
+        lowered = {k.lower(): _unquote(v or "") for k, v in params.items()}
         for required in ("realm", "nonce"):
             if required not in lowered:
                 raise DigestError(f"Digest challenge has no {required!r} parameter")
@@ -86,6 +86,21 @@ class DigestChallenge:
             stale=lowered.get("stale", "").lower() == "true",
             proxy=proxy,
         )
+
+
+def _unquote(value: str) -> str:
+    """A parameter value as written -> its text (quoted-string unescaped)."""
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        out, escaped = [], False
+        for ch in value[1:-1]:
+            if escaped or ch != "\\":
+                out.append(ch)
+                escaped = False
+            else:
+                escaped = True
+        return "".join(out)
+    return value
 
 
 def _quote(value: str) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gosipd.sip.message import URI, Request
+    from gosipd.sip import URI, Request
 
 __all__ = [
     "AckReceived",

@@ -98,7 +98,7 @@ class Action(enum.Enum):
     SEND_ACK = "send ACK for the non-2xx final"
     START_A = "start A"
     STOP_A_B = "stop A and B"
-    STOP_G = "stop G"
+    STOP_G_H = "stop G and H"
     START_B = "start B"
     START_D = "start D"
     START_E = "start E"
@@ -183,7 +183,7 @@ INVITE_SERVER_TABLE: Table = {
     (S.ACCEPTED, I.TRANSPORT_ERROR): (S.ACCEPTED, _IGNORE),
     (S.ACCEPTED, I.TIMER_L): (S.TERMINATED, _IGNORE),
     (S.COMPLETED, I.REQUEST): (S.COMPLETED, (A.RESEND,)),
-    (S.COMPLETED, I.ACK): (S.CONFIRMED, (A.STOP_G, A.START_I)),
+    (S.COMPLETED, I.ACK): (S.CONFIRMED, (A.STOP_G_H, A.START_I)),
     (S.COMPLETED, I.TIMER_G): (S.COMPLETED, (A.RESEND, A.DOUBLE_G)),
     (S.COMPLETED, I.TIMER_H): (S.TERMINATED, (A.REPORT_TIMEOUT,)),
     (S.COMPLETED, I.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
@@ -415,9 +415,9 @@ class ClientTransaction(_Transaction):
         return None
 
     def _ack_for(self, response: Response) -> Request:
-        from gosipd.sip.message import build_ack_for_failure
+        from gosipd.sip.requests import ack_for_failure
 
-        return build_ack_for_failure(self.request, response)
+        return ack_for_failure(self.request, response)
 
 
 class ClientInvite(ClientTransaction):
@@ -496,7 +496,7 @@ class ServerTransaction(_Transaction):
                 self._start(Input.TIMER_G, t.g, now)
             case Action.DOUBLE_G:
                 self._double(Input.TIMER_G, now, t.t2)
-            case Action.STOP_G:
+            case Action.STOP_G_H:
                 self._stop(Input.TIMER_G, Input.TIMER_H)
             case Action.START_H:
                 self._start(Input.TIMER_H, t.h, now)

@@ -33,7 +33,8 @@ from gosipd import __version__
 from gosipd.sip import events as ev
 from gosipd.sip.dialog import Dialog, DialogState
 from gosipd.sip.digest import Credentials, DigestChallenge, DigestError, DigestSession
-from gosipd.sip.message import (
+from gosipd.sip.requests import ack_for_2xx, cancel_for, with_headers
+from gosipd.sip import (
     URI,
     CSeq,
     NameAddr,
@@ -41,8 +42,8 @@ from gosipd.sip.message import (
     Response,
     SIPParseError,
     Via,
+    check,
     parse,
-    rejection_for,
 )
 from gosipd.sip.timers import Timers
 from gosipd.sip.transaction import (
@@ -279,7 +280,8 @@ class UserAgent:
     # ======================================================================
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
-        out, self._outbox = self._outbox, []
+        out = list(self._outbox)
+        self._outbox.clear()  # the transactions hold this very list
         return out
 
     def events(self) -> list[ev.Event]:
@@ -335,9 +337,10 @@ class UserAgent:
             message = parse(data)
         except SIPParseError as exc:
             self.malformed += 1
-            partial = getattr(exc, "request", None)
-            if isinstance(partial, Request):
-                self._reply_statelessly(partial, source, 400, exc.reason)
+            reply = Response.for_malformed(exc, to_tag=_token(self.rng))
+            if reply is not None:
+                via = reply.top_via
+                self._outbox.append((bytes(reply), self._via_reply_address(via, source)))
             return
         if isinstance(message, Response):
             self._receive_response(message, source, now)
@@ -378,7 +381,7 @@ class UserAgent:
         ]
         if sdp is not None:
             header_list.append(("Content-Type", "application/sdp"))
-        self._invite = Request.build("INVITE", request_uri, header_list, sdp or b"")
+        self._invite = Request("INVITE", request_uri, header_list, sdp or b"")
         self._send_invite_attempt(destination, now)
         return self._invite
 
@@ -392,12 +395,11 @@ class UserAgent:
         assert self._invite is not None
         if self._invite_tx is not None:
             self._invite_tx.terminate()
-        request = self._invite
+        request = self._invite.copy()
         if request_uri is not None:
-            request = request.replace_uri(request_uri)
-        self._invite = request.with_header(
-            "CSeq", str(CSeq(request.cseq.number + 1, "INVITE"))
-        )
+            request.uri = request_uri
+        request.cseq = CSeq(request.cseq.number + 1, "INVITE")
+        self._invite = request
         self._send_invite_attempt(destination, now)
 
     def give_up(self, now: float, *, cause: str = "failed") -> None:
@@ -427,11 +429,15 @@ class UserAgent:
         assert self._invite is not None
         self._destination = destination
         self._attempt_heard = False
-        request = self._invite.with_top_via(self._via())
+        request = self._invite.copy()
+        request.via = [self._via()]
+        for name in ("Authorization", "Proxy-Authorization"):
+            request.headers.remove(name)
         if self._digest is not None:
-            request = request.with_headers(
-                self._digest.headers_for(method="INVITE", uri=str(request.uri), body=request.body)
-            )
+            for name, value in self._digest.headers_for(
+                method="INVITE", uri=str(request.uri), body=request.body
+            ):
+                request.headers.add(name, value)
         self._invite = request
         tx = ClientInvite(request, destination, self.timers, self._outbox, now)
         self._invite_tx = tx
@@ -439,7 +445,7 @@ class UserAgent:
 
     def _send_cancel(self, now: float) -> None:
         assert self._invite is not None and self._invite_tx is not None
-        cancel = self._invite.cancel_request()
+        cancel = cancel_for(self._invite)
         tx = ClientNonInvite(cancel, self._invite_tx.destination, self.timers, self._outbox, now)
         self._clients[tx.key] = tx
         self._cancel_pending = False
@@ -498,7 +504,7 @@ class UserAgent:
         if dialog.last_rseq is not None and rseq != dialog.last_rseq + 1:
             return False
         dialog.last_rseq = rseq
-        rack = f"{rseq} {response.cseq.number} {response.cseq.method}"
+        rack = f"{rseq} {response.cseq.number} {response.cseq.method}"  # RFC 3262 §7.2
         self._send_in_dialog(dialog, "PRACK", now, headers=[("RAck", rack)])
         return True
 
@@ -517,7 +523,7 @@ class UserAgent:
             response.contact[0].uri if response.contact else dialog.remote_target
         )
         dialog.route_set = tuple(reversed(response.record_route))
-        dialog.local_seq = self._invite.cseq.number
+        dialog.local_seq = max(dialog.local_seq, self._invite.cseq.number)
         self._send_ack(dialog, response, now)
         if self.state in (CallState.CONFIRMED, CallState.TERMINATING):
             # another fork answered too: we keep one call, so hang this one up
@@ -537,26 +543,14 @@ class UserAgent:
     def _send_ack(self, dialog: Dialog, response: Response, now: float) -> None:
         """ACK for a 2xx: a new transaction of its own, sent by the TU (§13.2.2.4)."""
         assert self._invite is not None
-        request_uri, routes = dialog.request_uri_and_route()
-        headers: list[tuple[str, str]] = [
-            ("Via", str(self._via())),
-            ("Max-Forwards", "70"),
-            ("From", str(dialog.local_party)),
-            ("To", str(dialog.remote_party.with_tag(dialog.remote_tag))),
-            ("Call-ID", dialog.call_id),
-            ("CSeq", str(CSeq(self._invite.cseq.number, "ACK"))),
-            *(("Route", str(route)) for route in routes),
-        ]
-        for name in ("Authorization", "Proxy-Authorization"):
-            headers += [(name, value) for value in self._invite.headers.get_all(name)]
-        ack = Request.build("ACK", request_uri, headers, b"")
+        ack = ack_for_2xx(dialog, self._invite.cseq.number, self._via(), invite=self._invite)
         wire = bytes(ack)
         self._acks[response.to.tag or ""] = wire
         self._outbox.append((wire, self._hop_address(dialog)))
 
     def _on_invite_failure(self, response: Response, now: float) -> None:
         status = response.status
-        retry_after = response.retry_after
+        retry_after = response.retry_after.seconds if response.retry_after else None
         self._last_failure = (status, response.reason, retry_after)
         if self.state is CallState.CANCELLING:
             self._transition(CallInput.FAILURE)
@@ -568,7 +562,7 @@ class UserAgent:
         if 300 <= status < 400 and response.contact:
             self._redirects += 1
             if self._redirects <= self.config.max_redirects:
-                contacts = tuple(c.uri for c in sorted(response.contact, key=_q_order))
+                contacts = tuple(c.uri for c in sorted(response.contact, key=_q_order))  # noqa: F841
                 self._transition(CallInput.ATTEMPT_FAILED)
                 self._events.append(ev.Redirected(status, contacts))
                 return
@@ -594,9 +588,11 @@ class UserAgent:
             (False, response.www_authenticate),
             (True, response.proxy_authenticate),
         ):
-            for scheme, params in values:
+            for challenge in values:
                 try:
-                    challenges.append(DigestChallenge.from_params(scheme, params, proxy=proxy))
+                    challenges.append(
+                        DigestChallenge.from_params(challenge.scheme, challenge.params, proxy=proxy)
+                    )
                 except DigestError:
                     continue
         request = self._invite
@@ -609,12 +605,11 @@ class UserAgent:
             ev.AuthChallenged(response.status, tuple(sorted({c.realm for c in challenges})))
         )
         assert self._destination is not None
-        # headers_for() runs again in the attempt, so start from the unauthenticated request
-        self._invite = request.without_headers("Authorization", "Proxy-Authorization")
+        # the attempt adds the answered credentials (headers_for) to a fresh copy
         self._transition(CallInput.RETRY)
-        self._invite = self._invite.with_header(
-            "CSeq", str(CSeq(request.cseq.number + 1, "INVITE"))
-        )
+        request = request.copy()
+        request.cseq = CSeq(request.cseq.number + 1, "INVITE")
+        self._invite = request
         self._send_invite_attempt(self._destination, now)
         return True
 
@@ -665,7 +660,7 @@ class UserAgent:
         assert self._incoming is not None
         response = self._response(self._incoming, status, reason)
         if retry_after is not None:
-            response = response.with_header("Retry-After", str(retry_after))
+            response.headers.set("Retry-After", str(retry_after))
         self._reliable = None
         self._respond_invite(response, now)
         self._events.append(ev.Failed(status, response.reason))
@@ -702,14 +697,13 @@ class UserAgent:
             headers.append(("Allow", ", ".join(self.config.allow)))
         if 200 <= status < 300:
             headers.append(("Supported", ", ".join(self.config.supported)))
-        if 100 < status < 300 and request.method == "INVITE":
-            headers += [("Record-Route", str(rr)) for rr in request.record_route]
         headers.append(("Server", self.config.user_agent))
-        if sdp is not None:
-            headers.append(("Content-Type", "application/sdp"))
         tag = self._local_tag if status > 100 else None
         response = Response.for_request(request, status, reason, to_tag=tag)
-        return response.with_headers(headers).with_body(sdp or b"")
+        with_headers(response, headers)
+        if sdp is not None:
+            response.set_body(sdp, "application/sdp")
+        return response
 
     def _respond_invite(self, response: Response, now: float) -> None:
         assert self._incoming_tx is not None
@@ -720,7 +714,8 @@ class UserAgent:
 
     def _send_reliable(self, response: Response, now: float) -> None:
         self._rseq = self._rseq + 1 if self._rseq else self.rng.randint(1, 2**31 - 1)
-        response = response.with_headers([("Require", "100rel"), ("RSeq", str(self._rseq))])
+        response = response.copy()
+        with_headers(response, [("Require", "100rel"), ("RSeq", str(self._rseq))])
         self._reliable = _ReliableProvisional(
             response,
             self._rseq,
@@ -754,7 +749,8 @@ class UserAgent:
         if (
             pending is None
             or rack is None
-            or rack != (pending.rseq, self._incoming.cseq.number if self._incoming else -1, "INVITE")
+            or (rack.rseq, rack.cseq, rack.method)
+            != (pending.rseq, self._incoming.cseq.number if self._incoming else -1, "INVITE")
         ):
             tx.respond(self._response(request, 481, "No Matching Provisional"), now)
             return
@@ -768,6 +764,9 @@ class UserAgent:
             self._send_success(held, now)
 
     def _send_success(self, response: Response, now: float) -> None:
+        # a final response ends the retransmission of reliable provisionals (RFC 3262 §3)
+        self._reliable = None
+        self._queued_provisionals.clear()
         self._respond_invite(response, now)
         if self.dialog is not None:
             self.dialog.state = DialogState.CONFIRMED
@@ -921,7 +920,7 @@ class UserAgent:
         header_list += [("User-Agent", self.config.user_agent), *headers]
         if self._digest is not None:
             header_list += self._digest.headers_for(method=method, uri=str(request_uri), body=body)
-        request = Request.build(method, request_uri, header_list, body)
+        request = Request(method, request_uri, header_list, body)
         destination = self._hop_address(dialog)
         tx: ClientTransaction
         if method == "INVITE":
@@ -947,18 +946,17 @@ class UserAgent:
         if self._digest is None or self.dialog is None:
             return False
         challenges = [
-            DigestChallenge.from_params(scheme, params, proxy=proxy)
+            DigestChallenge.from_params(challenge.scheme, challenge.params, proxy=proxy)
             for proxy, values in (
                 (False, response.www_authenticate),
                 (True, response.proxy_authenticate),
             )
-            for scheme, params in values
-            if scheme.lower() == "digest"
+            for challenge in values
+            if challenge.scheme.lower() == "digest"
         ]
         request_uri, _ = self.dialog.request_uri_and_route()
         if self._digest.answer(challenges, method="BYE", uri=str(request_uri)) is None:
             return False
-        self._digest_bye_retried = True
         self._send_bye(now)
         return True
 
@@ -996,22 +994,7 @@ class UserAgent:
 
     def _send_ack_reinvite(self, response: Response, now: float) -> None:
         assert self.dialog is not None
-        request_uri, routes = self.dialog.request_uri_and_route()
-        ack = Request.build(
-            "ACK",
-            request_uri,
-            [
-                ("Via", str(self._via())),
-                ("Max-Forwards", "70"),
-                ("From", str(self.dialog.local_party)),
-                ("To", str(self.dialog.remote_party.with_tag(self.dialog.remote_tag))),
-                ("Call-ID", self.dialog.call_id),
-                ("CSeq", str(CSeq(response.cseq.number, "ACK"))),
-                *(("Route", str(route)) for route in routes),
-            ],
-            b"",
-        )
-        wire = bytes(ack)
+        wire = bytes(ack_for_2xx(self.dialog, response.cseq.number, self._via()))
         self._acks[response.to.tag or ""] = wire
         self._outbox.append((wire, self._hop_address(self.dialog)))
 
@@ -1087,15 +1070,18 @@ class UserAgent:
                 continue
 
     def _receive_request(self, request: Request, source: Address, now: float) -> None:
+        rejection = check(request, supported=self.config.supported, accept=self.config.accept)
+        if rejection is not None:
+            self.malformed += 1
+            if request.method != "ACK" and request.top_via is not None:
+                reply_to = self._reply_address(request, source)
+                self._server_reply(
+                    request, reply_to, now, rejection.status, rejection.reason,
+                    headers=rejection.headers,
+                )
+            return
         request = self._stamp_via(request, source)
         reply_to = self._reply_address(request, source)
-        rejection = rejection_for(
-            request, supported=self.config.supported, accept=self.config.accept
-        )
-        if rejection is not None and request.method != "ACK":
-            status, reason, headers = rejection
-            self._server_reply(request, reply_to, now, status, reason, headers=headers)
-            return
         key = server_key(request)
         tx = self._servers.get(key)
         if tx is not None:
@@ -1261,24 +1247,20 @@ class UserAgent:
         else:
             tx = ServerNonInvite(request, reply_to, self.timers, self._outbox, now)
         self._servers[tx.key] = tx
-        tag = _token(self.rng) if request.to.tag is None and status > 100 else None
+        tag = _token(self.rng) if status > 100 and _to_tag(request) is None else None
         response = Response.for_request(request, status, reason, to_tag=tag)
         extra = list(headers)
-        if status in (405, 501) or (status == 200 and request.method == "OPTIONS"):
+        names = {name.lower() for name, _ in extra}
+        if (status in (405, 501) or (status == 200 and request.method == "OPTIONS")) and (
+            "allow" not in names
+        ):
             extra += [
                 ("Allow", ", ".join(self.config.allow)),
                 ("Supported", ", ".join(self.config.supported)),
             ]
         extra.append(("Server", self.config.user_agent))
-        tx.respond(response.with_headers(extra), now)
-
-    def _reply_statelessly(self, request: Request, source: Address, status: int,
-                           reason: str) -> None:
-        try:
-            response = Response.for_request(request, status, reason[:100])
-            self._outbox.append((bytes(response), self._reply_address(request, source)))
-        except (AttributeError, IndexError, ValueError, SIPParseError):
-            pass  # not enough of it parsed to answer: dropped and counted
+        with_headers(response, extra)
+        tx.respond(response, now)
 
     # ======================================================================
     # helpers
@@ -1300,40 +1282,52 @@ class UserAgent:
 
     def _via(self) -> Via:
         host, port = self.config.local_address
-        return Via.build("UDP", host, port, branch=f"{MAGIC_COOKIE}{_token(self.rng)}", rport=True)
+        return Via("UDP", host, port, branch=f"{MAGIC_COOKIE}{_token(self.rng)}", rport=True)
 
     def _contact(self) -> NameAddr:
         host, port = self.public_address
-        return NameAddr(URI.build("sip", user=self.config.contact_user, host=host, port=port))
+        return NameAddr(URI(scheme="sip", user=self.config.contact_user, host=host, port=port))
 
     def _learn_public_address(self, response: Response) -> None:
         """RFC 3581: the received/rport on our Via say how the far end sees us."""
-        via = response.via[0]
+        via = response.top_via
+        if via is None:
+            return
         host = via.received or self.public_address[0]
-        port = via.rport if isinstance(via.rport, int) else self.public_address[1]
+        port = via.rport if via.rport is not None else self.public_address[1]
         self.public_address = (host, port)
 
     def _stamp_via(self, request: Request, source: Address) -> Request:
         """§18.2.1 received, RFC 3581 rport: note on the top Via where it really came from."""
-        if not request.via:
+        via = request.top_via
+        if via is None:
             return request
-        via = request.via[0]
-        received = source[0] if via.host.strip("[]") != source[0] else None
-        rport = source[1] if via.rport is True else None
-        if received is None and rport is None:
+        received = source[0] if via.host != source[0] else via.received
+        rport = source[1] if via.has_rport and via.rport is None else via.rport
+        if received == via.received and rport == via.rport:
             return request
-        return request.with_top_via(via.with_params(received=received or via.received,
-                                                    rport=rport if rport else via.rport))
+        stamped = request.copy()
+        changes: dict[str, str] = {}
+        if received is not None:
+            changes["received"] = received
+        if rport is not None:
+            changes["rport"] = str(rport)
+        stamped.via = [via.with_params(**changes), *request.via[1:]]
+        return stamped
 
     def _reply_address(self, request: Request, source: Address) -> Address:
-        if not request.via:
+        return self._via_reply_address(request.top_via, source)
+
+    @staticmethod
+    def _via_reply_address(via: Via | None, source: Address) -> Address:
+        """Where a response goes (RFC 3261 §18.2.2, RFC 3581 §4)."""
+        if via is None:
             return source
-        via = request.via[0]
         if via.maddr:
             return (via.maddr, via.port or 5060)
-        if isinstance(via.rport, int):
-            return (via.received or source[0], via.rport)
-        host = via.received or via.host.strip("[]")
+        if via.has_rport:
+            return (via.received or source[0], via.rport or source[1])
+        host = via.received or via.host
         if not _is_ip(host):
             host = source[0]
         return (host, via.port or 5060)
@@ -1342,8 +1336,7 @@ class UserAgent:
         """Where an in-dialog request (or ACK) goes (see the module docstring)."""
         if dialog is not None:
             hop = dialog.next_hop()
-            maddr = hop.params.get("maddr")
-            host = maddr or hop.host.strip("[]")
+            host = hop.maddr or hop.host
             port = hop.port or 5060
             if _is_ip(host):
                 return (host, port)
@@ -1359,11 +1352,19 @@ class UserAgent:
 
 
 def _q_order(contact: NameAddr) -> float:
-    q = contact.params.get("q")
+    """Sort key: highest q first; a Contact without q counts as 1.0 (RFC 3261 §20.10)."""
     try:
-        return -float(q) if q is not None else -1.0
-    except ValueError:
+        q = contact.q
+    except (ValueError, SIPParseError):
         return -1.0
+    return -(q if q is not None else 1.0)
+
+
+def _to_tag(request: Request) -> str | None:
+    try:
+        return request.to.tag
+    except SIPParseError:
+        return None
 
 
 def _cause_of(status: int) -> str:
