@@ -416,20 +416,6 @@ cdef tuple _lookup_name(const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
     cdef int found = _lookup_slot(p, a, b)
     if found >= 0:
         return <tuple>_slot_info[found]
-    cdef unsigned int h = _name_hash(p, a, b)
-    cdef unsigned int slot = h & (NAME_SLOTS - 1)
-    cdef Py_ssize_t n = b - a, i
-    cdef bint same
-    while _slot_len[slot]:
-        if _slot_hash[slot] == h and _slot_len[slot] == n:
-            same = True
-            for i in range(n):
-                if LOWER[p[a + i]] != _slot_name[slot][i]:
-                    same = False
-                    break
-            if same:
-                return <tuple>_slot_info[slot]
-        slot = (slot + 1) & (NAME_SLOTS - 1)
     cdef str name = _ascii(p, a, b)
     return (name, name.lower(), False, 0)
 
@@ -744,7 +730,7 @@ cdef Py_ssize_t _scan_host(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
                            Py_ssize_t* span) except -1:
     """Validate the host at p[i:]; store the bare host span (IPv6 without brackets) in
     span[0:2] and return the index after the host."""
-    cdef Py_ssize_t end, rb, k
+    cdef Py_ssize_t end, rb
     cdef const void* hit
     cdef str reason
     if i < n and p[i] == 91:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Self
+from typing import Self, cast
 
 from gosipd._sipparse import (
     URI,
     CSeq,
     Headers,
+    MessageCore,
     NameAddr,
     RequestCore,
     ResponseCore,
@@ -38,7 +39,6 @@ from gosipd.sip.values import (
     RetryAfter,
     parse_date,
     parse_delta_seconds,
-    parse_max_forwards,
     parse_method,
     parse_option_tag,
     parse_rseq,
@@ -145,7 +145,7 @@ def _reason(status: int) -> str:
     )
 
 
-class Message:
+class Message(MessageCore):
     """What requests and responses share, beyond the hot typed headers of
     ``MessageCore`` (Via, From, To, Call-ID, CSeq, Contact, Route, Record-Route,
     Max-Forwards): extensions, authentication, numbers, the body and its parts.
@@ -155,9 +155,6 @@ class Message:
     """
 
     __slots__ = ()
-
-    headers: Headers
-    body: bytes
 
     def copy(self) -> Self:
         """An independent copy (headers copied; typed values are immutable)."""
@@ -172,7 +169,7 @@ class Message:
 
     @property
     def expires(self) -> int | None:
-        return self.headers.typed_one("expires", parse_delta_seconds)  # type: ignore[no-any-return]
+        return self.headers.typed_one("expires", parse_delta_seconds)
 
     @expires.setter
     def expires(self, value: int | None) -> None:
@@ -180,11 +177,11 @@ class Message:
 
     @property
     def min_expires(self) -> int | None:
-        return self.headers.typed_one("min-expires", parse_delta_seconds)  # type: ignore[no-any-return]
+        return self.headers.typed_one("min-expires", parse_delta_seconds)
 
     @property
     def rseq(self) -> int | None:
-        return self.headers.typed_one("rseq", parse_rseq)  # type: ignore[no-any-return]
+        return self.headers.typed_one("rseq", parse_rseq)
 
     @rseq.setter
     def rseq(self, value: int | None) -> None:
@@ -194,7 +191,7 @@ class Message:
 
     @property
     def rack(self) -> RAck | None:
-        return self.headers.typed_one("rack", RAck.parse)  # type: ignore[no-any-return]
+        return self.headers.typed_one("rack", RAck.parse)
 
     @rack.setter
     def rack(self, value: RAck | None) -> None:
@@ -202,7 +199,7 @@ class Message:
 
     @property
     def retry_after(self) -> RetryAfter | None:
-        return self.headers.typed_one("retry-after", RetryAfter.parse)  # type: ignore[no-any-return]
+        return self.headers.typed_one("retry-after", RetryAfter.parse)
 
     @retry_after.setter
     def retry_after(self, value: RetryAfter | int | None) -> None:
@@ -210,7 +207,7 @@ class Message:
 
     @property
     def date(self) -> datetime | None:
-        return self.headers.typed_one("date", parse_date)  # type: ignore[no-any-return]
+        return self.headers.typed_one("date", parse_date)
 
     def _set_number(self, name: str, value: int | None, maximum: int) -> None:
         if value is None:
@@ -291,7 +288,7 @@ class Message:
 
     @property
     def content_type(self) -> ContentType | None:
-        return self.headers.typed_one("content-type", ContentType.parse)  # type: ignore[no-any-return]
+        return self.headers.typed_one("content-type", ContentType.parse)
 
     @content_type.setter
     def content_type(self, value: ContentType | str | None) -> None:
@@ -559,4 +556,4 @@ def parse(data: bytes) -> Request | Response:
     SIPParseError, whose ``headers`` (when set) let ``Response.for_malformed`` answer a
     broken request.
     """
-    return parse_message(data)  # type: ignore[no-any-return]
+    return cast(Request | Response, parse_message(data))
