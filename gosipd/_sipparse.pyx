@@ -20,12 +20,17 @@ any input. Two leniencies, both common in deployed stacks: a line may end in a b
 (we always write CRLF), and a Status-Line may omit the SP before an empty reason.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING
-from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
-from libc.string cimport memchr, memcmp
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8, PyUnicode_GET_LENGTH
+from cpython.object cimport PyTypeObject
+from cpython.ref cimport PyObject
+from libc.stdlib cimport free, realloc
+from libc.stdint cimport uint64_t
+from libc.string cimport memchr, memcpy
 
 import collections.abc
 import ipaddress
+import sys
 
 __all__ = [
     "COMPACT_FORMS",
@@ -34,8 +39,11 @@ __all__ = [
     "URI",
     "CSeq",
     "Headers",
+    "MessageCore",
     "NameAddr",
     "Params",
+    "RequestCore",
+    "ResponseCore",
     "SIPParseError",
     "Via",
     "header_name",
@@ -53,6 +61,8 @@ __all__ = [
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
+    void _incref "Py_INCREF" (PyObject* o)
+    void _xdecref "Py_XDECREF" (PyObject* o)
 
 #: The largest datagram we accept (64 KiB); UDP cannot carry more anyway.
 MAX_MESSAGE_SIZE = 65_536
@@ -103,6 +113,7 @@ def _rebuild_error(reason, offset, line, header, status):
 # --------------------------------------------------------------------------- characters
 
 cdef unsigned int CC[256]
+cdef unsigned char LOWER[256]
 
 cdef enum:
     T_TOKEN = 1         # token (RFC 3261 §25.1)
@@ -120,6 +131,7 @@ cdef enum:
     T_WS = 4096         # SP / HTAB
     T_HOST = 8192       # alphanum / "-" / "." (hostname and IPv4 octets)
     T_TELNUM = 16384    # tel: number: HEXDIG / "*" / "#" / "+" / visual separators
+    T_PCT = 32768       # "%", which starts an escape
 
 
 cdef void _mark(bytes chars, unsigned int flag):
@@ -132,6 +144,7 @@ cdef void _init_tables():
     cdef int i
     for i in range(256):
         CC[i] = 0
+        LOWER[i] = i + 32 if 65 <= i <= 90 else i
     cdef bytes alpha = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
     cdef bytes digit = b"0123456789"
     cdef bytes alnum = alpha + digit
@@ -151,6 +164,7 @@ cdef void _init_tables():
     _mark(b" \t", T_WS)
     _mark(alnum + b"-.", T_HOST)
     _mark(digit + b"abcdefABCDEF*#+-.()", T_TELNUM)
+    _mark(b"%", T_PCT)
 
 
 _init_tables()
@@ -303,8 +317,11 @@ DEF NAME_MAX = 32
 cdef unsigned int _slot_hash[NAME_SLOTS]
 cdef int _slot_len[NAME_SLOTS]
 cdef unsigned char _slot_name[NAME_SLOTS][NAME_MAX]
-cdef list _slot_info = [None] * NAME_SLOTS
-# lower-case spelling (full or compact) -> (canonical, key, is_list)
+cdef list _slot_info = [None] * NAME_SLOTS   # keeps the objects below alive
+cdef PyObject* _slot_canon[NAME_SLOTS]
+cdef PyObject* _slot_key[NAME_SLOTS]
+cdef int _slot_hot[NAME_SLOTS]
+# lower-case spelling (full or compact) -> (canonical, key, is_list, hot slot or 0)
 cdef dict _NAMES = {}
 cdef set _LIST_KEYS = set()
 #: compact form (lower case) -> canonical name
@@ -316,7 +333,7 @@ cdef inline unsigned int _name_hash(const unsigned char* p, Py_ssize_t a,
     cdef unsigned int h = 2166136261u
     cdef Py_ssize_t i
     for i in range(a, b):
-        h = (h ^ _lower(p[i])) * 16777619u
+        h = (h ^ LOWER[p[i]]) * 16777619u
     return h
 
 
@@ -331,10 +348,31 @@ cdef void _add_name(str spelling, tuple info):
         slot = (slot + 1) & (NAME_SLOTS - 1)
     _slot_hash[slot] = h
     _slot_len[slot] = <int>n
-    for i in range(n):
-        _slot_name[slot][i] = p[i]
+    for i in range(NAME_MAX):
+        _slot_name[slot][i] = p[i] if i < n else 0
     _slot_info[slot] = info
+    _slot_canon[slot] = <PyObject*>info[0]
+    _slot_key[slot] = <PyObject*>info[1]
+    _slot_hot[slot] = info[3]
     _NAMES[spelling.lower()] = info
+
+
+# The headers the engine reads from every message get a slot: Headers remembers where
+# their fields are while scanning, so reading them needs no search.
+DEF N_SLOTS = 10
+DEF SL_VIA = 1
+DEF SL_FROM = 2
+DEF SL_TO = 3
+DEF SL_CALL_ID = 4
+DEF SL_CSEQ = 5
+DEF SL_CONTACT = 6
+DEF SL_MAX_FORWARDS = 7
+DEF SL_ROUTE = 8
+DEF SL_RECORD_ROUTE = 9
+cdef dict _HOT_SLOTS = {"via": SL_VIA, "from": SL_FROM, "to": SL_TO, "call-id": SL_CALL_ID,
+                        "cseq": SL_CSEQ, "contact": SL_CONTACT,
+                        "max-forwards": SL_MAX_FORWARDS, "route": SL_ROUTE,
+                        "record-route": SL_RECORD_ROUTE}
 
 
 cdef void _init_names():
@@ -343,7 +381,8 @@ cdef void _init_names():
     for i in range(NAME_SLOTS):
         _slot_len[i] = 0
     for canonical, compact, is_list in _HEADERS:
-        info = (canonical, canonical.lower(), is_list)
+        key = sys.intern(canonical.lower())
+        info = (canonical, key, is_list, _HOT_SLOTS.get(key, 0))
         _add_name(canonical, info)
         if is_list:
             _LIST_KEYS.add(canonical.lower())
@@ -355,31 +394,30 @@ cdef void _init_names():
 _init_names()
 
 
-cdef tuple _lookup_name(const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
-    """(canonical, key, is_list) for the header name p[a:b] (a token)."""
-    cdef unsigned int h = _name_hash(p, a, b)
+cdef int _lookup_slot(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) noexcept:
+    """The name table slot of the header name p[a:b], or -1 for an unknown header."""
+    return _lookup_hashed(p, a, b, _name_hash(p, a, b))
+
+
+cdef inline int _lookup_hashed(const unsigned char* p, Py_ssize_t a, Py_ssize_t b,
+                               unsigned int h) noexcept:
     cdef unsigned int slot = h & (NAME_SLOTS - 1)
-    cdef Py_ssize_t n = b - a, i
-    cdef bint same
+    cdef Py_ssize_t n = b - a
     while _slot_len[slot]:
-        if _slot_hash[slot] == h and _slot_len[slot] == n:
-            same = True
-            for i in range(n):
-                if _lower(p[a + i]) != _slot_name[slot][i]:
-                    same = False
-                    break
-            if same:
-                return <tuple>_slot_info[slot]
+        if (_slot_hash[slot] == h and _slot_len[slot] == n
+                and _ci_equal(p, a, b, <const char*>_slot_name[slot])):
+            return slot
         slot = (slot + 1) & (NAME_SLOTS - 1)
+    return -1
+
+
+cdef tuple _lookup_name(const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
+    """(canonical, key, is_list, hot slot) for the header name p[a:b] (a token)."""
+    cdef int found = _lookup_slot(p, a, b)
+    if found >= 0:
+        return <tuple>_slot_info[found]
     cdef str name = _ascii(p, a, b)
-    return (name, name.lower(), False)
-
-
-cdef tuple _name_info(str name):
-    cdef tuple info = _NAMES.get(name.lower())
-    if info is not None:
-        return info
-    return (name, name.lower(), False)
+    return (name, name.lower(), False, 0)
 
 
 def header_name(str name):
@@ -393,7 +431,7 @@ def header_name(str name):
     cdef const unsigned char* p = _utf8(name, &n)
     if n == 0 or _scan(p, 0, n, T_TOKEN) != n:
         raise ValueError(f"{name!r} is not a valid header name (RFC 3261 token)")
-    cdef tuple info = _name_info(name)
+    cdef tuple info = _lookup_name(p, 0, n)
     return (info[0], info[1])
 
 
@@ -692,10 +730,9 @@ cdef Py_ssize_t _scan_host(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
                            Py_ssize_t* span) except -1:
     """Validate the host at p[i:]; store the bare host span (IPv6 without brackets) in
     span[0:2] and return the index after the host."""
-    cdef Py_ssize_t end, rb, k
+    cdef Py_ssize_t end, rb
     cdef const void* hit
     cdef str reason
-    cdef int colons = 0
     if i < n and p[i] == 91:
         hit = memchr(p + i, 93, n - i)
         if hit == NULL:
@@ -707,19 +744,34 @@ cdef Py_ssize_t _scan_host(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
         span[1] = rb
         return rb + 1
     end = _scan(p, i, n, T_HOST)
-    k = i
-    while k < n and (CC[p[k]] & T_HEX or p[k] == 58 or p[k] == 46):
-        colons += p[k] == 58
-        k += 1
-    if colons >= 2:
-        raise SIPParseError(f"IPv6 address {_show(p, i, k)} must be enclosed in '[' ']' "
-                            "(RFC 5118 §4.2)", i)
-    reason = _check_host(p, i, end)
-    if reason is not None:
-        raise SIPParseError(reason, i)
+    if end < n and p[end] == 58:
+        _refuse_bare_ipv6(p, i, n)
+    if not ((CC[p[i]] & T_DIGIT and _valid_ipv4(p, i, end)) or _valid_hostname(p, i, end)):
+        _refuse_bare_ipv6(p, i, n)
+        reason = _check_host(p, i, end)
+        raise SIPParseError(reason or f"{_show(p, i, end)} is not a host", i)
     span[0] = i
     span[1] = end
     return end
+
+
+cdef int _refuse_bare_ipv6(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) except -1:
+    """Raise if p[i:] starts with an IPv6 address written without '[' ']' (RFC 5118 §4.2);
+    a host followed by ':' and a port is fine."""
+    cdef Py_ssize_t k = i
+    while k < n and CC[p[k]] & T_HOST:
+        k += 1
+    if k >= n or p[k] != 58:
+        return 0
+    k += 1
+    while k < n and CC[p[k]] & T_DIGIT:
+        k += 1
+    if k < n and (p[k] == 58 or CC[p[k]] & T_HEX or p[k] == 46):
+        while k < n and (CC[p[k]] & T_HEX or p[k] == 58 or p[k] == 46):
+            k += 1
+        raise SIPParseError(f"IPv6 address {_show(p, i, k)} must be enclosed in '[' ']' "
+                            "(RFC 5118 §4.2)", i)
+    return 0
 
 
 def _host_or_raise(str host):
@@ -770,17 +822,14 @@ cdef int _hexval(unsigned char c) noexcept:
 cdef Py_ssize_t _scan_escaped(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
                               unsigned int flag) except -1:
     """Scan chars in ``flag`` or %HH escapes; raise on a broken escape."""
-    while i < n:
-        if CC[p[i]] & flag:
-            i += 1
-        elif p[i] == 37:
-            if i + 2 >= n or _hexval(p[i + 1]) < 0 or _hexval(p[i + 2]) < 0:
-                raise SIPParseError(f"'%' at {_show(p, i, n)} is not followed by two hex digits",
-                                    i)
-            i += 3
-        else:
-            break
-    return i
+    cdef Py_ssize_t j = _scan(p, i, n, flag | T_PCT), k
+    cdef const void* hit = memchr(p + i, 37, j - i)
+    while hit != NULL:
+        k = <const unsigned char*>hit - p
+        if k + 2 >= j or _hexval(p[k + 1]) < 0 or _hexval(p[k + 2]) < 0:
+            raise SIPParseError(f"'%' at {_show(p, k, n)} is not followed by two hex digits", k)
+        hit = memchr(p + k + 3, 37, j - k - 3) if k + 3 < j else NULL
+    return j
 
 
 cdef str _unescape(const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
@@ -1117,6 +1166,158 @@ DEF K_SIPS = 2
 DEF K_TEL = 3
 
 
+cdef struct UriSpans:
+    int kind
+    Py_ssize_t a, b             # the whole URI
+    Py_ssize_t se               # the ':' after the scheme
+    Py_ssize_t ua, ub           # user (a tel: number); ua = -1 when absent
+    Py_ssize_t pa, pb           # password; pa = -1 when absent
+    Py_ssize_t ha, hb           # host without IPv6 brackets; ha = -1 when absent
+    int port                    # -1 when absent
+    Py_ssize_t qa, qb           # the parameters, from the first ';'
+    Py_ssize_t xa, xb           # the headers, after '?'
+
+
+cdef int _uri_spans(const unsigned char* p, Py_ssize_t a, Py_ssize_t n,
+                    UriSpans* s) except -1:
+    """Validate the URI p[a:n] (nothing around it) and record where its parts are."""
+    cdef Py_ssize_t i, j
+    s.a = a
+    s.b = n
+    s.ua = s.pa = s.ha = s.ub = s.pb = s.hb = -1
+    s.port = -1
+    s.qa = s.qb = s.xa = s.xb = n
+    if a >= n:
+        raise SIPParseError("empty URI", a)
+    if p[a] == 60:
+        raise SIPParseError(f"URI {_show(p, a, n)} is enclosed in '<' '>' where a bare URI "
+                            "is required", a)
+    if not (CC[p[a]] & T_ALPHA):
+        raise SIPParseError(f"{_show(p, a, n)} does not start with a URI scheme", a)
+    i = _scan(p, a, n, T_SCHEME)
+    if i >= n or p[i] != 58:
+        raise SIPParseError(f"{_show(p, a, n)} is not a URI (no ':' after the scheme)", i)
+    s.se = i
+    if i - a == 3 and _ci_equal(p, a, i, b"sip"):
+        s.kind = K_SIP
+    elif i - a == 4 and _ci_equal(p, a, i, b"sips"):
+        s.kind = K_SIPS
+    elif i - a == 3 and _ci_equal(p, a, i, b"tel"):
+        s.kind = K_TEL
+    else:
+        s.kind = K_OTHER
+    if s.kind == K_SIP or s.kind == K_SIPS:
+        _sip_uri_spans(p, i + 1, n, s)
+    elif s.kind == K_TEL:
+        _tel_uri_spans(p, i + 1, n, s)
+    else:
+        j = _scan_escaped(p, i + 1, n, T_URIC)
+        if j == i + 1:
+            raise SIPParseError(f"{_show(p, a, i)}: URI has nothing after the scheme", j)
+        if j != n:
+            raise SIPParseError(f"{_char(p[j])} is not allowed in a URI ({_show(p, a, n)})", j)
+    return 0
+
+
+cdef int _sip_uri_spans(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
+                        UriSpans* s) except -1:
+    cdef const void* at = memchr(p + i, 64, n - i)
+    cdef Py_ssize_t at_i, j, k
+    cdef Py_ssize_t span[2]
+    cdef long long port
+    if at != NULL:
+        at_i = <const unsigned char*>at - p
+        j = _scan_escaped(p, i, at_i, T_USER)
+        if j == i:
+            if j < at_i and p[j] == 58:
+                raise SIPParseError("URI has a password but no user", j)
+            raise SIPParseError("URI has '@' but no user before it" if j == at_i else
+                                f"{_char(p[j])} is not allowed in the user part of a URI", j)
+        s.ua = i
+        s.ub = j
+        if j < at_i and p[j] == 58:
+            k = _scan_escaped(p, j + 1, at_i, T_PASS)
+            if k != at_i:
+                raise SIPParseError(f"{_char(p[k])} is not allowed in the password of a URI", k)
+            s.pa = j + 1
+            s.pb = at_i
+        elif j != at_i:
+            raise SIPParseError(f"{_char(p[j])} is not allowed in the user part of a URI "
+                                "(escape it as %XX)", j)
+        i = at_i + 1
+    if i >= n:
+        raise SIPParseError("URI has no host", i)
+    i = _scan_host(p, i, n, span)
+    s.ha = span[0]
+    s.hb = span[1]
+    if i < n and p[i] == 58:
+        j = _scan(p, i + 1, n, T_DIGIT)
+        if j == i + 1:
+            raise SIPParseError("':' after the host is not followed by a port number", i + 1)
+        port = _digits(p, i + 1, j, 65535)
+        if port < 0:
+            raise SIPParseError(f"port {_show(p, i + 1, j)} is out of range 0..65535", i + 1)
+        s.port = <int>port
+        i = j
+    s.qa = i
+    while i < n and p[i] == 59:
+        j = _scan_escaped(p, i + 1, n, T_PARAM)
+        if j == i + 1:
+            raise SIPParseError("empty URI parameter (';' with no name)", i + 1)
+        if j < n and p[j] == 61:
+            k = _scan_escaped(p, j + 1, n, T_PARAM)
+            if k == j + 1:
+                raise SIPParseError(f"URI parameter {_show(p, i + 1, j)} has '=' but no value",
+                                    j + 1)
+            i = k
+        else:
+            i = j
+    s.qb = i
+    s.xa = s.xb = i
+    if i < n and p[i] == 63:
+        s.xa = i + 1
+        while True:
+            j = _scan_escaped(p, i + 1, n, T_HNV)
+            if j == i + 1 or j >= n or p[j] != 61:
+                raise SIPParseError("URI header must be 'name=value'", i + 1)
+            i = _scan_escaped(p, j + 1, n, T_HNV)
+            if i >= n or p[i] != 38:
+                break
+        s.xb = i
+    if i != n:
+        raise SIPParseError(f"{_char(p[i])} is not allowed here in a URI ({_show(p, i, n)})", i)
+    return 0
+
+
+cdef int _tel_uri_spans(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
+                        UriSpans* s) except -1:
+    cdef Py_ssize_t j = _scan(p, i, n, T_TELNUM), k
+    if j == i:
+        raise SIPParseError("tel: URI has no number", i)
+    if memchr(p + i + 1, 43, j - i - 1) != NULL:
+        raise SIPParseError("'+' may only start a tel: number", i)
+    s.ua = i
+    s.ub = j
+    i = j
+    s.qa = i
+    while i < n and p[i] == 59:
+        j = _scan_escaped(p, i + 1, n, T_PARAM)
+        if j == i + 1:
+            raise SIPParseError("empty tel: URI parameter", i + 1)
+        if j < n and p[j] == 61:
+            k = _scan_escaped(p, j + 1, n, T_PARAM)
+            if k == j + 1:
+                raise SIPParseError("tel: URI parameter has '=' but no value", j + 1)
+            i = k
+        else:
+            i = j
+    s.qb = i
+    s.xa = s.xb = i
+    if i != n:
+        raise SIPParseError(f"{_char(p[i])} is not allowed in a tel: URI", i)
+    return 0
+
+
 cdef class URI:
     """A URI as SIP uses it: sip:/sips: (RFC 3261 §19.1), tel: (RFC 3966), or any other
     absolute URI kept opaque.
@@ -1131,15 +1332,11 @@ cdef class URI:
     needed) for one that was built or changed.
     """
 
-    cdef str _text                 # the URI as written (ASCII: the grammar allows no more)
+    cdef object _owner                 # keeps the octets at _p alive (bytes or str)
+    cdef const unsigned char* _p
+    cdef UriSpans _s
     cdef readonly str scheme
-    cdef int _kind
-    cdef Py_ssize_t _ua, _ub       # user (tel: the number); _ua = -1 when absent
-    cdef Py_ssize_t _pa, _pb       # password; _pa = -1 when absent
-    cdef Py_ssize_t _ha, _hb       # host, without IPv6 brackets
-    cdef int _port                 # -1 when absent
-    cdef Py_ssize_t _qa, _qb       # the parameters, from the first ';'
-    cdef Py_ssize_t _xa, _xb       # the headers, after '?'
+    cdef object _text
     cdef object _params_cache
     cdef object _headers_cache
     cdef object _hash
@@ -1151,66 +1348,71 @@ cdef class URI:
         cdef Py_ssize_t n
         cdef const unsigned char* p = _utf8(text, &n)
         try:
-            _parse_uri_into(self, p, 0, n)
+            _uri_spans(p, 0, n, &self._s)
         except SIPParseError as exc:
             raise ValueError(f"invalid URI {text!r}: {exc.reason}") from None
+        self._owner = text
+        self._p = p
         self._text = text
+        self.scheme = _scheme_str(p, &self._s)
 
     @staticmethod
     def parse(str text):
         """Parse a URI written bare (``sip:alice@example.com;transport=tcp``)."""
         cdef Py_ssize_t n
         cdef const unsigned char* p = _utf8(text, &n)
-        return _uri_of(p, 0, n, text)
+        cdef UriSpans s
+        _uri_spans(p, 0, n, &s)
+        cdef URI u = _make_uri(text, p, &s)
+        u._text = text
+        return u
 
     # -- components
 
     @property
     def user(self):
         """The user part %-decoded (the number of a tel: URI), or None."""
-        if self._ua < 0:
+        if self._s.ua < 0:
             return None
-        cdef Py_ssize_t n
-        return _unescape(_utf8(self._text, &n), self._ua, self._ub)
+        return _unescape(self._p, self._s.ua, self._s.ub)
 
     @property
     def password(self):
-        if self._pa < 0:
+        if self._s.pa < 0:
             return None
-        cdef Py_ssize_t n
-        return _unescape(_utf8(self._text, &n), self._pa, self._pb)
+        return _unescape(self._p, self._s.pa, self._s.pb)
 
     @property
     def host(self):
         """The host; an IPv6 address without its brackets; "" for tel: and opaque URIs."""
-        if self._ha < 0:
+        if self._s.ha < 0:
             return ""
-        return self._text[self._ha:self._hb]
+        return _ascii(self._p, self._s.ha, self._s.hb)
 
     @property
     def port(self):
-        return None if self._port < 0 else self._port
+        return None if self._s.port < 0 else self._s.port
 
     @property
     def params(self):
         """The URI parameters (values %-decoded)."""
         if self._params_cache is None:
-            self._params_cache = _uri_params(self._text, self._qa, self._qb, 59)
+            self._params_cache = _uri_params(self._p, self._s.qa, self._s.qb, 59)
         return self._params_cache
 
     @property
     def headers(self):
         """The URI headers after ``?`` (values %-decoded)."""
         if self._headers_cache is None:
-            self._headers_cache = _uri_params(self._text, self._xa, self._xb, 38)
+            self._headers_cache = _uri_params(self._p, self._s.xa, self._s.xb, 38)
         return self._headers_cache
 
     @property
     def opaque(self):
         """Everything after the colon, for a scheme other than sip, sips and tel."""
-        if self._kind != K_OTHER:
+        if self._s.kind != K_OTHER:
             return None
-        return self._text[len(self.scheme) + 1:]
+        return _ascii(self._p, self._s.se + 1, self._s.b)
 
     def param(self, str name):
         """A URI parameter's decoded value (None when absent or a flag)."""
@@ -1219,29 +1421,33 @@ cdef class URI:
     @property
     def transport(self):
         """The ``transport`` parameter in lower case, or None."""
+        if self._s.qa >= self._s.qb:
+            return None
         value = self.params.get("transport")
         return value.lower() if value is not None else None
 
     @property
     def lr(self):
         """Whether the URI carries the loose-routing ``lr`` parameter."""
-        return self._qa < self._qb and "lr" in self.params
+        return self._s.qa < self._s.qb and "lr" in self.params
 
     @property
     def maddr(self):
+        if self._s.qa >= self._s.qb:
+            return None
         return self.params.get("maddr")
 
     @property
     def is_sip(self):
         """True for sip: and sips: URIs."""
-        return self._kind == K_SIP or self._kind == K_SIPS
+        return self._s.kind == K_SIP or self._s.kind == K_SIPS
 
     @property
     def host_port(self):
         """``host[:port]`` as written in a URI (IPv6 in brackets)."""
-        if self._port < 0:
+        if self._s.port < 0:
             return _host_text(self.host)
-        return f"{_host_text(self.host)}:{self._port}"
+        return f"{_host_text(self.host)}:{self._s.port}"
 
     # -- copies with changes
 
@@ -1267,13 +1473,15 @@ cdef class URI:
         return self.replace(params=self.params.without(*names))
 
     def __str__(self):
+        if self._text is None:
+            self._text = _ascii(self._p, self._s.a, self._s.b)
         return self._text
 
     def __repr__(self):
-        return f"URI({self._text!r})"
+        return f"URI({str(self)!r})"
 
     def __reduce__(self):
-        return (_uri_from_text, (self._text,))
+        return (_uri_from_text, (str(self),))
 
     # -- RFC 3261 §19.1.4 comparison
 
@@ -1292,15 +1500,33 @@ def _uri_from_text(str text):
     return URI.parse(text)
 
 
-cdef Params _uri_params(str text, Py_ssize_t a, Py_ssize_t b, unsigned char sep):
+cdef str _scheme_str(const unsigned char* p, UriSpans* s):
+    if s.kind == K_SIP:
+        return "sip"
+    if s.kind == K_SIPS:
+        return "sips"
+    if s.kind == K_TEL:
+        return "tel"
+    return _ascii(p, s.a, s.se).lower()
+
+
+cdef URI _make_uri(object owner, const unsigned char* p, UriSpans* s):
+    cdef URI u = URI.__new__(URI)
+    u._owner = owner
+    u._p = p
+    u._s = s[0]
+    u.scheme = _scheme_str(p, s)
+    return u
+
+
+cdef Params _uri_params(const unsigned char* p, Py_ssize_t a, Py_ssize_t b,
+                        unsigned char sep):
     """Decode the validated URI parameter (sep ';') or header (sep '&') section."""
     if a >= b:
         return _EMPTY
-    cdef Py_ssize_t n
-    cdef const unsigned char* p = _utf8(text, &n)
     cdef list items = []
     cdef Py_ssize_t i = a, j, eq
-    if p[i] == 59 or p[i] == 63:
+    if p[i] == 59:
         i += 1
     while i <= b:
         j = i
@@ -1373,160 +1599,6 @@ cdef str _compose_uri(str scheme, object user, object password, str host, object
     return "".join(out)
 
 
-cdef URI _uri_of(const unsigned char* p, Py_ssize_t a, Py_ssize_t n, object text):
-    """Parse the URI p[a:n] (nothing else around it); ``text`` is it as a str, if known."""
-    cdef URI u = URI.__new__(URI)
-    _parse_uri_into(u, p, a, n)
-    u._text = text if text is not None else _ascii(p, a, n)
-    return u
-
-
-cdef int _parse_uri_into(URI u, const unsigned char* p, Py_ssize_t a,
-                         Py_ssize_t n) except -1:
-    """Validate the URI p[a:n] and record its spans (relative to a) in u."""
-    cdef Py_ssize_t i, j
-    u._ua = u._pa = u._ha = -1
-    u._ub = u._pb = u._hb = -1
-    u._port = -1
-    u._qa = u._qb = u._xa = u._xb = 0
-    u._params_cache = None
-    u._headers_cache = None
-    u._hash = None
-    if a >= n:
-        raise SIPParseError("empty URI", a)
-    if p[a] == 60:
-        raise SIPParseError(f"URI {_show(p, a, n)} is enclosed in '<' '>' where a bare URI "
-                            "is required", a)
-    if not (CC[p[a]] & T_ALPHA):
-        raise SIPParseError(f"{_show(p, a, n)} does not start with a URI scheme", a)
-    i = _scan(p, a, n, T_SCHEME)
-    if i >= n or p[i] != 58:
-        raise SIPParseError(f"{_show(p, a, n)} is not a URI (no ':' after the scheme)", i)
-    if i - a == 3 and _ci_equal(p, a, i, b"sip"):
-        u.scheme = "sip"
-        u._kind = K_SIP
-    elif i - a == 4 and _ci_equal(p, a, i, b"sips"):
-        u.scheme = "sips"
-        u._kind = K_SIPS
-    elif i - a == 3 and _ci_equal(p, a, i, b"tel"):
-        u.scheme = "tel"
-        u._kind = K_TEL
-    else:
-        u.scheme = _ascii(p, a, i).lower()
-        u._kind = K_OTHER
-    if u._kind == K_SIP or u._kind == K_SIPS:
-        _parse_sip_uri(u, p, a, i + 1, n)
-    elif u._kind == K_TEL:
-        _parse_tel_uri(u, p, a, i + 1, n)
-    else:
-        j = _scan_escaped(p, i + 1, n, T_URIC)
-        if j == i + 1:
-            raise SIPParseError(f"{u.scheme}: URI has nothing after the scheme", j)
-        if j != n:
-            raise SIPParseError(f"{_char(p[j])} is not allowed in a URI ({_show(p, a, n)})", j)
-    return 0
-
-
-cdef int _parse_sip_uri(URI u, const unsigned char* p, Py_ssize_t a, Py_ssize_t i,
-                        Py_ssize_t n) except -1:
-    cdef const void* at = memchr(p + i, 64, n - i)
-    cdef Py_ssize_t at_i, j, k
-    cdef Py_ssize_t span[2]
-    cdef long long port
-    if at != NULL:
-        at_i = <const unsigned char*>at - p
-        j = _scan_escaped(p, i, at_i, T_USER)
-        if j == i:
-            if j < at_i and p[j] == 58:
-                raise SIPParseError("URI has a password but no user", j)
-            raise SIPParseError("URI has '@' but no user before it" if j == at_i else
-                                f"{_char(p[j])} is not allowed in the user part of a URI", j)
-        u._ua = i - a
-        u._ub = j - a
-        if j < at_i and p[j] == 58:
-            k = _scan_escaped(p, j + 1, at_i, T_PASS)
-            if k != at_i:
-                raise SIPParseError(f"{_char(p[k])} is not allowed in the password of a URI", k)
-            u._pa = j + 1 - a
-            u._pb = at_i - a
-        elif j != at_i:
-            raise SIPParseError(f"{_char(p[j])} is not allowed in the user part of a URI "
-                                "(escape it as %XX)", j)
-        i = at_i + 1
-    if i >= n:
-        raise SIPParseError(f"{u.scheme}: URI has no host", i)
-    i = _scan_host(p, i, n, span)
-    u._ha = span[0] - a
-    u._hb = span[1] - a
-    if i < n and p[i] == 58:
-        j = _scan(p, i + 1, n, T_DIGIT)
-        if j == i + 1:
-            raise SIPParseError("':' after the host is not followed by a port number", i + 1)
-        port = _digits(p, i + 1, j, 65535)
-        if port < 0:
-            raise SIPParseError(f"port {_show(p, i + 1, j)} is out of range 0..65535", i + 1)
-        u._port = <int>port
-        i = j
-    u._qa = u._qb = i - a
-    while i < n and p[i] == 59:
-        j = _scan_escaped(p, i + 1, n, T_PARAM)
-        if j == i + 1:
-            raise SIPParseError("empty URI parameter (';' with no name)", i + 1)
-        if j < n and p[j] == 61:
-            k = _scan_escaped(p, j + 1, n, T_PARAM)
-            if k == j + 1:
-                raise SIPParseError(f"URI parameter {_show(p, i + 1, j)} has '=' but no value",
-                                    j + 1)
-            i = k
-        else:
-            i = j
-    u._qb = i - a
-    u._xa = u._xb = i - a
-    if i < n and p[i] == 63:
-        u._xa = i + 1 - a
-        while True:
-            j = _scan_escaped(p, i + 1, n, T_HNV)
-            if j == i + 1 or j >= n or p[j] != 61:
-                raise SIPParseError("URI header must be 'name=value'", i + 1)
-            i = _scan_escaped(p, j + 1, n, T_HNV)
-            if i >= n or p[i] != 38:
-                break
-        u._xb = i - a
-    if i != n:
-        raise SIPParseError(f"{_char(p[i])} is not allowed here in a {u.scheme}: URI "
-                            f"({_show(p, i, n)})", i)
-    return 0
-
-
-cdef int _parse_tel_uri(URI u, const unsigned char* p, Py_ssize_t a, Py_ssize_t i,
-                        Py_ssize_t n) except -1:
-    cdef Py_ssize_t j = _scan(p, i, n, T_TELNUM), k
-    if j == i:
-        raise SIPParseError("tel: URI has no number", i)
-    if memchr(p + i + 1, 43, j - i - 1) != NULL:
-        raise SIPParseError("'+' may only start a tel: number", i)
-    u._ua = i - a
-    u._ub = j - a
-    i = j
-    u._qa = i - a
-    while i < n and p[i] == 59:
-        j = _scan_escaped(p, i + 1, n, T_PARAM)
-        if j == i + 1:
-            raise SIPParseError("empty tel: URI parameter", i + 1)
-        if j < n and p[j] == 61:
-            k = _scan_escaped(p, j + 1, n, T_PARAM)
-            if k == j + 1:
-                raise SIPParseError("tel: URI parameter has '=' but no value", j + 1)
-            i = k
-        else:
-            i = j
-    u._qb = i - a
-    u._xa = u._xb = i - a
-    if i != n:
-        raise SIPParseError(f"{_char(p[i])} is not allowed in a tel: URI", i)
-    return 0
-
-
 cdef frozenset _SPECIAL_URI_PARAMS = frozenset(["user", "ttl", "method", "maddr", "transport"])
 
 
@@ -1535,9 +1607,9 @@ cdef str _tel_number_key(str number):
 
 
 cdef tuple _uri_hash_key(URI u):
-    if u._kind == K_OTHER:
+    if u._s.kind == K_OTHER:
         return (u.scheme, u.opaque)
-    if u._kind == K_TEL:
+    if u._s.kind == K_TEL:
         return (u.scheme, _tel_number_key(u.user))
     special = frozenset([(k.lower(), (v or "").lower()) for k, v in u.params.items()
                          if k.lower() in _SPECIAL_URI_PARAMS])
@@ -1548,15 +1620,15 @@ cdef tuple _uri_hash_key(URI u):
 cdef bint _uri_equal(URI a, URI b):
     if a.scheme != b.scheme:
         return False
-    if a._text == b._text:
+    if str(a) == str(b):
         return True
-    if a._kind == K_OTHER:
+    if a._s.kind == K_OTHER:
         return a.opaque == b.opaque
     cdef dict pa = {k.lower(): (v or "").lower() for k, v in a.params.items()}
     cdef dict pb = {k.lower(): (v or "").lower() for k, v in b.params.items()}
-    if a._kind == K_TEL:
+    if a._s.kind == K_TEL:
         return _tel_number_key(a.user) == _tel_number_key(b.user) and pa == pb
-    if a.user != b.user or a.password != b.password or a._port != b._port:
+    if a.user != b.user or a.password != b.password or a._s.port != b._s.port:
         return False
     ha, hb = a.host, b.host
     if ha.lower() != hb.lower() and _host_key(ha) != _host_key(hb):
@@ -1585,11 +1657,14 @@ cdef class NameAddr:
     writes the name-addr form: ``"Name" <uri>;tag=x``.
     """
 
-    cdef str _source               # the text this value was parsed from
-    cdef Py_ssize_t _da, _db       # display name span (UTF-8 offsets); _da = -1 when absent
+    cdef object _owner
+    cdef const unsigned char* _p
+    cdef Py_ssize_t _da, _db       # display name; _da = -1 when absent
     cdef bint _dquoted
-    cdef readonly URI uri
-    cdef Py_ssize_t _pa, _pb       # header parameters span
+    cdef UriSpans _us
+    cdef URI _uri                  # made from _us on first use
+    cdef Py_ssize_t _pa, _pb       # the header parameters
+    cdef Py_ssize_t _ga, _gb       # the tag's value; _ga = -1 when there is none
     cdef object _params_cache
     cdef object _text
 
@@ -1600,64 +1675,61 @@ cdef class NameAddr:
             raise TypeError(f"uri must be a URI or str, not {type(uri).__name__}")
         if display_name is not None and not isinstance(display_name, str):
             raise TypeError("display_name must be str or None")
-        cdef Params ps = _coerce_params(params)
-        cdef str text = _compose_name_addr(display_name, <URI>uri, ps)
+        cdef str text = _compose_name_addr(display_name, <URI>uri, _coerce_params(params))
         cdef Py_ssize_t n
         cdef const unsigned char* p = _utf8(text, &n)
         try:
-            _parse_name_addr_into(self, p, n)
+            _name_addr_spans(self, p, 0, n)
         except SIPParseError as exc:
             raise ValueError(f"invalid name-addr {text!r}: {exc.reason}") from None
-        self._source = text
+        self._owner = text
+        self._p = p
         self._text = text
-        self.uri = <URI>uri
+        self._uri = <URI>uri
 
     @staticmethod
     def parse(str text):
         """Parse ``"Name" <uri>;params``, ``Name <uri>`` or a bare ``uri;params``."""
         cdef Py_ssize_t n
         cdef const unsigned char* p = _utf8(text, &n)
-        cdef NameAddr na = NameAddr.__new__(NameAddr)
-        _parse_name_addr_into(na, p, n)
-        na._source = text
-        return na
+        return _name_addr_of(text, p, 0, n)
+
+    @property
+    def uri(self):
+        if self._uri is None:
+            self._uri = _make_uri(self._owner, self._p, &self._us)
+        return self._uri
 
     @property
     def display_name(self):
         """The display name, unquoted (None when there is none)."""
         if self._da < 0:
             return None
-        cdef Py_ssize_t n
-        cdef const unsigned char* p = _utf8(self._source, &n)
         if self._dquoted:
-            return _unquote(p, self._da, self._db)
-        return " ".join(_sub(p, self._da, self._db).split())
+            return _unquote(self._p, self._da, self._db)
+        return " ".join(_sub(self._p, self._da, self._db).split())
 
     @property
     def params(self):
         """The header parameters (``tag``, ``expires``...), values as written."""
-        cdef Py_ssize_t n
         if self._params_cache is None:
-            self._params_cache = _params_of(_utf8(self._source, &n), self._pa, self._pb, False)
+            self._params_cache = _params_of(self._p, self._pa, self._pb, False)
         return self._params_cache
 
     def param(self, str name):
         """A header parameter's value as written (None when absent or a flag)."""
-        cdef Py_ssize_t n
         if self._pa >= self._pb:
             return None
-        cdef bytes key = name.lower().encode("ascii", "replace")
-        value = _param_value(_utf8(self._source, &n), self._pa, self._pb, False, key)
+        cdef bytes key = name.lower().encode("utf-8")
+        value = _param_value(self._p, self._pa, self._pb, False, key)
         return None if value is _ABSENT else value
 
     @property
     def tag(self):
         """The ``tag`` parameter, or None."""
-        cdef Py_ssize_t n
-        if self._pa >= self._pb:
+        if self._ga < 0:
             return None
-        value = _param_value(_utf8(self._source, &n), self._pa, self._pb, False, b"tag")
-        return None if value is _ABSENT else value
+        return _sub(self._p, self._ga, self._gb)
 
     @property
     def q(self):
@@ -1721,8 +1793,8 @@ def _name_addr_from_text(str text):
 
 cdef str _compose_name_addr(object display, URI uri, Params params):
     if display is not None:
-        return f"{quote(display)} <{uri._text}>{_params_text(params._items)}"
-    return f"<{uri._text}>{_params_text(params._items)}"
+        return f"{quote(display)} <{uri}>{_params_text(params._items)}"
+    return f"<{uri}>{_params_text(params._items)}"
 
 
 cdef object _qvalue(str value):
@@ -1744,14 +1816,22 @@ cdef object _qvalue(str value):
     raise SIPParseError(f"q value {value!r} is not a qvalue (0 to 1, at most 3 decimals)", 0)
 
 
-cdef int _parse_name_addr_into(NameAddr na, const unsigned char* p, Py_ssize_t n) except -1:
-    cdef Py_ssize_t i = _skip_ws(p, 0, n), j, start, uri_end, last
+cdef NameAddr _name_addr_of(object owner, const unsigned char* p, Py_ssize_t a,
+                            Py_ssize_t n):
+    cdef NameAddr na = NameAddr.__new__(NameAddr)
+    _name_addr_spans(na, p, a, n)
+    na._owner = owner
+    na._p = p
+    return na
+
+
+cdef int _name_addr_spans(NameAddr na, const unsigned char* p, Py_ssize_t a,
+                          Py_ssize_t n) except -1:
+    cdef Py_ssize_t i = _skip_ws(p, a, n), j, start, uri_end, last
     cdef const void* hit
     na._da = -1
     na._db = -1
     na._dquoted = False
-    na._params_cache = None
-    na._text = None
     if i >= n:
         raise SIPParseError("empty value where a name-addr or URI was expected", i)
     if p[i] == 34:
@@ -1777,9 +1857,9 @@ cdef int _parse_name_addr_into(NameAddr na, const unsigned char* p, Py_ssize_t n
             if hit != NULL:
                 raise SIPParseError("a URI with a comma must be enclosed in '<' '>' "
                                     "(RFC 3261 §20)", <const unsigned char*>hit - p)
-            na.uri = _uri_of(p, i, uri_end, None)
+            _uri_spans(p, i, uri_end, &na._us)
             na._pa = uri_end
-            na._pb = _params_end(p, uri_end, n, False)
+            na._pb = _name_addr_params_end(na, p, uri_end, n)
             if na._pb != n:
                 raise SIPParseError(f"unexpected {_show(p, na._pb, n)} after the URI", na._pb)
             return 0
@@ -1806,12 +1886,35 @@ cdef int _parse_name_addr_into(NameAddr na, const unsigned char* p, Py_ssize_t n
     uri_end = <const unsigned char*>hit - p
     if start < uri_end and (_is_ws(p[start]) or _is_ws(p[uri_end - 1])):
         raise SIPParseError("whitespace inside '<' '>' around the URI", start)
-    na.uri = _uri_of(p, start, uri_end, None)
+    _uri_spans(p, start, uri_end, &na._us)
     na._pa = uri_end + 1
-    na._pb = _params_end(p, uri_end + 1, n, False)
+    na._pb = _name_addr_params_end(na, p, uri_end + 1, n)
     if na._pb != n:
         raise SIPParseError(f"unexpected {_show(p, na._pb, n)} after '>'", na._pb)
     return 0
+
+
+cdef Py_ssize_t _name_addr_params_end(NameAddr na, const unsigned char* p, Py_ssize_t a,
+                                      Py_ssize_t b) except -1:
+    """Validate the header parameters at p[a:]; note where the tag is; return the end."""
+    cdef Py_ssize_t s[4]
+    cdef Py_ssize_t j
+    na._ga = -1
+    while True:
+        j = _next_param(p, a, b, False, s)
+        if j < 0:
+            return _skip_ws(p, a, b)
+        if na._ga < 0 and s[2] >= 0 and s[1] - s[0] == 3 and _ci_equal(p, s[0], s[1], b"tag"):
+            na._ga = s[2]
+            na._gb = s[3]
+        a = j
+
+
+cdef object _contact_of(object owner, const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
+    """A Contact element: a NameAddr, or None for the wildcard ``*``."""
+    if b - a == 1 and p[a] == 42:
+        return None
+    return _name_addr_of(owner, p, a, b)
 
 
 # --------------------------------------------------------------------------- Via
@@ -1823,11 +1926,13 @@ cdef class Via:
     None; ``params`` holds every parameter with its value as written.
     """
 
-    cdef str _source
+    cdef object _owner
+    cdef const unsigned char* _p
     cdef Py_ssize_t _na, _nb, _va, _vb, _ta, _tb   # protocol name, version, transport
     cdef Py_ssize_t _ha, _hb                       # host, without IPv6 brackets
     cdef int _port
-    cdef Py_ssize_t _pa, _pb                       # parameters
+    cdef Py_ssize_t _pa, _pb                       # the parameters
+    cdef Py_ssize_t _ba, _bb                       # the branch; _ba = -1 when absent
     cdef object _params_cache
     cdef object _text
 
@@ -1854,10 +1959,11 @@ cdef class Via:
         cdef Py_ssize_t n
         cdef const unsigned char* p = _utf8(text, &n)
         try:
-            _parse_via_into(self, p, n)
+            _via_spans(self, p, 0, n)
         except SIPParseError as exc:
             raise ValueError(f"invalid Via {text!r}: {exc.reason}") from None
-        self._source = text
+        self._owner = text
+        self._p = p
         self._text = text
 
     @staticmethod
@@ -1865,31 +1971,31 @@ cdef class Via:
         """Parse one via-parm (a single hop, no commas)."""
         cdef Py_ssize_t n
         cdef const unsigned char* p = _utf8(text, &n)
-        cdef Via v = Via.__new__(Via)
-        _parse_via_into(v, p, n)
-        v._source = text
-        return v
-
-    cdef str _part(self, Py_ssize_t a, Py_ssize_t b):
-        cdef Py_ssize_t n
-        return _ascii(_utf8(self._source, &n), a, b)
+        return _via_of(text, p, 0, n)
 
     @property
     def protocol(self):
-        return self._part(self._na, self._nb)
+        return _ascii(self._p, self._na, self._nb)
 
     @property
     def version(self):
-        return self._part(self._va, self._vb)
+        return _ascii(self._p, self._va, self._vb)
 
     @property
     def transport(self):
         """The transport in upper case (UDP, TCP, TLS, SCTP, WS...)."""
-        return self._part(self._ta, self._tb).upper()
+        if self._tb - self._ta == 3:
+            if _ci_equal(self._p, self._ta, self._tb, b"udp"):
+                return "UDP"
+            if _ci_equal(self._p, self._ta, self._tb, b"tcp"):
+                return "TCP"
+            if _ci_equal(self._p, self._ta, self._tb, b"tls"):
+                return "TLS"
+        return _ascii(self._p, self._ta, self._tb).upper()
 
     @property
     def host(self):
-        return self._part(self._ha, self._hb)
+        return _ascii(self._p, self._ha, self._hb)
 
     @property
     def port(self):
@@ -1897,27 +2003,26 @@ cdef class Via:
 
     @property
     def params(self):
-        cdef Py_ssize_t n
         if self._params_cache is None:
-            self._params_cache = _params_of(_utf8(self._source, &n), self._pa, self._pb, True)
+            self._params_cache = _params_of(self._p, self._pa, self._pb, True)
         return self._params_cache
 
     cdef object _param(self, const char* name):
-        cdef Py_ssize_t n
         if self._pa >= self._pb:
             return _ABSENT
-        return _param_value(_utf8(self._source, &n), self._pa, self._pb, True, name)
+        return _param_value(self._p, self._pa, self._pb, True, name)
 
     def param(self, str name):
         """A parameter's value as written (None when absent or a flag)."""
-        cdef bytes key = name.lower().encode("ascii", "replace")
+        cdef bytes key = name.lower().encode("utf-8")
         value = self._param(key)
         return None if value is _ABSENT else value
 
     @property
     def branch(self):
-        value = self._param(b"branch")
-        return None if value is _ABSENT else value
+        if self._ba < 0:
+            return None
+        return _ascii(self._p, self._ba, self._bb)
 
     @property
     def received(self):
@@ -1950,7 +2055,7 @@ cdef class Via:
     @property
     def ttl(self):
         value = self._param(b"ttl")
-        return None if value is _ABSENT else int(value)
+        return None if value is _ABSENT or value is None else int(value)
 
     @property
     def sent_by(self):
@@ -2008,14 +2113,20 @@ def _via_from_text(str text):
     return Via.parse(text)
 
 
-cdef int _parse_via_into(Via v, const unsigned char* p, Py_ssize_t n) except -1:
-    cdef Py_ssize_t i = _skip_ws(p, 0, n), j = 0, k
+cdef Via _via_of(object owner, const unsigned char* p, Py_ssize_t a, Py_ssize_t n):
+    cdef Via v = Via.__new__(Via)
+    _via_spans(v, p, a, n)
+    v._owner = owner
+    v._p = p
+    return v
+
+
+cdef int _via_spans(Via v, const unsigned char* p, Py_ssize_t a, Py_ssize_t n) except -1:
+    cdef Py_ssize_t i = _skip_ws(p, a, n), j = 0, k
     cdef Py_ssize_t spans[6]
     cdef Py_ssize_t span[2]
     cdef int part
     cdef long long port = -1
-    v._params_cache = None
-    v._text = None
     for part in range(3):
         j = _scan(p, i, n, T_TOKEN)
         if j == i:
@@ -2027,7 +2138,7 @@ cdef int _parse_via_into(Via v, const unsigned char* p, Py_ssize_t n) except -1:
         if part < 2:
             if i >= n or p[i] != 47:
                 raise SIPParseError("Via sent-protocol must be name/version/transport "
-                                    f"(like SIP/2.0/UDP), found {_show(p, 0, n)}", i)
+                                    f"(like SIP/2.0/UDP), found {_show(p, a, n)}", i)
             i = _skip_ws(p, i + 1, n)
     if i >= n:
         raise SIPParseError("Via has no sent-by host", i)
@@ -2045,7 +2156,7 @@ cdef int _parse_via_into(Via v, const unsigned char* p, Py_ssize_t n) except -1:
             raise SIPParseError(f"Via port {_show(p, k, j)} is out of range 0..65535", k)
         i = j
     v._pa = i
-    v._pb = _params_end(p, i, n, True)
+    v._pb = _via_params_end(v, p, i, n)
     if v._pb != n:
         if p[v._pb] == 44:
             raise SIPParseError("Via value holds a comma: one Via.parse() call takes one hop",
@@ -2060,25 +2171,31 @@ cdef int _parse_via_into(Via v, const unsigned char* p, Py_ssize_t n) except -1:
     v._ha = span[0]
     v._hb = span[1]
     v._port = <int>port
-    if v._pa < v._pb:
-        _check_via_params(p, v._pa, v._pb)
     return 0
 
 
-cdef int _check_via_params(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) except -1:
-    """The RFC 3261 §20.42 / RFC 3581 rules for ttl, maddr, received, branch and rport."""
+cdef Py_ssize_t _via_params_end(Via v, const unsigned char* p, Py_ssize_t a,
+                                Py_ssize_t b) except -1:
+    """Validate Via parameters (RFC 3261 §20.42, RFC 3581: ttl, maddr, received, branch,
+    rport); return where they stop."""
     cdef Py_ssize_t s[4]
     cdef Py_ssize_t j, va, vb
     cdef Py_ssize_t span[2]
+    v._ba = -1
     while True:
         j = _next_param(p, a, b, True, s)
         if j < 0:
-            return 0
+            return _skip_ws(p, a, b)
         va = s[2]
         vb = s[3]
         if _ci_equal(p, s[0], s[1], b"branch"):
             if va < 0:
                 raise SIPParseError("Via branch has no value", s[0])
+            if p[va] == 34 or p[va] == 91 or _scan(p, va, vb, T_TOKEN) != vb:
+                raise SIPParseError(f"Via branch {_show(p, va, vb)} is not a token", va)
+            if v._ba < 0:
+                v._ba = va
+                v._bb = vb
         elif _ci_equal(p, s[0], s[1], b"received"):
             if va < 0 or not (_valid_ipv4(p, va, vb) or _valid_ipv6(p, va, vb) or (
                     p[va] == 91 and p[vb - 1] == 93 and _valid_ipv6(p, va + 1, vb - 1))):
@@ -2092,6 +2209,10 @@ cdef int _check_via_params(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) e
         elif _ci_equal(p, s[0], s[1], b"maddr"):
             if va < 0 or _scan_host(p, va, vb, span) != vb:
                 raise SIPParseError("Via maddr is not a host", s[0])
+        else:
+            if va >= 0 and p[va] != 34 and p[va] != 91 and _scan(p, va, vb, T_TOKEN) != vb:
+                raise SIPParseError(f"Via parameter value {_show(p, va, vb)} is not a token",
+                                    va)
         a = j
 
 
@@ -2100,7 +2221,7 @@ cdef int _check_via_params(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) e
 cdef class CSeq:
     """The CSeq header: sequence ``number`` (0 .. 2**31-1) and ``method``."""
 
-    cdef readonly object number
+    cdef long long _number
     cdef readonly str method
 
     def __init__(self, number, str method):
@@ -2109,55 +2230,166 @@ cdef class CSeq:
             raise ValueError(f"CSeq number {number!r} is not an integer in 0..2**31-1")
         if not is_token(method):
             raise ValueError(f"CSeq method {method!r} is not a token")
-        self.number = number
+        self._number = number
         self.method = method
 
     @staticmethod
     def parse(str text):
         cdef Py_ssize_t n
         cdef const unsigned char* p = _utf8(text, &n)
-        cdef Py_ssize_t i = _skip_ws(p, 0, n)
-        cdef Py_ssize_t j = _scan(p, i, n, T_DIGIT), k, m
-        if j == i:
-            raise SIPParseError(f"CSeq {text!r} does not start with a sequence number", i)
-        cdef long long number = _digits(p, i, j, MAX_CSEQ)
-        if number < 0:
-            raise SIPParseError(f"CSeq number {_show(p, i, j)} is not below 2**31 "
-                                "(RFC 3261 §8.1.1.5)", i)
-        k = _skip_ws(p, j, n)
-        if k == j:
-            raise SIPParseError(f"CSeq {text!r} needs whitespace between number and method", j)
-        m = _scan(p, k, n, T_TOKEN)
-        if m == k:
-            raise SIPParseError(f"CSeq {text!r} has no method", k)
-        if _skip_ws(p, m, n) != n:
-            raise SIPParseError(f"unexpected {_show(p, m, n)} after the CSeq method", m)
-        cdef CSeq c = CSeq.__new__(CSeq)
-        c.number = number
-        c.method = _ascii(p, k, m)
-        return c
+        return _cseq_of(p, 0, n)
+
+    @property
+    def number(self):
+        return self._number
 
     def __str__(self):
-        return f"{self.number} {self.method}"
+        return f"{self._number} {self.method}"
 
     def __repr__(self):
-        return f"CSeq({self.number!r}, {self.method!r})"
+        return f"CSeq({self._number!r}, {self.method!r})"
 
     def __reduce__(self):
-        return (CSeq, (self.number, self.method))
+        return (CSeq, (self._number, self.method))
 
     def __eq__(self, other):
         if not isinstance(other, CSeq):
             return NotImplemented
-        return self.number == (<CSeq>other).number and self.method == (<CSeq>other).method
+        return self._number == (<CSeq>other)._number and self.method == (<CSeq>other).method
 
     def __hash__(self):
-        return hash((self.number, self.method))
+        return hash((self._number, self.method))
+
+
+cdef CSeq _cseq_of(const unsigned char* p, Py_ssize_t a, Py_ssize_t n):
+    cdef Py_ssize_t i = _skip_ws(p, a, n)
+    cdef Py_ssize_t j = _scan(p, i, n, T_DIGIT), k, m
+    if j == i:
+        raise SIPParseError(f"CSeq {_show(p, a, n)} does not start with a sequence number", i)
+    cdef long long number = _digits(p, i, j, MAX_CSEQ)
+    if number < 0:
+        raise SIPParseError(f"CSeq number {_show(p, i, j)} is not below 2**31 "
+                            "(RFC 3261 §8.1.1.5)", i)
+    k = _skip_ws(p, j, n)
+    if k == j:
+        raise SIPParseError(f"CSeq {_show(p, a, n)} needs whitespace between number and method",
+                            j)
+    m = _scan(p, k, n, T_TOKEN)
+    if m == k:
+        raise SIPParseError(f"CSeq {_show(p, a, n)} has no method", k)
+    if _skip_ws(p, m, n) != n:
+        raise SIPParseError(f"unexpected {_show(p, m, n)} after the CSeq method", m)
+    cdef CSeq c = CSeq.__new__(CSeq)
+    c._number = number
+    c.method = _ascii(p, k, m)
+    return c
+
+
+cdef object _call_id_of(const unsigned char* p, Py_ssize_t a, Py_ssize_t n):
+    cdef Py_ssize_t i = _scan(p, a, n, T_WORD)
+    if i == a:
+        raise SIPParseError(f"Call-ID {_show(p, a, n)} is empty or does not start with a word "
+                            "character", a)
+    if i < n and p[i] == 64:
+        i = _scan(p, i + 1, n, T_WORD)
+    if i != n:
+        raise SIPParseError(f"Call-ID {_show(p, a, n)} holds {_char(p[i])}, which a Call-ID "
+                            "cannot", i)
+    return _ascii(p, a, n)
+
+
+cdef object _max_forwards_of(const unsigned char* p, Py_ssize_t a, Py_ssize_t n):
+    cdef Py_ssize_t j = _scan(p, a, n, T_DIGIT)
+    if j == a or j != n:
+        raise SIPParseError(f"Max-Forwards {_show(p, a, n)} is not a number", a)
+    cdef long long value = _digits(p, a, n, 255)
+    if value < 0:
+        raise SIPParseError(f"Max-Forwards {_show(p, a, n)} exceeds 255", a)
+    return value
 
 
 # --------------------------------------------------------------------------- Headers
 
+cdef struct Field:
+    PyObject* key                  # the lookup key (lower-case canonical name)
+    PyObject* name                 # the canonical name
+    PyObject* value                # the value as a str, or NULL while it is _source[va:vb]
+    Py_ssize_t va
+    Py_ssize_t vb
+    int line                       # 1-based line in _source; 0 for a field added by code
+
+
 cdef object _UNSET = object()
+
+# how a slot's values are parsed
+DEF P_VIA = 1
+DEF P_NAME_ADDR = 2
+DEF P_CONTACT = 3
+DEF P_CSEQ = 4
+DEF P_CALL_ID = 5
+DEF P_MAX_FORWARDS = 6
+
+cdef str K_CONTENT_LENGTH = _NAMES["content-length"][1]
+
+
+cdef int _slot_of(str key):
+    """The hot slot of a header key (0 for the others)."""
+    return _HOT_SLOTS.get(key, 0)
+
+
+cdef object _parse_span(int kind, object owner, const unsigned char* p, Py_ssize_t a,
+                        Py_ssize_t b):
+    if kind == P_VIA:
+        return _via_of(owner, p, a, b)
+    if kind == P_NAME_ADDR:
+        return _name_addr_of(owner, p, a, b)
+    if kind == P_CONTACT:
+        return _contact_of(owner, p, a, b)
+    if kind == P_CSEQ:
+        return _cseq_of(p, a, b)
+    if kind == P_CALL_ID:
+        return _call_id_of(p, a, b)
+    return _max_forwards_of(p, a, b)
+
+
+cdef Py_ssize_t _element_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t b) except -2:
+    """The index of the comma ending the list element that starts at i (b at the end);
+    -1 if a quote or '<' is left open."""
+    cdef bint in_quote = False
+    cdef int angle = 0
+    cdef unsigned char c
+    if memchr(p + i, 44, b - i) == NULL:
+        return b    # no comma: one element (a quote left open is the element's problem)
+    while i < b:
+        c = p[i]
+        if in_quote:
+            if c == 92:
+                i += 1
+            elif c == 34:
+                in_quote = False
+        elif c == 34:
+            in_quote = True
+        elif c == 60:
+            angle += 1
+        elif c == 62:
+            if angle:
+                angle -= 1
+        elif c == 44 and angle == 0:
+            return i
+        i += 1
+    if in_quote or angle:
+        return -1
+    return b
+
+
+cdef inline bint _same_key(PyObject* a, str b):
+    """Whether the header key at ``a`` equals ``b`` (keys of known headers are interned,
+    so this is nearly always settled by identity or length)."""
+    if a == <PyObject*>b:
+        return True
+    if PyUnicode_GET_LENGTH(<str>a) != PyUnicode_GET_LENGTH(b):
+        return False
+    return (<str>a) == b
 
 
 cdef str _check_value(str name, object value):
@@ -2185,43 +2417,159 @@ cdef class Headers:
     comma-separated elements, so ``get_all("Via")`` gives one string per hop. Iteration
     yields ``(name, value)`` per field. Typed values are read through the message
     (``msg.via``...), which caches them here until that header changes.
+
+    A parsed field keeps its value as a span of the datagram until someone reads it.
     """
 
-    cdef list _entries             # [(key, canonical name, value, line)]; line 0: added
-    cdef dict _typed
-    cdef object _source            # the datagram the fields were parsed from, or None
+    cdef Field* _f
+    cdef Py_ssize_t _n
+    cdef Py_ssize_t _cap
+    cdef bytes _source             # the datagram the fields were parsed from, or None
+    cdef dict _typed               # key -> parsed value(s), for the Python-level readers
+    cdef int _first[N_SLOTS]       # per hot slot: the index of its first field
+    cdef int _count[N_SLOTS]       # per hot slot: how many fields it has
+    cdef unsigned int _cached      # bit (1 << slot): that slot's parsed value is below
+    cdef object _c_via, _c_from, _c_to, _c_call_id, _c_cseq, _c_contact, _c_max_forwards
+    cdef object _c_route, _c_record_route
+
+    def __cinit__(self):
+        self._f = NULL
+        self._n = 0
+        self._cap = 0
+        self._cached = 0
+        cdef int i
+        for i in range(N_SLOTS):
+            self._count[i] = 0
+
+    def __dealloc__(self):
+        self._clear()
+        free(self._f)
 
     def __init__(self, items=()):
-        self._entries = []
-        self._typed = {}
-        self._source = None
         if isinstance(items, collections.abc.Mapping):
             items = items.items()
         for name, value in items:
             self.add(name, value)
 
+    # -- the field array
+
+    cdef void _clear(self):
+        cdef Py_ssize_t i
+        for i in range(self._n):
+            _xdecref(self._f[i].key)
+            _xdecref(self._f[i].name)
+            _xdecref(self._f[i].value)
+        self._n = 0
+        for i in range(N_SLOTS):
+            self._count[i] = 0
+
+    cdef int _append(self, str key, str name, object value, Py_ssize_t va, Py_ssize_t vb,
+                     int line, int slot) except -1:
+        cdef Field* grown
+        cdef Py_ssize_t cap
+        if self._n == self._cap:
+            cap = 16 if self._cap == 0 else self._cap * 2
+            grown = <Field*>realloc(self._f, cap * sizeof(Field))
+            if grown == NULL:
+                raise MemoryError()
+            self._f = grown
+            self._cap = cap
+        cdef Field* f = &self._f[self._n]
+        _incref(<PyObject*>key)
+        _incref(<PyObject*>name)
+        f.key = <PyObject*>key
+        f.name = <PyObject*>name
+        if value is None:
+            f.value = NULL
+        else:
+            _incref(<PyObject*>value)
+            f.value = <PyObject*>value
+        f.va = va
+        f.vb = vb
+        f.line = line
+        if slot:
+            if self._count[slot] == 0:
+                self._first[slot] = <int>self._n
+            self._count[slot] += 1
+        self._n += 1
+        return 0
+
+    cdef str _value(self, Py_ssize_t i):
+        cdef Field* f = &self._f[i]
+        cdef str value
+        if f.value == NULL:
+            value = _ascii(<const unsigned char*>PyBytes_AS_STRING(self._source), f.va, f.vb)
+            _incref(<PyObject*>value)
+            f.value = <PyObject*>value
+        return <str>f.value
+
+    cdef object _span(self, Py_ssize_t i, const unsigned char** p, Py_ssize_t* a,
+                      Py_ssize_t* b):
+        """Where field i's value is: the owner object, its octets and the span."""
+        cdef Field* f = &self._f[i]
+        cdef Py_ssize_t n
+        if f.value == NULL:
+            p[0] = <const unsigned char*>PyBytes_AS_STRING(self._source)
+            a[0] = f.va
+            b[0] = f.vb
+            return self._source
+        p[0] = _utf8(<str>f.value, &n)
+        a[0] = 0
+        b[0] = n
+        return <object>f.value
+
+    cdef inline bint _is(self, Py_ssize_t i, str key):
+        return _same_key(self._f[i].key, key)
+
+    cdef list _snapshot(self):
+        """The fields as ``(key, name, value, line)`` tuples (every value materialised)."""
+        cdef list out = []
+        cdef Py_ssize_t i
+        for i in range(self._n):
+            out.append((<str>self._f[i].key, <str>self._f[i].name, self._value(i),
+                        self._f[i].line))
+        return out
+
+    cdef void _load(self, list fields):
+        cdef tuple t
+        self._clear()
+        for t in fields:
+            self._append(t[0], t[1], t[2], -1, -1, t[3], _slot_of(t[0]))
+
+    cdef void _changed(self, str key):
+        cdef int slot = _slot_of(key)
+        if slot:
+            self._cached &= ~(1u << slot)
+        if self._typed is not None:
+            self._typed.pop(key, None)
+
     # -- reading
 
     cdef list _values(self, str key):
         cdef list out = []
-        cdef tuple entry
-        cdef list parts
-        cdef str value
-        cdef Py_ssize_t n
+        cdef Py_ssize_t i, a, b, e, ea, eb
         cdef const unsigned char* p
         cdef bint is_list = key in _LIST_KEYS
-        for entry in self._entries:
-            if entry[0] == key:
-                value = entry[2]
-                if is_list and "," in value:
-                    p = _utf8(value, &n)
-                    parts = _split(p, n)
-                    if parts is None:
-                        raise self._context(entry, SIPParseError(
-                            f"unbalanced quote or '<' in {value!r}", 0))
-                    out.extend(parts)
-                else:
-                    out.append(value)
+        for i in range(self._n):
+            if not self._is(i, key):
+                continue
+            if not is_list:
+                out.append(self._value(i))
+                continue
+            self._span(i, &p, &a, &b)
+            while True:
+                e = _element_end(p, a, b)
+                if e < 0:
+                    raise self._context(i, SIPParseError(
+                        f"unbalanced quote or '<' in {self._value(i)!r}", 0))
+                ea = _skip_ws(p, a, e)
+                eb = e
+                while eb > ea and _is_ws(p[eb - 1]):
+                    eb -= 1
+                out.append(_sub(p, ea, eb))
+                if e >= b:
+                    break
+                a = e + 1
         return out
 
     def get(self, str name, default=None):
@@ -2236,7 +2584,12 @@ cdef class Headers:
     def fields(self, str name):
         """The values of the ``name`` fields as written, one per line (lists not split)."""
         cdef str key = _header_key(name)[1]
-        return [entry[2] for entry in self._entries if entry[0] == key]
+        cdef list out = []
+        cdef Py_ssize_t i
+        for i in range(self._n):
+            if self._is(i, key):
+                out.append(self._value(i))
+        return out
 
     def count(self, str name):
         """How many values ``name`` has (elements, for a list header)."""
@@ -2246,16 +2599,21 @@ cdef class Headers:
         if not isinstance(name, str):
             return False
         cdef str key = _header_key(name)[1]
-        for entry in self._entries:
-            if entry[0] == key:
+        cdef Py_ssize_t i
+        for i in range(self._n):
+            if self._is(i, key):
                 return True
         return False
 
     def __iter__(self):
-        return iter([(entry[1], entry[2]) for entry in self._entries])
+        cdef list out = []
+        cdef Py_ssize_t i
+        for i in range(self._n):
+            out.append((<str>self._f[i].name, self._value(i)))
+        return iter(out)
 
     def __len__(self):
-        return len(self._entries)
+        return self._n
 
     def __eq__(self, other):
         if not isinstance(other, Headers):
@@ -2268,27 +2626,28 @@ cdef class Headers:
     def names(self):
         """The distinct canonical names present, in order of first appearance."""
         cdef dict seen = {}
-        for entry in self._entries:
-            seen.setdefault(entry[1], None)
+        cdef Py_ssize_t i
+        for i in range(self._n):
+            seen.setdefault(<str>self._f[i].name, None)
         return list(seen)
 
     def location(self, str name):
         """``(line, offset)`` of the first ``name`` field as received, or None."""
         cdef str key = _header_key(name)[1]
-        for entry in self._entries:
-            if entry[0] == key:
-                if entry[3] == 0:
+        cdef Py_ssize_t i
+        for i in range(self._n):
+            if self._is(i, key):
+                if self._f[i].line == 0:
                     return None
-                return (entry[3], self._offset(entry[3]))
+                return (self._f[i].line, self._offset(self._f[i].line))
         return None
 
     cdef Py_ssize_t _offset(self, int line):
         """The byte offset where ``line`` starts in the source datagram (-1 if unknown)."""
         if self._source is None or line <= 0:
             return -1
-        cdef bytes data = self._source
-        cdef Py_ssize_t pos = 0, n = len(data)
-        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+        cdef Py_ssize_t pos = 0, n = len(self._source)
+        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(self._source)
         cdef int current = 1
         cdef const void* hit
         while current < line:
@@ -2300,9 +2659,6 @@ cdef class Headers:
         return pos
 
     # -- editing
-
-    cdef void _changed(self, str key):
-        self._typed.pop(key, None)
 
     def set(self, str name, value):
         """Replace every ``name`` field with one holding ``value``, where the first one was
@@ -2316,16 +2672,16 @@ cdef class Headers:
         cdef list new = [(key, info[0], _check_value(info[0], v), 0) for v in values]
         cdef list out = []
         cdef bint placed = False
-        for entry in self._entries:
-            if entry[0] == key:
+        for field in self._snapshot():
+            if field[0] == key:
                 if not placed:
                     out.extend(new)
                     placed = True
             else:
-                out.append(entry)
+                out.append(field)
         if not placed:
             out.extend(new)
-        self._entries = out
+        self._load(out)
         self._changed(key)
 
     def add(self, str name, value, *, bint first=False):
@@ -2333,104 +2689,269 @@ cdef class Headers:
         proxy pushes a Via or Record-Route)."""
         cdef tuple info = _header_key(name)
         cdef str key = info[1]
-        cdef tuple new = (key, info[0], _check_value(info[0], value), 0)
+        cdef str text = _check_value(info[0], value)
+        cdef list fields
         cdef Py_ssize_t i
         if first:
-            for i in range(len(self._entries)):
-                if self._entries[i][0] == key:
-                    self._entries.insert(i, new)
+            fields = self._snapshot()
+            for i in range(len(fields)):
+                if fields[i][0] == key:
+                    fields.insert(i, (key, info[0], text, 0))
                     break
             else:
-                self._entries.append(new)
+                fields.append((key, info[0], text, 0))
+            self._load(fields)
         else:
-            self._entries.append(new)
+            self._append(key, info[0], text, -1, -1, 0, info[3])
         self._changed(key)
 
     def remove(self, str name):
         """Remove every ``name`` field; return how many fields there were."""
         cdef str key = _header_key(name)[1]
-        cdef Py_ssize_t before = len(self._entries)
-        self._entries = [entry for entry in self._entries if entry[0] != key]
+        cdef list fields = self._snapshot()
+        cdef list kept = [field for field in fields if field[0] != key]
+        self._load(kept)
         self._changed(key)
-        return before - len(self._entries)
+        return len(fields) - len(kept)
 
     def copy(self):
         """An independent copy (cached typed values are immutable, so they are shared)."""
         cdef Headers h = Headers.__new__(Headers)
-        h._entries = list(self._entries)
-        h._typed = dict(self._typed)
+        h._load(self._snapshot())
         h._source = self._source
+        h._typed = None if self._typed is None else dict(self._typed)
+        h._cached = self._cached
+        h._c_via = self._c_via
+        h._c_from = self._c_from
+        h._c_to = self._c_to
+        h._c_call_id = self._c_call_id
+        h._c_cseq = self._c_cseq
+        h._c_contact = self._c_contact
+        h._c_max_forwards = self._c_max_forwards
+        h._c_route = self._c_route
+        h._c_record_route = self._c_record_route
         return h
 
-    # -- typed access (the message's properties use these)
+    # -- typed access
 
-    cdef object _context(self, tuple entry, object exc):
-        cdef int line = entry[3]
+    cdef object _context(self, Py_ssize_t i, object exc):
+        cdef int line = self._f[i].line
         where = f"line {line}: " if line else ""
-        return SIPParseError(f"{where}header {entry[1]!r}: {exc.reason}", self._offset(line),
-                             line=line, header=entry[1])
+        name = <str>self._f[i].name
+        return SIPParseError(f"{where}header {name!r}: {exc.reason}", self._offset(line),
+                             line=line, header=name)
+
+    cdef tuple _parse_all(self, int slot, int kind):
+        """Every element of the fields of a hot slot, parsed as ``kind``."""
+        cdef int count = self._count[slot]
+        if count == 0:
+            return ()
+        cdef list out = []
+        cdef Py_ssize_t i = self._first[slot], a, b, e, ea, eb
+        cdef str key = <str>self._f[i].key
+        cdef const unsigned char* p
+        cdef object owner
+        while count:
+            if not _same_key(self._f[i].key, key):
+                i += 1
+                continue
+            count -= 1
+            owner = self._span(i, &p, &a, &b)
+            try:
+                while True:
+                    e = _element_end(p, a, b)
+                    if e < 0:
+                        raise SIPParseError(f"unbalanced quote or '<' in {self._value(i)!r}", 0)
+                    ea = _skip_ws(p, a, e)
+                    eb = e
+                    while eb > ea and _is_ws(p[eb - 1]):
+                        eb -= 1
+                    out.append(_parse_span(kind, owner, p, ea, eb))
+                    if e >= b:
+                        break
+                    a = e + 1
+            except SIPParseError as exc:
+                raise self._context(i, exc) from None
+            i += 1
+        return tuple(out)
+
+    cdef object _parse_one(self, int slot, int kind):
+        """The single field of a hot slot parsed as ``kind`` (None when absent)."""
+        cdef int count = self._count[slot]
+        if count == 0:
+            return None
+        cdef Py_ssize_t i = self._first[slot], a, b
+        cdef const unsigned char* p
+        if count > 1:
+            self._duplicate(<str>self._f[i].key, count)
+        owner = self._span(i, &p, &a, &b)
+        try:
+            return _parse_span(kind, owner, p, a, b)
+        except SIPParseError as exc:
+            raise self._context(i, exc) from None
+
+    cdef void _duplicate(self, str key, int count) except *:
+        cdef list lines = []
+        cdef Py_ssize_t i, second = -1, first = -1
+        for i in range(self._n):
+            if self._is(i, key):
+                if first < 0:
+                    first = i
+                elif second < 0:
+                    second = i
+                if self._f[i].line:
+                    lines.append(str(self._f[i].line))
+        cdef int line = self._f[second].line
+        name = <str>self._f[second].name
+        where = f"line {line}: " if line else ""
+        raise SIPParseError(
+            f"{where}header {name!r} appears {count} times"
+            + (f" (lines {', '.join(lines)})" if lines else "")
+            + "; it takes a single value", self._offset(line), line=line, header=name)
+
+    cdef tuple _via(self):
+        if not self._cached & (1u << SL_VIA):
+            self._c_via = self._parse_all(SL_VIA, P_VIA)
+            self._cached |= 1u << SL_VIA
+        return <tuple>self._c_via
+
+    cdef object _from(self):
+        if not self._cached & (1u << SL_FROM):
+            self._c_from = self._parse_one(SL_FROM, P_NAME_ADDR)
+            self._cached |= 1u << SL_FROM
+        return self._c_from
+
+    cdef object _to(self):
+        if not self._cached & (1u << SL_TO):
+            self._c_to = self._parse_one(SL_TO, P_NAME_ADDR)
+            self._cached |= 1u << SL_TO
+        return self._c_to
+
+    cdef object _call_id(self):
+        if not self._cached & (1u << SL_CALL_ID):
+            self._c_call_id = self._parse_one(SL_CALL_ID, P_CALL_ID)
+            self._cached |= 1u << SL_CALL_ID
+        return self._c_call_id
+
+    cdef object _cseq(self):
+        if not self._cached & (1u << SL_CSEQ):
+            self._c_cseq = self._parse_one(SL_CSEQ, P_CSEQ)
+            self._cached |= 1u << SL_CSEQ
+        return self._c_cseq
+
+    cdef tuple _contact(self):
+        if not self._cached & (1u << SL_CONTACT):
+            self._c_contact = self._parse_all(SL_CONTACT, P_CONTACT)
+            self._cached |= 1u << SL_CONTACT
+        return <tuple>self._c_contact
+
+    cdef object _max_forwards(self):
+        if not self._cached & (1u << SL_MAX_FORWARDS):
+            self._c_max_forwards = self._parse_one(SL_MAX_FORWARDS, P_MAX_FORWARDS)
+            self._cached |= 1u << SL_MAX_FORWARDS
+        return self._c_max_forwards
+
+    cdef tuple _route(self):
+        if not self._cached & (1u << SL_ROUTE):
+            self._c_route = self._parse_all(SL_ROUTE, P_NAME_ADDR)
+            self._cached |= 1u << SL_ROUTE
+        return <tuple>self._c_route
+
+    cdef tuple _record_route(self):
+        if not self._cached & (1u << SL_RECORD_ROUTE):
+            self._c_record_route = self._parse_all(SL_RECORD_ROUTE, P_NAME_ADDR)
+            self._cached |= 1u << SL_RECORD_ROUTE
+        return <tuple>self._c_record_route
+
+    cdef void _store(self, str key, object value):
+        cdef int slot = _slot_of(key)
+        if slot == SL_VIA:
+            self._c_via = value
+        elif slot == SL_FROM:
+            self._c_from = value
+        elif slot == SL_TO:
+            self._c_to = value
+        elif slot == SL_CALL_ID:
+            self._c_call_id = value
+        elif slot == SL_CSEQ:
+            self._c_cseq = value
+        elif slot == SL_CONTACT:
+            self._c_contact = value
+        elif slot == SL_MAX_FORWARDS:
+            self._c_max_forwards = value
+        elif slot == SL_ROUTE:
+            self._c_route = value
+        elif slot == SL_RECORD_ROUTE:
+            self._c_record_route = value
+        else:
+            if self._typed is None:
+                self._typed = {}
+            self._typed[key] = value
+            return
+        self._cached |= 1u << slot
 
     def typed_one(self, str key, parse):
-        """The single ``key`` field parsed with ``parse`` (None if absent; SIPParseError if
-        it repeats or does not parse). Cached until the header changes."""
+        """The single ``key`` field (a lookup key: lower-case canonical name) parsed with
+        ``parse(str)``; None if absent; SIPParseError if it repeats or does not parse.
+        Cached until the header changes."""
+        if self._typed is None:
+            self._typed = {}
         cached = self._typed.get(key, _UNSET)
         if cached is not _UNSET:
             return cached
-        cdef tuple found = None, entry
+        cdef Py_ssize_t i, found = -1
         cdef int count = 0
-        for entry in self._entries:
-            if entry[0] == key:
-                if found is None:
-                    found = entry
+        for i in range(self._n):
+            if self._is(i, key):
+                if found < 0:
+                    found = i
                 count += 1
-        if found is None:
+        if found < 0:
             self._typed[key] = None
             return None
         if count > 1:
-            lines = [str(e[3]) for e in self._entries if e[0] == key and e[3]]
-            second = [e for e in self._entries if e[0] == key][1]
-            where = f"line {second[3]}: " if second[3] else ""
-            raise SIPParseError(
-                f"{where}header {found[1]!r} appears {count} times"
-                + (f" (lines {', '.join(lines)})" if lines else "")
-                + "; it takes a single value", self._offset(second[3]), line=second[3],
-                header=found[1])
+            self._duplicate(key, count)
         try:
-            value = parse(found[2])
+            value = parse(self._value(found))
         except SIPParseError as exc:
             raise self._context(found, exc) from None
         self._typed[key] = value
         return value
 
     def typed_all(self, str key, parse):
-        """Every element of the ``key`` fields parsed with ``parse``, as a tuple. Cached
-        until the header changes."""
+        """Every element of the ``key`` fields parsed with ``parse(str)``, as a tuple.
+        Cached until the header changes."""
+        if self._typed is None:
+            self._typed = {}
         cached = self._typed.get(key)
         if cached is not None:
             return cached
         cdef list out = []
-        cdef tuple entry
-        cdef list parts
-        cdef str value
-        cdef Py_ssize_t n
+        cdef Py_ssize_t i, a, b, e, ea, eb
         cdef const unsigned char* p
         cdef bint is_list = key in _LIST_KEYS
-        for entry in self._entries:
-            if entry[0] != key:
+        for i in range(self._n):
+            if not self._is(i, key):
                 continue
-            value = entry[2]
             try:
-                if is_list and "," in value:
-                    p = _utf8(value, &n)
-                    parts = _split(p, n)
-                    if parts is None:
-                        raise SIPParseError(f"unbalanced quote or '<' in {value!r}", 0)
-                    for part in parts:
-                        out.append(parse(part))
-                else:
-                    out.append(parse(value))
+                if not is_list:
+                    out.append(parse(self._value(i)))
+                    continue
+                self._span(i, &p, &a, &b)
+                while True:
+                    e = _element_end(p, a, b)
+                    if e < 0:
+                        raise SIPParseError(f"unbalanced quote or '<' in {self._value(i)!r}", 0)
+                    ea = _skip_ws(p, a, e)
+                    eb = e
+                    while eb > ea and _is_ws(p[eb - 1]):
+                        eb -= 1
+                    out.append(parse(_sub(p, ea, eb)))
+                    if e >= b:
+                        break
+                    a = e + 1
             except SIPParseError as exc:
-                raise self._context(entry, exc) from None
+                raise self._context(i, exc) from None
         result = tuple(out)
         self._typed[key] = result
         return result
@@ -2439,38 +2960,255 @@ cdef class Headers:
         """Replace ``name`` with one field per typed value (its ``str()``), cached."""
         cdef tuple items = tuple(values)
         self.set_all(name, [str(v) for v in items])
-        self._typed[_header_key(name)[1]] = items
+        self._store(_header_key(name)[1], items)
 
     def set_typed_one(self, str name, value):
         """Replace ``name`` with one field holding ``str(value)``, cached."""
         self.set_all(name, [str(value)])
-        self._typed[_header_key(name)[1]] = value
+        self._store(_header_key(name)[1], value)
+
+    # -- writing
 
     def serialize(self, str start_line, bytes body):
         """The message as bytes: start line, fields, a Content-Length computed from
         ``body`` (where the first one was, else last), the empty line, the body."""
-        cdef list out = [start_line, "\r\n"]
+        cdef list out = [start_line.encode("utf-8"), b"\r\n"]
         cdef bint length_written = False
-        cdef tuple entry
-        cdef str value
-        for entry in self._entries:
-            if entry[0] == "content-length":
+        cdef Py_ssize_t i
+        cdef Field* f
+        cdef const char* src = NULL
+        if self._source is not None:
+            src = PyBytes_AS_STRING(self._source)
+        for i in range(self._n):
+            f = &self._f[i]
+            if <PyObject*>K_CONTENT_LENGTH == f.key:
                 if not length_written:
-                    out.append(f"Content-Length: {len(body)}\r\n")
+                    out.append(b"Content-Length: %d\r\n" % len(body))
                     length_written = True
                 continue
-            out.append(entry[1])
-            value = entry[2]
-            if value:
-                out.append(": ")
-                out.append(value)
-                out.append("\r\n")
+            out.append((<str>f.name).encode("ascii"))
+            if f.value == NULL:
+                if f.vb > f.va:
+                    out.append(b": ")
+                    out.append(src[f.va:f.vb])
+                    out.append(b"\r\n")
+                else:
+                    out.append(b":\r\n")
+            elif len(<str>f.value):
+                out.append(b": ")
+                out.append((<str>f.value).encode("utf-8"))
+                out.append(b"\r\n")
             else:
-                out.append(":\r\n")
+                out.append(b":\r\n")
         if not length_written:
-            out.append(f"Content-Length: {len(body)}\r\n")
-        out.append("\r\n")
-        return "".join(out).encode("utf-8") + body
+            out.append(b"Content-Length: %d\r\n" % len(body))
+        out.append(b"\r\n")
+        out.append(body)
+        return b"".join(out)
+
+
+# --------------------------------------------------------------------------- messages
+
+cdef object _missing(str name):
+    return SIPParseError(f"missing header {name!r}", -1, header=name)
+
+
+cdef object _name_addr_arg(object value):
+    if isinstance(value, NameAddr):
+        return value
+    if isinstance(value, URI):
+        return NameAddr(value)
+    raise TypeError(f"expected a NameAddr, not {type(value).__name__}")
+
+
+cdef class MessageCore:
+    """What requests and responses share: ``headers``, ``body``, and the typed headers
+    the engine reads from every message (the rest is in ``gosipd.sip.Message``).
+
+    Typed reads return fresh lists (changing the list does not change the message);
+    change a message through the setters and ``push_via``/``pop_via``.
+    """
+
+    cdef public Headers headers
+    cdef public bytes body
+
+    def __bytes__(self):
+        return self.headers.serialize(self.start_line(), self.body)
+
+    def start_line(self):
+        raise NotImplementedError
+
+    # -- Via
+
+    @property
+    def via(self):
+        """The Via hops, top (most recent) first."""
+        return list(self.headers._via())
+
+    @via.setter
+    def via(self, hops):
+        self.headers.set_typed("Via", hops)
+
+    @property
+    def top_via(self):
+        """The first Via hop, or None."""
+        cdef tuple hops = self.headers._via()
+        return hops[0] if hops else None
+
+    def push_via(self, Via hop):
+        """Add a Via hop on top (a UAC or proxy sending the request on)."""
+        self.headers.set_typed("Via", (hop,) + self.headers._via())
+
+    def pop_via(self):
+        """Remove and return the top Via hop."""
+        cdef tuple hops = self.headers._via()
+        if not hops:
+            raise _missing("Via")
+        self.headers.set_typed("Via", hops[1:])
+        return hops[0]
+
+    # -- the dialog identifiers
+
+    @property
+    def from_(self):
+        """The From address (SIPParseError if missing or malformed)."""
+        value = self.headers._from()
+        if value is None:
+            raise _missing("From")
+        return value
+
+    @from_.setter
+    def from_(self, value):
+        self.headers.set_typed_one("From", _name_addr_arg(value))
+
+    @property
+    def to(self):
+        """The To address (SIPParseError if missing or malformed)."""
+        value = self.headers._to()
+        if value is None:
+            raise _missing("To")
+        return value
+
+    @to.setter
+    def to(self, value):
+        self.headers.set_typed_one("To", _name_addr_arg(value))
+
+    @property
+    def call_id(self):
+        value = self.headers._call_id()
+        if value is None:
+            raise _missing("Call-ID")
+        return value
+
+    @call_id.setter
+    def call_id(self, str value):
+        cdef Py_ssize_t n
+        cdef const unsigned char* p = _utf8(value, &n)
+        try:
+            _call_id_of(p, 0, n)
+        except SIPParseError as exc:
+            raise ValueError(exc.reason) from None
+        self.headers.set_typed_one("Call-ID", value)
+
+    @property
+    def cseq(self):
+        value = self.headers._cseq()
+        if value is None:
+            raise _missing("CSeq")
+        return value
+
+    @cseq.setter
+    def cseq(self, CSeq value):
+        if value is None:
+            raise TypeError("cseq must be a CSeq")
+        self.headers.set_typed_one("CSeq", value)
+
+    # -- addresses and routes
+
+    @property
+    def contact(self):
+        """The Contact addresses; empty when absent or when the value is ``*``."""
+        return [c for c in self.headers._contact() if c is not None]
+
+    @contact.setter
+    def contact(self, addresses):
+        self.headers.set_typed("Contact", [_name_addr_arg(a) for a in addresses])
+
+    @property
+    def contact_is_wildcard(self):
+        """Whether Contact is ``*`` (REGISTER removing every binding, RFC 3261 §10.2.2)."""
+        return None in self.headers._contact()
+
+    @property
+    def route(self):
+        return list(self.headers._route())
+
+    @route.setter
+    def route(self, addresses):
+        self.headers.set_typed("Route", [_name_addr_arg(a) for a in addresses])
+
+    @property
+    def record_route(self):
+        return list(self.headers._record_route())
+
+    @record_route.setter
+    def record_route(self, addresses):
+        self.headers.set_typed("Record-Route", [_name_addr_arg(a) for a in addresses])
+
+    @property
+    def max_forwards(self):
+        return self.headers._max_forwards()
+
+    @max_forwards.setter
+    def max_forwards(self, value):
+        if value is None:
+            self.headers.remove("Max-Forwards")
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
+            raise ValueError(f"Max-Forwards must be an integer in 0..255, not {value!r}")
+        self.headers.set_typed_one("Max-Forwards", value)
+
+
+cdef class RequestCore(MessageCore):
+    """The part of a request the parser fills: ``method`` and ``uri`` (the Request-URI)."""
+
+    cdef public str method
+    cdef public URI uri
+
+    def start_line(self):
+        return f"{self.method} {self.uri} SIP/2.0"
+
+
+cdef class ResponseCore(MessageCore):
+    """The part of a response the parser fills: ``status`` and ``reason``."""
+
+    cdef public int status
+    cdef public str reason
+
+    def start_line(self):
+        return f"SIP/2.0 {self.status} {self.reason}"
+
+
+cdef object _REQUEST = RequestCore
+cdef object _RESPONSE = ResponseCore
+cdef tuple _NO_ARGS = ()
+
+
+cdef inline object _new(object cls):
+    """A bare instance of ``cls`` (its __init__ not run), without the attribute lookup
+    and call that ``cls.__new__(cls)`` costs."""
+    return (<PyTypeObject*>cls).tp_new(cls, <PyObject*>_NO_ARGS, NULL)
+
+
+def _register_message_types(request, response):
+    """Make ``parse_message`` build these subclasses (gosipd.sip.Request, Response)."""
+    global _REQUEST, _RESPONSE
+    if not (isinstance(request, type) and issubclass(request, RequestCore)):
+        raise TypeError("request type must subclass RequestCore")
+    if not (isinstance(response, type) and issubclass(response, ResponseCore)):
+        raise TypeError("response type must subclass ResponseCore")
+    _REQUEST = request
+    _RESPONSE = response
 
 
 # --------------------------------------------------------------------------- framing
@@ -2482,23 +3220,40 @@ cdef inline Py_ssize_t _find_lf(const unsigned char* p, Py_ssize_t i, Py_ssize_t
     return <const unsigned char*>hit - p
 
 
-cdef int _check_line(const unsigned char* p, Py_ssize_t a, Py_ssize_t b, int line) except -1:
-    """Refuse a bare CR inside a line; return 1 if it holds non-ASCII octets."""
-    cdef unsigned char acc = 0
-    cdef Py_ssize_t i
-    for i in range(a, b):
+cdef inline int _check_line(const unsigned char* p, Py_ssize_t a, Py_ssize_t b,
+                            int line) except -1:
+    """Refuse a bare CR inside a line; return 1 if it holds non-ASCII octets.
+
+    Eight octets at a time: ``acc`` collects the high bits, ``cr`` flags any octet equal
+    to CR (the classic has-zero-byte test on the word XOR 0x0d0d...)."""
+    cdef uint64_t acc = 0, cr = 0, word, x
+    cdef Py_ssize_t i = a
+    while i + 8 <= b:
+        memcpy(&word, p + i, 8)
+        acc |= word
+        x = word ^ 0x0d0d0d0d0d0d0d0du
+        cr |= (x - 0x0101010101010101u) & ~x & 0x8080808080808080u
+        i += 8
+    while i < b:
         acc |= p[i]
-    if memchr(p + a, 13, b - a) != NULL:
-        i = <const unsigned char*>memchr(p + a, 13, b - a) - p
-        raise SIPParseError(f"line {line}: bare CR inside the line (lines end in CRLF)", i,
-                            line=line)
-    return 1 if acc & 0x80 else 0
+        if p[i] == 13:
+            cr = 1
+        i += 1
+    if cr:
+        _bare_cr(p, a, b, line)
+    return 1 if acc & 0x8080808080808080u else 0
 
 
-cdef str _decode_value(const unsigned char* p, Py_ssize_t a, Py_ssize_t b, bint high,
-                       int line, str name, Py_ssize_t offset):
-    if not high:
-        return _ascii(p, a, b)
+cdef int _bare_cr(const unsigned char* p, Py_ssize_t a, Py_ssize_t b, int line) except -1:
+    cdef const void* hit = memchr(p + a, 13, b - a)
+    if hit != NULL:
+        raise SIPParseError(f"line {line}: bare CR inside the line (lines end in CRLF)",
+                            <const unsigned char*>hit - p, line=line)
+    return 0
+
+
+cdef str _decode_value(const unsigned char* p, Py_ssize_t a, Py_ssize_t b, int line,
+                       str name, Py_ssize_t offset):
     try:
         return PyUnicode_DecodeUTF8(<const char*>p + a, b - a, NULL)
     except UnicodeDecodeError as exc:
@@ -2511,23 +3266,25 @@ cdef class _Block:
     """A header section as found by ``_scan_headers``."""
     cdef Headers headers
     cdef Py_ssize_t body_start
-    cdef object content_length     # the first Content-Length value, or None
-    cdef int cl_line
-    cdef Py_ssize_t cl_offset
+    cdef Py_ssize_t cl_index       # the field index of the first Content-Length, or -1
     cdef object unterminated       # the error to raise once the start line is known
 
 
 cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_ssize_t pos,
                           int line):
     cdef _Block block = _Block.__new__(_Block)
-    cdef list entries = []
+    cdef Headers headers = Headers.__new__(Headers)
     cdef Py_ssize_t eol, end, ne, vs, ve, cs, ce, line_start
     cdef int high, value_line
-    cdef str value
-    cdef tuple info
+    cdef int slot, hot
+    cdef unsigned int h
+    cdef str key, name
     cdef list pieces
     cdef bytes joined
-    block.content_length = None
+    cdef object value
+    headers._source = data
+    block.headers = headers
+    block.cl_index = -1
     block.unterminated = None
     while True:
         if pos >= n:
@@ -2551,7 +3308,12 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
         if _is_ws(p[pos]):
             raise SIPParseError(f"line {line}: starts with whitespace, but there is no header "
                                 "before it to continue", pos, line=line)
-        ne = _scan(p, pos, end, T_TOKEN)
+        # the name: token octets, hashed for the name table on the way
+        h = 2166136261u
+        ne = pos
+        while ne < end and CC[p[ne]] & T_TOKEN:
+            h = (h ^ LOWER[p[ne]]) * 16777619u
+            ne += 1
         if ne == pos:
             raise SIPParseError(f"line {line}: expected a header name, found "
                                 f"{_show(p, pos, end)}", pos, line=line)
@@ -2562,7 +3324,15 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
                                     f"{_char(p[vs])}, which a header name cannot", vs, line=line)
             raise SIPParseError(f"line {line}: header {_show(p, pos, ne)} is not followed by ':'",
                                 vs, line=line)
-        info = _lookup_name(p, pos, ne)
+        slot = _lookup_hashed(p, pos, ne, h)
+        if slot >= 0:
+            key = <str>_slot_key[slot]
+            name = <str>_slot_canon[slot]
+            hot = _slot_hot[slot]
+        else:
+            name = _ascii(p, pos, ne)
+            key = name.lower()
+            hot = 0
         vs = _skip_ws(p, vs + 1, end)
         high = _check_line(p, vs, end, line)
         ve = end
@@ -2570,6 +3340,7 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
             ve -= 1
         pos = eol + 1
         line += 1
+        value = None
         if pos < n and _is_ws(p[pos]):
             # a folded value (RFC 3261 §7.3.1): each CRLF + whitespace becomes one SP
             pieces = [data[vs:ve]] if ve > vs else []
@@ -2589,22 +3360,15 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
                 line += 1
             joined = b" ".join(pieces)
             value = _decode_value(<const unsigned char*>PyBytes_AS_STRING(joined), 0,
-                                  len(joined), high, value_line, info[0], line_start)
-        else:
-            value = _decode_value(p, vs, ve, high, value_line, info[0], line_start)
-        entries.append((info[1], info[0], value, value_line))
-        if len(entries) > C_MAX_HEADERS:
+                                  len(joined), value_line, name, line_start)
+        elif high:
+            value = _decode_value(p, vs, ve, value_line, name, line_start)
+        if headers._n >= C_MAX_HEADERS:
             raise SIPParseError(f"line {value_line}: more than {C_MAX_HEADERS} header fields "
                                 "(MAX_HEADERS)", line_start, line=value_line)
-        if block.content_length is None and info[1] == "content-length":
-            block.content_length = value
-            block.cl_line = value_line
-            block.cl_offset = line_start
-    cdef Headers headers = Headers.__new__(Headers)
-    headers._entries = entries
-    headers._typed = {}
-    headers._source = data
-    block.headers = headers
+        if block.cl_index < 0 and key is K_CONTENT_LENGTH:
+            block.cl_index = headers._n
+        headers._append(key, name, value, vs, ve, value_line, hot)
     return block
 
 
@@ -2624,9 +3388,11 @@ cdef int _check_version(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) noex
     return 1
 
 
-cdef tuple _parse_request_line(const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
+cdef int _parse_request_line(RequestCore req, bytes data, const unsigned char* p,
+                             Py_ssize_t a, Py_ssize_t b) except -1:
     cdef Py_ssize_t m = _scan(p, a, b, T_TOKEN), u, v, i, w
     cdef int spaces = 0
+    cdef UriSpans s
     for i in range(a, b):
         if p[i] == 32:
             spaces += 1
@@ -2668,20 +3434,21 @@ cdef tuple _parse_request_line(const unsigned char* p, Py_ssize_t a, Py_ssize_t 
     if version > 0:
         raise SIPParseError(f"line 1: SIP version {_show(p, v + 1, b)} is not supported "
                             "(only SIP/2.0)", v + 1, line=1, status=505)
-    cdef str method = _ascii(p, a, m)
-    cdef URI uri
     try:
-        uri = _uri_of(p, u, v, None)
+        _uri_spans(p, u, v, &s)
     except SIPParseError as exc:
         raise SIPParseError(f"line 1: Request-URI {_show(p, u, v)}: {exc.reason}", exc.offset,
                             line=1) from None
-    if uri._xa < uri._xb and (uri._kind == K_SIP or uri._kind == K_SIPS):
+    if s.xa < s.xb and (s.kind == K_SIP or s.kind == K_SIPS):
         raise SIPParseError(f"line 1: Request-URI {_show(p, u, v)} has a header part ('?'), "
                             "which RFC 3261 §19.1.1 forbids in a Request-URI", u, line=1)
-    return (method, uri)
+    req.method = _ascii(p, a, m)
+    req.uri = _make_uri(data, p, &s)
+    return 0
 
 
-cdef tuple _parse_status_line(const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
+cdef int _parse_status_line(ResponseCore resp, const unsigned char* p, Py_ssize_t a,
+                            Py_ssize_t b) except -1:
     cdef Py_ssize_t sp = a, c, r
     while sp < b and p[sp] != 32:
         sp += 1
@@ -2701,47 +3468,54 @@ cdef tuple _parse_status_line(const unsigned char* p, Py_ssize_t a, Py_ssize_t b
             r += 1
         raise SIPParseError(f"line 1: status code {_show(p, sp + 1, r)} is not three digits",
                             sp + 1, line=1, status=0)
-    status = (p[sp + 1] - 48) * 100 + (p[sp + 2] - 48) * 10 + (p[sp + 3] - 48)
+    cdef int status = (p[sp + 1] - 48) * 100 + (p[sp + 2] - 48) * 10 + (p[sp + 3] - 48)
     if status < 100 or status > 699:
         raise SIPParseError(f"line 1: status code {status} is outside 100..699", sp + 1,
                             line=1, status=0)
     r = c + 1 if c < b else b
-    high = _check_line(p, r, b, 1)
-    cdef str reason = _decode_value(p, r, b, high, 1, "Reason-Phrase", r)
-    return (status, reason)
+    if _check_line(p, r, b, 1):
+        resp.reason = _decode_value(p, r, b, 1, "Reason-Phrase", r)
+    else:
+        resp.reason = _ascii(p, r, b)
+    resp.status = status
+    return 0
 
 
 cdef object _body(bytes data, Py_ssize_t n, _Block block):
     """The body framed by Content-Length (the rest of the datagram when it is absent)."""
     cdef Py_ssize_t start = block.body_start
     cdef Py_ssize_t available = n - start
-    cdef Py_ssize_t cn, b
+    cdef Py_ssize_t a, b, i
     cdef const unsigned char* cp
     cdef long long length
-    if block.content_length is None:
-        return data[start:] if available else b""
-    cdef str raw = block.content_length
-    cp = _utf8(raw, &cn)
-    b = _scan(cp, 0, cn, T_DIGIT)
-    if b == 0 or b != cn:
-        raise SIPParseError(f"line {block.cl_line}: header 'Content-Length': {raw!r} is not a "
-                            "non-negative decimal number", block.cl_offset, line=block.cl_line,
+    cdef Headers headers = block.headers
+    if block.cl_index < 0:
+        return PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + start, available) \
+            if available else b""
+    i = block.cl_index
+    headers._span(i, &cp, &a, &b)
+    cdef int line = headers._f[i].line
+    if a == b or _scan(cp, a, b, T_DIGIT) != b:
+        raise SIPParseError(f"line {line}: header 'Content-Length': {_show(cp, a, b)} is not a "
+                            "non-negative decimal number", headers._offset(line), line=line,
                             header="Content-Length")
-    length = _digits(cp, 0, b, C_MAX_MESSAGE)
+    length = _digits(cp, a, b, C_MAX_MESSAGE)
     if length < 0 or length > available:
-        raise SIPParseError(f"line {block.cl_line}: header 'Content-Length': {raw} octets "
+        raise SIPParseError(f"line {line}: header 'Content-Length': {_ascii(cp, a, b)} octets "
                             f"announced but only {available} follow the header section",
-                            block.cl_offset, line=block.cl_line, header="Content-Length")
+                            headers._offset(line), line=line, header="Content-Length")
     if length == 0:
         return b""
-    return data[start:start + <Py_ssize_t>length]
+    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + start, <Py_ssize_t>length)
 
 
 def parse_message(data):
-    """Frame one datagram: ``(method, uri, status, reason, headers, body)``.
+    """Parse one datagram into a Request or Response (``gosipd.sip.parse``).
 
-    For a request ``status`` and ``reason`` are None; for a response ``method`` and
-    ``uri`` are. Raises SIPParseError.
+    Checks framing (Content-Length, with trailing octets ignored; no Content-Length
+    means the rest of the datagram, as over UDP), the start line and the header names;
+    header values are parsed when first read. Raises SIPParseError, whose ``headers``
+    (when set) let ``Response.for_malformed`` answer a broken request.
     """
     cdef bytes buf
     if isinstance(data, bytes):
@@ -2768,7 +3542,8 @@ def parse_message(data):
                             status=0)
     sl_end = eol - 1 if eol > pos and p[eol - 1] == 13 else eol
     _check_line(p, sl_start, sl_end, 1)
-    cdef bint is_response = (sl_end - sl_start >= 4 and _ci_equal(p, sl_start, sl_start + 3, b"sip")
+    cdef bint is_response = (sl_end - sl_start >= 4
+                             and _ci_equal(p, sl_start, sl_start + 3, b"sip")
                              and p[sl_start + 3] == 47)
     cdef _Block block
     try:
@@ -2778,24 +3553,25 @@ def parse_message(data):
         if is_response:
             exc.status = 0
         raise
-    cdef tuple start
+    cdef MessageCore message
     try:
         if is_response:
-            start = _parse_status_line(p, sl_start, sl_end)
+            message = _new(_RESPONSE)
+            _parse_status_line(<ResponseCore>message, p, sl_start, sl_end)
         else:
-            start = _parse_request_line(p, sl_start, sl_end)
+            message = _new(_REQUEST)
+            _parse_request_line(<RequestCore>message, buf, p, sl_start, sl_end)
         if block.unterminated is not None:
             raise block.unterminated
-        body = _body(buf, n, block)
+        message.body = _body(buf, n, block)
     except SIPParseError as exc:
         exc.headers = block.headers
         exc.is_request = not is_response
         if is_response:
             exc.status = 0
         raise
-    if is_response:
-        return (None, None, start[0], start[1], block.headers, body)
-    return (start[0], start[1], None, None, block.headers, body)
+    message.headers = block.headers
+    return message
 
 
 def parse_mime_part(data):

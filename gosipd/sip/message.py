@@ -14,17 +14,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import ClassVar, Self
+from typing import Self, cast
 
 from gosipd._sipparse import (
     URI,
     CSeq,
     Headers,
+    MessageCore,
     NameAddr,
+    RequestCore,
+    ResponseCore,
     SIPParseError,
     Via,
+    _register_message_types,
     is_token,
-    parse_call_id,
     parse_message,
 )
 from gosipd.sip.multipart import BodyPart, find_part, split_multipart
@@ -36,7 +39,6 @@ from gosipd.sip.values import (
     RetryAfter,
     parse_date,
     parse_delta_seconds,
-    parse_max_forwards,
     parse_method,
     parse_option_tag,
     parse_rseq,
@@ -143,176 +145,27 @@ def _reason(status: int) -> str:
     )
 
 
-def _missing(name: str) -> SIPParseError:
-    return SIPParseError(f"missing header {name!r}", -1, header=name)
-
-
-def _contact(text: str) -> NameAddr | None:
-    if text == "*":
-        return None
-    return NameAddr.parse(text)
-
-
-class Message:
-    """What requests and responses share: ``headers``, ``body`` and the typed headers.
+class Message(MessageCore):
+    """What requests and responses share, beyond the hot typed headers of
+    ``MessageCore`` (Via, From, To, Call-ID, CSeq, Contact, Route, Record-Route,
+    Max-Forwards): extensions, authentication, numbers, the body and its parts.
 
     Typed reads return fresh lists (changing the list does not change the message);
-    change a message through the setters and the ``push_``/``pop_`` methods.
+    change a message through the setters.
     """
 
-    __slots__ = ("body", "headers")
-
-    version: ClassVar[str] = "SIP/2.0"
-
-    def __init__(self, headers: Headers | Iterable[tuple[str, str]] | None, body: bytes) -> None:
-        if headers is None:
-            headers = Headers()
-        elif not isinstance(headers, Headers):
-            headers = Headers(headers)
-        if not isinstance(body, bytes | bytearray):
-            raise TypeError(f"body must be bytes, not {type(body).__name__}")
-        self.headers: Headers = headers
-        self.body: bytes = bytes(body)
-
-    # -- the start line and serialisation (per subclass)
-
-    def start_line(self) -> str:
-        raise NotImplementedError
-
-    def __bytes__(self) -> bytes:
-        return self.headers.serialize(self.start_line(), self.body)
+    __slots__ = ()
 
     def copy(self) -> Self:
         """An independent copy (headers copied; typed values are immutable)."""
-        other = object.__new__(type(self))
-        for cls in type(self).__mro__:
-            for slot in getattr(cls, "__slots__", ()):
-                object.__setattr__(other, slot, getattr(self, slot))
+        other = type(self).__new__(type(self))
+        for attribute in _COPIED:
+            if hasattr(self, attribute):
+                setattr(other, attribute, getattr(self, attribute))
         other.headers = self.headers.copy()
         return other
 
-    # -- Via
-
-    @property
-    def via(self) -> list[Via]:
-        """The Via hops, top (most recent) first."""
-        return list(self.headers.typed_all("via", Via.parse))
-
-    @via.setter
-    def via(self, hops: Iterable[Via]) -> None:
-        self.headers.set_typed("Via", hops)
-
-    @property
-    def top_via(self) -> Via | None:
-        """The first Via hop, or None."""
-        hops = self.headers.typed_all("via", Via.parse)
-        return hops[0] if hops else None
-
-    def push_via(self, hop: Via) -> None:
-        """Add a Via hop on top (a UAC or proxy sending the request on)."""
-        self.via = [hop, *self.headers.typed_all("via", Via.parse)]
-
-    def pop_via(self) -> Via:
-        """Remove and return the top Via hop."""
-        hops = self.headers.typed_all("via", Via.parse)
-        if not hops:
-            raise _missing("Via")
-        self.via = hops[1:]
-        return hops[0]
-
-    # -- the dialog identifiers
-
-    @property
-    def from_(self) -> NameAddr:
-        value = self.headers.typed_one("from", NameAddr.parse)
-        if value is None:
-            raise _missing("From")
-        return value
-
-    @from_.setter
-    def from_(self, value: NameAddr) -> None:
-        self.headers.set_typed_one("From", _name_addr(value))
-
-    @property
-    def to(self) -> NameAddr:
-        value = self.headers.typed_one("to", NameAddr.parse)
-        if value is None:
-            raise _missing("To")
-        return value
-
-    @to.setter
-    def to(self, value: NameAddr) -> None:
-        self.headers.set_typed_one("To", _name_addr(value))
-
-    @property
-    def call_id(self) -> str:
-        value = self.headers.typed_one("call-id", parse_call_id)
-        if value is None:
-            raise _missing("Call-ID")
-        return value
-
-    @call_id.setter
-    def call_id(self, value: str) -> None:
-        try:
-            parse_call_id(value)
-        except SIPParseError as exc:
-            raise ValueError(exc.reason) from None
-        self.headers.set_typed_one("Call-ID", value)
-
-    @property
-    def cseq(self) -> CSeq:
-        value = self.headers.typed_one("cseq", CSeq.parse)
-        if value is None:
-            raise _missing("CSeq")
-        return value
-
-    @cseq.setter
-    def cseq(self, value: CSeq) -> None:
-        if not isinstance(value, CSeq):
-            raise TypeError(f"cseq must be a CSeq, not {type(value).__name__}")
-        self.headers.set_typed_one("CSeq", value)
-
-    # -- addresses and routes
-
-    @property
-    def contact(self) -> list[NameAddr]:
-        """The Contact addresses; empty when absent or when the value is ``*``."""
-        return [c for c in self.headers.typed_all("contact", _contact) if c is not None]
-
-    @contact.setter
-    def contact(self, addresses: Iterable[NameAddr]) -> None:
-        self.headers.set_typed("Contact", [_name_addr(a) for a in addresses])
-
-    @property
-    def contact_is_wildcard(self) -> bool:
-        """Whether Contact is ``*`` (REGISTER removing every binding, RFC 3261 §10.2.2)."""
-        return None in self.headers.typed_all("contact", _contact)
-
-    @property
-    def route(self) -> list[NameAddr]:
-        return list(self.headers.typed_all("route", NameAddr.parse))
-
-    @route.setter
-    def route(self, addresses: Iterable[NameAddr]) -> None:
-        self.headers.set_typed("Route", [_name_addr(a) for a in addresses])
-
-    @property
-    def record_route(self) -> list[NameAddr]:
-        return list(self.headers.typed_all("record-route", NameAddr.parse))
-
-    @record_route.setter
-    def record_route(self, addresses: Iterable[NameAddr]) -> None:
-        self.headers.set_typed("Record-Route", [_name_addr(a) for a in addresses])
-
     # -- numbers
-
-    @property
-    def max_forwards(self) -> int | None:
-        return self.headers.typed_one("max-forwards", parse_max_forwards)
-
-    @max_forwards.setter
-    def max_forwards(self, value: int | None) -> None:
-        self._set_number("Max-Forwards", value, 255)
 
     @property
     def expires(self) -> int | None:
@@ -410,7 +263,7 @@ class Message:
 
     @property
     def accept(self) -> list[ContentType]:
-        """The Accept media ranges (empty when absent; see ``accepts_any``)."""
+        """The Accept media ranges (empty when absent)."""
         return [c for c in self.headers.typed_all("accept", _media_range) if c is not None]
 
     # -- authentication
@@ -470,12 +323,7 @@ class Message:
         return split_multipart(self.body, content_type.boundary or "")
 
 
-def _name_addr(value: object) -> NameAddr:
-    if isinstance(value, NameAddr):
-        return value
-    if isinstance(value, URI):
-        return NameAddr(value)
-    raise TypeError(f"expected a NameAddr, not {type(value).__name__}")
+_COPIED = ("body", "method", "uri", "status", "reason")
 
 
 def _option_tag(text: str) -> str | None:
@@ -502,10 +350,10 @@ def _check_tags(tags: Iterable[str]) -> list[str]:
     return out
 
 
-class Request(Message):
+class Request(RequestCore, Message):
     """A SIP request: ``method``, ``uri`` (the Request-URI), ``headers``, ``body``."""
 
-    __slots__ = ("method", "uri")
+    __slots__ = ()
 
     def __init__(
         self,
@@ -520,18 +368,10 @@ class Request(Message):
             uri = URI.parse(uri)
         if not isinstance(uri, URI):
             raise TypeError(f"uri must be a URI or str, not {type(uri).__name__}")
-        super().__init__(headers, body)
         self.method = method
-        self.uri: URI = uri
-
-    @classmethod
-    def _wire(cls, method: str, uri: URI, headers: Headers, body: bytes) -> Request:
-        request = cls.__new__(cls)
-        request.method = method
-        request.uri = uri
-        request.headers = headers
-        request.body = body
-        return request
+        self.uri = uri
+        self.headers = _headers(headers)
+        self.body = _body(body)
 
     @classmethod
     def create(
@@ -556,9 +396,7 @@ class Request(Message):
         this method), Contact, then ``headers``, Content-Type; Content-Length is written
         when the request is serialised."""
         request = cls(method, uri)
-        if isinstance(via, Via):
-            via = [via]
-        hops = list(via)
+        hops = [via] if isinstance(via, Via) else list(via)
         if hops:
             request.via = hops
         request.max_forwards = max_forwards
@@ -577,17 +415,14 @@ class Request(Message):
             request.set_body(body, content_type)
         return request
 
-    def start_line(self) -> str:
-        return f"{self.method} {self.uri} SIP/2.0"
-
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"
 
 
-class Response(Message):
+class Response(ResponseCore, Message):
     """A SIP response: ``status``, ``reason`` (the Reason-Phrase), ``headers``, ``body``."""
 
-    __slots__ = ("reason", "status")
+    __slots__ = ()
 
     def __init__(
         self,
@@ -602,18 +437,10 @@ class Response(Message):
             reason = _reason(status)
         if "\r" in reason or "\n" in reason:
             raise ValueError(f"reason phrase must not contain CR or LF: {reason!r}")
-        super().__init__(headers, body)
         self.status = status
         self.reason = reason
-
-    @classmethod
-    def _wire(cls, status: int, reason: str, headers: Headers, body: bytes) -> Response:
-        response = cls.__new__(cls)
-        response.status = status
-        response.reason = reason
-        response.headers = headers
-        response.body = body
-        return response
+        self.headers = _headers(headers)
+        self.body = _body(body)
 
     @classmethod
     def for_request(
@@ -638,11 +465,11 @@ class Response(Message):
     def for_malformed(cls, error: SIPParseError, *, to_tag: str | None = None) -> Response | None:
         """The 400 (or 505) owed to a request that ``parse`` refused, when enough of it
         was framed to answer: Via, From, To, Call-ID and CSeq present, not an ACK. None
-        when nothing can be sent (the datagram is then dropped, RFC 3261 §18.3)."""
+        when nothing can be sent (the datagram is then dropped)."""
         headers = error.headers
-        if not error.is_request or headers is None or error.status not in (400, 505):
+        if not error.is_request or not isinstance(headers, Headers):
             return None
-        if not isinstance(headers, Headers):
+        if error.status not in (400, 505):
             return None
         for name in ("Via", "From", "To", "Call-ID", "CSeq"):
             if name not in headers:
@@ -664,27 +491,26 @@ class Response(Message):
     ) -> Response:
         response = cls(status, reason)
         headers = response.headers
-        for value in source.get_all("Via"):
+        for value in source.fields("Via"):
             headers.add("Via", value)
         for name in ("From", "To", "Call-ID", "CSeq"):
-            value = source.get(name)
-            if value is not None:
+            for value in source.fields(name)[:1]:
                 headers.add(name, value)
         if status == 100:
-            timestamp = source.get("Timestamp")
-            if timestamp is not None:
-                headers.add("Timestamp", timestamp)
+            for value in source.fields("Timestamp")[:1]:
+                headers.add("Timestamp", value)
         elif to_tag is not None:
             if not is_token(to_tag):
                 raise ValueError(f"To tag {to_tag!r} is not a token")
+            to_text = headers.get("To")
             try:
-                to = source.typed_one("to", NameAddr.parse)
+                to = NameAddr.parse(to_text) if to_text is not None else None
             except SIPParseError:
                 to = None  # a malformed To is echoed unchanged
             if to is not None and to.tag is None:
                 response.to = to.with_tag(to_tag)
         if method in DIALOG_CREATING_METHODS and 100 < status < 300:
-            for value in source.get_all("Record-Route"):
+            for value in source.fields("Record-Route"):
                 headers.add("Record-Route", value)
         return response
 
@@ -700,22 +526,34 @@ class Response(Message):
     def is_final(self) -> bool:
         return self.status >= 200
 
-    def start_line(self) -> str:
-        return f"SIP/2.0 {self.status} {self.reason}"
-
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
+
+
+def _headers(headers: Headers | Iterable[tuple[str, str]] | None) -> Headers:
+    if headers is None:
+        return Headers()
+    if isinstance(headers, Headers):
+        return headers
+    return Headers(headers)
+
+
+def _body(body: bytes) -> bytes:
+    if not isinstance(body, bytes | bytearray):
+        raise TypeError(f"body must be bytes, not {type(body).__name__}")
+    return bytes(body)
+
+
+_register_message_types(Request, Response)
 
 
 def parse(data: bytes) -> Request | Response:
     """Parse one datagram into a Request or Response.
 
-    Checks framing (Content-Length, trailing octets ignored; a missing Content-Length
-    means the rest of the datagram, as over UDP), the start line and header names;
-    header values are parsed when first read. Raises SIPParseError, whose ``headers``
-    (when set) let ``Response.for_malformed`` answer a broken request.
+    Checks framing (Content-Length, with trailing octets ignored; no Content-Length
+    means the rest of the datagram, as over UDP), the start line and the header names;
+    header values are parsed when first read (``msg.via``, ``msg.cseq``...). Raises
+    SIPParseError, whose ``headers`` (when set) let ``Response.for_malformed`` answer a
+    broken request.
     """
-    method, uri, status, reason, headers, body = parse_message(data)
-    if method is not None:
-        return Request._wire(method, uri, headers, body)
-    return Response._wire(status, reason, headers, body)
+    return cast(Request | Response, parse_message(data))
