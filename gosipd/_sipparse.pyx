@@ -213,6 +213,10 @@ cdef str _show(const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
 cdef str _char(unsigned char c):
     if 32 < c < 127:
         return repr(chr(c))
+    if c == 32:
+        return "a space"
+    if c == 9:
+        return "a tab"
     return f"octet 0x{c:02x}"
 
 
