@@ -45,7 +45,7 @@ def test_name_addr_forms() -> None:
 
 def test_name_addr_is_written_in_name_addr_form() -> None:
     assert str(NameAddr.parse("sip:bob@biloxi.com ; tag = x")) == "<sip:bob@biloxi.com>;tag=x"
-    assert str(NameAddr.parse('Bob <sip:bob@biloxi.com>')) == '"Bob" <sip:bob@biloxi.com>'
+    assert str(NameAddr.parse("Bob <sip:bob@biloxi.com>")) == '"Bob" <sip:bob@biloxi.com>'
     built = NameAddr(URI.parse("sip:alice@atlanta.com"), 'Alice "A"', {"tag": "1928301774"})
     assert str(built) == '"Alice \\"A\\"" <sip:alice@atlanta.com>;tag=1928301774'
     assert NameAddr.parse(str(built)) == built
@@ -123,7 +123,9 @@ def test_via_parts() -> None:
 def test_via_with_received_and_rport_as_a_ua_answers() -> None:
     via = Via.parse("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport")
     answered = via.with_params(received="192.0.2.1", rport=5062)
-    assert str(answered) == "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=5062;received=192.0.2.1"
+    assert (
+        str(answered) == "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=5062;received=192.0.2.1"
+    )
     assert (answered.received, answered.rport) == ("192.0.2.1", 5062)
     assert via.branch == answered.branch
 
@@ -172,8 +174,13 @@ def test_cseq() -> None:
     assert (cseq.number, cseq.method, str(cseq)) == (42, "INVITE", "42 INVITE")
     assert cseq == CSeq(42, "INVITE")
     assert CSeq.parse(str(CSeq(2**31 - 1, "BYE"))).number == 2**31 - 1
-    for bad, reason in [("INVITE", "sequence number"), ("1", "whitespace"), ("1INVITE", "whitespace"),
-                        (str(2**31) + " BYE", "2**31"), ("1 INVITE x", "unexpected")]:
+    for bad, reason in [
+        ("INVITE", "sequence number"),
+        ("1", "whitespace"),
+        ("1INVITE", "whitespace"),
+        (str(2**31) + " BYE", "2**31"),
+        ("1 INVITE x", "unexpected"),
+    ]:
         with pytest.raises(SIPParseError, match=reason.replace("*", r"\*")):
             CSeq.parse(bad)
     with pytest.raises(ValueError):
@@ -197,7 +204,7 @@ def test_params_is_an_ordered_case_insensitive_mapping() -> None:
 
 
 def test_quote_and_unquote_round_trip() -> None:
-    for text in ['plain', 'with "quotes"', "back\\slash", "tab\tand\x07bell", "ünïcode"]:
+    for text in ["plain", 'with "quotes"', "back\\slash", "tab\tand\x07bell", "ünïcode"]:
         assert unquote(quote(text)) == text
     assert quote('a"b') == '"a\\"b"'
     assert unquote("token") == "token"
@@ -286,14 +293,23 @@ def test_digest_credentials() -> None:
     )
     credentials = Credentials.parse(text)
     assert (credentials.username, credentials.realm, credentials.uri) == (
-        "bob", "biloxi.com", "sip:bob@biloxi.com")
+        "bob",
+        "biloxi.com",
+        "sip:bob@biloxi.com",
+    )
     assert (credentials.qop, credentials.nc, credentials.cnonce) == ("auth", "00000001", "0a4f113b")
     assert credentials.response == "6629fae49393a05397450978507c4ef1"
     assert "6629fae4" not in repr(credentials)  # never into a log through repr()
     built = Credentials.digest(
-        username="bob", realm="biloxi.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093",
-        uri="sip:bob@biloxi.com", response="6629fae49393a05397450978507c4ef1", qop="auth",
-        nc="00000001", cnonce="0a4f113b", opaque="5ccc069c403ebaf9f0171e9517f40e41",
+        username="bob",
+        realm="biloxi.com",
+        nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093",
+        uri="sip:bob@biloxi.com",
+        response="6629fae49393a05397450978507c4ef1",
+        qop="auth",
+        nc="00000001",
+        cnonce="0a4f113b",
+        opaque="5ccc069c403ebaf9f0171e9517f40e41",
     )
     assert Credentials.parse(str(built)) == built
     assert built.params == credentials.params

@@ -54,7 +54,9 @@ def test_list_headers_read_as_elements_and_keep_their_lines() -> None:
 
 
 def test_folded_lines_are_joined_with_one_space() -> None:
-    h = parse_headers("Subject: I know you're there,", "\t pick up the phone   ", "  and talk to me!")
+    h = parse_headers(
+        "Subject: I know you're there,", "\t pick up the phone   ", "  and talk to me!"
+    )
     assert h.get("Subject") == "I know you're there, pick up the phone and talk to me!"
 
 
@@ -99,7 +101,9 @@ def test_headers_built_from_pairs_or_a_mapping() -> None:
 
 
 def test_location_names_line_and_offset() -> None:
-    data = b"OPTIONS sip:a@example.com SIP/2.0\r\nTo: <sip:a@example.com>\r\nCSeq: 1 OPTIONS\r\n\r\n"
+    data = (
+        b"OPTIONS sip:a@example.com SIP/2.0\r\nTo: <sip:a@example.com>\r\nCSeq: 1 OPTIONS\r\n\r\n"
+    )
     h = sip.parse(data).headers
     assert h.location("CSeq") == (3, data.index(b"CSeq"))
     assert Headers([("CSeq", "1 A")]).location("CSeq") is None

@@ -33,7 +33,10 @@ def test_parse_reads_the_start_line_and_the_typed_headers() -> None:
     assert (m.method, str(m.uri)) == ("INVITE", "sip:bob@biloxi.example.com")
     (hop,) = m.via
     assert (hop.transport, hop.sent_by, hop.branch) == (
-        "TCP", ("client.atlanta.example.com", 5060), "z9hG4bK74bf9")
+        "TCP",
+        ("client.atlanta.example.com", 5060),
+        "z9hG4bK74bf9",
+    )
     assert m.top_via == hop
     assert (m.from_.display_name, m.from_.tag) == ("Alice", "9fxced76sl")
     assert (m.to.display_name, m.to.tag) == ("Bob", None)
@@ -75,7 +78,9 @@ def test_serialisation_expands_compact_names_and_recomputes_content_length() -> 
 
 
 def test_a_missing_content_length_means_the_rest_of_the_datagram() -> None:
-    m = sip.parse(b"MESSAGE sip:a@b.example.com SIP/2.0\r\nContent-Type: text/plain\r\n\r\nall of it")
+    m = sip.parse(
+        b"MESSAGE sip:a@b.example.com SIP/2.0\r\nContent-Type: text/plain\r\n\r\nall of it"
+    )
     assert m.body == b"all of it"
     assert bytes(m).endswith(b"Content-Length: 9\r\n\r\nall of it")
 
@@ -83,7 +88,10 @@ def test_a_missing_content_length_means_the_rest_of_the_datagram() -> None:
 def test_leading_crlf_and_bare_lf_line_ends_are_accepted() -> None:
     m = sip.parse(b"\r\n\r\nOPTIONS sip:a@b.example.com SIP/2.0\nCall-ID: x\n\n")
     assert isinstance(m, sip.Request) and m.call_id == "x"
-    assert bytes(m) == b"OPTIONS sip:a@b.example.com SIP/2.0\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n"
+    assert (
+        bytes(m)
+        == b"OPTIONS sip:a@b.example.com SIP/2.0\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -126,8 +134,10 @@ def test_a_response_that_fails_is_owed_nothing() -> None:
 
 
 def test_typed_reads_report_the_header_and_line_of_a_bad_value() -> None:
-    m = sip.parse(b"OPTIONS sip:a@b.example.com SIP/2.0\r\nTo: <sip:a@b.example.com>\r\n"
-                  b"CSeq: one OPTIONS\r\n\r\n")
+    m = sip.parse(
+        b"OPTIONS sip:a@b.example.com SIP/2.0\r\nTo: <sip:a@b.example.com>\r\n"
+        b"CSeq: one OPTIONS\r\n\r\n"
+    )
     with pytest.raises(sip.SIPParseError) as info:
         _ = m.cseq
     assert info.value.reason.startswith("line 3: header 'CSeq': CSeq 'one OPTIONS'")
@@ -137,13 +147,20 @@ def test_typed_reads_report_the_header_and_line_of_a_bad_value() -> None:
 
 def test_a_repeated_single_value_header_is_an_error_when_read() -> None:
     m = sip.parse(b"OPTIONS sip:a@b.example.com SIP/2.0\r\nCall-ID: 1\r\nCall-ID: 2\r\n\r\n")
-    with pytest.raises(sip.SIPParseError, match=r"line 3: header 'Call-ID' appears 2 times \(lines 2, 3\)"):
+    with pytest.raises(
+        sip.SIPParseError, match=r"line 3: header 'Call-ID' appears 2 times \(lines 2, 3\)"
+    ):
         _ = m.call_id
 
 
 def test_a_missing_mandatory_header_is_an_error_when_read() -> None:
     m = sip.parse(b"OPTIONS sip:a@b.example.com SIP/2.0\r\n\r\n")
-    for attribute, name in [("from_", "From"), ("to", "To"), ("call_id", "Call-ID"), ("cseq", "CSeq")]:
+    for attribute, name in [
+        ("from_", "From"),
+        ("to", "To"),
+        ("call_id", "Call-ID"),
+        ("cseq", "CSeq"),
+    ]:
         with pytest.raises(sip.SIPParseError, match=f"missing header '{name}'"):
             getattr(m, attribute)
     assert (m.via, m.contact, m.route, m.max_forwards, m.top_via) == ([], [], [], None, None)
@@ -154,7 +171,7 @@ def test_typed_reads_are_cached_until_the_header_changes() -> None:
     assert m.to is m.to
     m.to = m.to.with_tag("314159")
     assert m.to.tag == "314159"
-    assert b"To: \"Bob\" <sip:bob@biloxi.example.com>;tag=314159\r\n" in bytes(m)
+    assert b'To: "Bob" <sip:bob@biloxi.example.com>;tag=314159\r\n' in bytes(m)
     m.headers.set("To", "<sip:carol@chicago.example.com>")
     assert m.to.uri.user == "carol"
     listed = m.via
@@ -203,8 +220,12 @@ def test_other_typed_headers_read_and_write() -> None:
     m.rack = sip.RAck(1, 1, "INVITE")
     m.rseq = 7
     m.retry_after = 30
-    assert (m.expires, m.supported, m.require, m.allow) == (3600, ["path", "gruu"], ["100rel"],
-                                                            ["INVITE", "ACK"])
+    assert (m.expires, m.supported, m.require, m.allow) == (
+        3600,
+        ["path", "gruu"],
+        ["100rel"],
+        ["INVITE", "ACK"],
+    )
     assert (m.rack, m.rseq, m.retry_after) == (sip.RAck(1, 1, "INVITE"), 7, sip.RetryAfter(30))
     again = sip.parse(bytes(m))
     assert again.expires == 3600 and again.rack == sip.RAck(1, 1, "INVITE")
@@ -263,9 +284,12 @@ def test_request_constructor_checks_its_arguments() -> None:
 
 def test_response_for_request_copies_what_rfc3261_8_2_6_says() -> None:
     request = sip.parse(
-        INVITE.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nTimestamp: 54\r\n"
-                       b"Record-Route: <sip:p1.example.com;lr>\r\n"
-                       b"Via: SIP/2.0/UDP second.example.com;branch=z9hG4bK2\r\n")
+        INVITE.replace(
+            b"Max-Forwards: 70\r\n",
+            b"Max-Forwards: 70\r\nTimestamp: 54\r\n"
+            b"Record-Route: <sip:p1.example.com;lr>\r\n"
+            b"Via: SIP/2.0/UDP second.example.com;branch=z9hG4bK2\r\n",
+        )
     )
     assert isinstance(request, sip.Request)
     trying = sip.Response.for_request(request, 100)
@@ -286,8 +310,9 @@ def test_response_for_request_copies_what_rfc3261_8_2_6_says() -> None:
 
 
 def test_response_for_malformed_answers_a_request_that_did_not_parse() -> None:
-    data = INVITE.replace(b"INVITE sip:bob@biloxi.example.com SIP/2.0",
-                          b"INVITE  sip:bob@biloxi.example.com SIP/2.0")
+    data = INVITE.replace(
+        b"INVITE sip:bob@biloxi.example.com SIP/2.0", b"INVITE  sip:bob@biloxi.example.com SIP/2.0"
+    )
     with pytest.raises(sip.SIPParseError) as info:
         sip.parse(data)
     reply = sip.Response.for_malformed(info.value, to_tag="x1")
@@ -314,8 +339,11 @@ def test_multipart_body_with_sdp_and_isup_as_a_carrier_sends_it() -> None:
     boundary, body = sip.join_multipart(
         [
             BodyPart.of("application/sdp", SDP),
-            BodyPart.of("application/isup;version=itu-t92+", isup,
-                        content_disposition="signal;handling=optional"),
+            BodyPart.of(
+                "application/isup;version=itu-t92+",
+                isup,
+                content_disposition="signal;handling=optional",
+            ),
         ],
         "unique-boundary-1",
     )
@@ -339,7 +367,9 @@ def test_sdp_is_none_without_an_sdp_body() -> None:
 
 
 def test_broken_multipart_bodies_are_parse_errors_when_read() -> None:
-    m = sip.parse(b"INVITE sip:a@b.example.com SIP/2.0\r\nContent-Type: multipart/mixed;boundary=x\r\n"
-                  b"\r\n--x\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n")
+    m = sip.parse(
+        b"INVITE sip:a@b.example.com SIP/2.0\r\nContent-Type: multipart/mixed;boundary=x\r\n"
+        b"\r\n--x\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n"
+    )
     with pytest.raises(sip.SIPParseError, match="no closing boundary"):
         _ = m.sdp

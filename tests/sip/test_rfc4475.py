@@ -220,7 +220,10 @@ def test_intmeth_keeps_every_valid_character() -> None:
     assert m.to.display_name == "BEL:\x07 NUL:\x00 DEL:\x7f"
     assert m.from_.display_name == "token1~` token2'+_ token3*%!.-"
     assert m.from_.tag == "_token~1'+`*%!-."
-    assert m.from_.params["fromParam''~+*_!.-%"] == '"\u0440\u0430\u0431\u043e\u0442\u0430\u044e\u0449\u0438\u0439"'
+    assert (
+        m.from_.params["fromParam''~+*_!.-%"]
+        == '"\u0440\u0430\u0431\u043e\u0442\u0430\u044e\u0449\u0438\u0439"'
+    )
     assert m.call_id == "intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{"
     assert m.via[0].branch == "z9hG4bK-.!%66*_+`'~"
     assert m.headers.get("extensionHeader-!.%*+_`'~") == "\ufeff\u5927\u505c\u96fb"
@@ -323,7 +326,9 @@ def test_unusual_and_empty_reason_phrases() -> None:
     assert isinstance(unusual, sip.Response)
     assert unusual.status == 200
     assert unusual.reason.startswith("= 2**3 * 5**2 \u043d\u043e ")
-    assert bytes(unusual).split(b"\r\n")[0] == (DATA / "unreason.dat").read_bytes().split(b"\r\n")[0]
+    assert (
+        bytes(unusual).split(b"\r\n")[0] == (DATA / "unreason.dat").read_bytes().split(b"\r\n")[0]
+    )
     empty = _parse("noreason.dat")
     assert isinstance(empty, sip.Response)
     assert (empty.status, empty.reason) == (100, "")
@@ -358,9 +363,7 @@ def test_bext01_owes_420_listing_the_unknown_option_tags() -> None:
     rejection = sip.check(_parse("bext01.dat"), supported=UA_SUPPORTED)
     assert rejection is not None
     assert rejection.status == 420
-    assert rejection.headers == (
-        ("Unsupported", "nothingSupportsThis, nothingSupportsThisEither"),
-    )
+    assert rejection.headers == (("Unsupported", "nothingSupportsThis, nothingSupportsThisEither"),)
 
 
 def test_invut_owes_415_with_accept() -> None:

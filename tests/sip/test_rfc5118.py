@@ -74,7 +74,9 @@ def test_4_4_a_port_after_the_brackets_is_a_port() -> None:
 @pytest.mark.parametrize("received", ["[2001:db8::9:255]", "2001:db8::9:255"])
 def test_4_5_via_received_with_and_without_brackets(received: str) -> None:
     via = f"SIP/2.0/UDP [2001:db8::9:1];received={received};branch=z9hG4bKas3-111"
-    m = sip.parse(message("BYE sip:[2001:db8::10] SIP/2.0", {**HEAD, "Via": via, "CSeq": "321 BYE"}))
+    m = sip.parse(
+        message("BYE sip:[2001:db8::10] SIP/2.0", {**HEAD, "Via": via, "CSeq": "321 BYE"})
+    )
     assert m.via[0].received == "2001:db8::9:255"
     assert m.via[0].branch == "z9hG4bKas3-111"
     assert sip.validate(m) is None

@@ -33,9 +33,18 @@ def test_a_parsed_uri_is_written_back_as_received() -> None:
 
 
 def test_a_built_uri_is_written_canonically_with_escapes_only_where_needed() -> None:
-    uri = URI(user="alice smith@home", password="p:w", host="example.com", port=5060,
-              params={"transport": "tcp", "lr": None}, headers={"Subject": "hi there"})
-    assert str(uri) == "sip:alice%20smith%40home:p%3Aw@example.com:5060;transport=tcp;lr?Subject=hi%20there"
+    uri = URI(
+        user="alice smith@home",
+        password="p:w",
+        host="example.com",
+        port=5060,
+        params={"transport": "tcp", "lr": None},
+        headers={"Subject": "hi there"},
+    )
+    assert (
+        str(uri)
+        == "sip:alice%20smith%40home:p%3Aw@example.com:5060;transport=tcp;lr?Subject=hi%20there"
+    )
     assert URI.parse(str(uri)) == uri
     assert URI.parse(str(uri)).user == "alice smith@home"
 
@@ -77,7 +86,11 @@ def test_tel_uris() -> None:
 def test_other_schemes_are_kept_opaque() -> None:
     uri = URI.parse("urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6")
     assert (uri.scheme, uri.opaque, uri.user, uri.host) == (
-        "urn", "uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6", None, "")
+        "urn",
+        "uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
+        None,
+        "",
+    )
     assert str(URI(scheme="mailto", opaque="bob@example.com")) == "mailto:bob@example.com"
 
 
