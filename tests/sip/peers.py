@@ -9,6 +9,7 @@ they send is parsed and validated, and may be saved as a fixture
 from __future__ import annotations
 
 import os
+import random
 import re
 import secrets
 import shutil
@@ -41,28 +42,42 @@ def require(binary: str) -> str:
     return path
 
 
-def free_port() -> int:
-    """A port free for both UDP and TCP on loopback (baresip binds both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((LOOPBACK, 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((LOOPBACK, port))
-                except OSError:
-                    continue
-                if port + 2 < 65536:
-                    return int(port)
-    raise RuntimeError("no free loopback port")
+def free_port(count: int = 1) -> int:
+    """The first of ``count`` consecutive ports free for UDP and TCP on loopback.
+
+    Drawn from 10000-19999, below the kernel's ephemeral range, so that the sockets
+    this test opens itself never land next to them (baresip binds its SIP port for
+    UDP and TCP and an RTP pair; SIPp binds a media port and media+2)."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        base = rng.randrange(10_000, 20_000 - count) & ~1  # even: RTP pairs start even
+        if all(_free(port) for port in range(base, base + count)):
+            return base
+    raise RuntimeError("no free loopback ports")
+
+
+def _free(port: int) -> bool:
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                return False
+    return True
 
 
 @contextmanager
 def child(args: list[str], cwd: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Run a peer; stop exactly that process (and its session) afterwards."""
     with log.open("wb") as out:
-        process = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            args,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield process
     finally:
@@ -117,7 +132,9 @@ class Endpoint:
             assert bytes(sip.parse(bytes(message))) == bytes(message)
             return message, address
 
-    def receive_request(self, method: str, timeout: float = 5.0) -> tuple[sip.Request, tuple[str, int]]:
+    def receive_request(
+        self, method: str, timeout: float = 5.0
+    ) -> tuple[sip.Request, tuple[str, int]]:
         while True:
             message, address = self.receive(timeout)
             if isinstance(message, sip.Request) and message.method == method:
@@ -161,8 +178,9 @@ class Call:
     cseq: int
 
 
-def answer(endpoint: Endpoint, invite: sip.Request, address: tuple[str, int],
-           media_port: int) -> str:
+def answer(
+    endpoint: Endpoint, invite: sip.Request, address: tuple[str, int], media_port: int
+) -> str:
     """Answer ``invite`` as a UAS: 100, 180, 200 with SDP, until the ACK arrives."""
     tag = secrets.token_hex(4)
     contact = NameAddr(URI(user="gosipd", host=LOOPBACK, port=endpoint.port))
@@ -183,18 +201,31 @@ def answer(endpoint: Endpoint, invite: sip.Request, address: tuple[str, int],
     raise TimeoutError("no ACK for our 200")
 
 
-def invite(endpoint: Endpoint, target: URI, address: tuple[str, int],
-           media_port: int) -> tuple[Call, list[sip.Response]]:
+def invite(
+    endpoint: Endpoint, target: URI, address: tuple[str, int], media_port: int
+) -> tuple[Call, list[sip.Response]]:
     """Place a call as a UAC; return the confirmed dialog and every response seen."""
-    local = NameAddr(URI(user="gosipd", host=LOOPBACK, port=endpoint.port), "gosipd interop",
-                     {"tag": secrets.token_hex(4)})
+    local = NameAddr(
+        URI(user="gosipd", host=LOOPBACK, port=endpoint.port),
+        "gosipd interop",
+        {"tag": secrets.token_hex(4)},
+    )
     request = sip.Request.create(
-        "INVITE", target, from_=local, to=NameAddr(target), call_id=secrets.token_hex(12) + "@gosipd",
-        cseq=1, via=Via("UDP", LOOPBACK, endpoint.port, branch=branch(), rport=True),
+        "INVITE",
+        target,
+        from_=local,
+        to=NameAddr(target),
+        call_id=secrets.token_hex(12) + "@gosipd",
+        cseq=1,
+        via=Via("UDP", LOOPBACK, endpoint.port, branch=branch(), rport=True),
         contact=NameAddr(URI(user="gosipd", host=LOOPBACK, port=endpoint.port)),
-        body=sdp(media_port), content_type="application/sdp",
-        headers=[("Supported", "replaces"), ("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS"),
-                 ("User-Agent", "gosipd interop")],
+        body=sdp(media_port),
+        content_type="application/sdp",
+        headers=[
+            ("Supported", "replaces"),
+            ("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS"),
+            ("User-Agent", "gosipd interop"),
+        ],
     )
     responses: list[sip.Response] = []
     endpoint.send(request, address)
@@ -208,8 +239,14 @@ def invite(endpoint: Endpoint, target: URI, address: tuple[str, int],
             break
     final = responses[-1]
     assert final.status == 200, final
-    call = Call(request.call_id, local, final.to, final.contact[0].uri,
-                list(reversed(final.record_route)), 1)
+    call = Call(
+        request.call_id,
+        local,
+        final.to,
+        final.contact[0].uri,
+        list(reversed(final.record_route)),
+        1,
+    )
     ack = in_dialog(endpoint, call, "ACK", cseq=1)
     endpoint.send(ack, address)
     return call, responses
@@ -218,8 +255,14 @@ def invite(endpoint: Endpoint, target: URI, address: tuple[str, int],
 def in_dialog(endpoint: Endpoint, call: Call, method: str, *, cseq: int) -> sip.Request:
     """A request inside ``call`` (RFC 3261 §12.2.1.1), sent to its remote target."""
     return sip.Request.create(
-        method, call.target, from_=call.local, to=call.remote, call_id=call.call_id, cseq=cseq,
-        via=Via("UDP", LOOPBACK, endpoint.port, branch=branch(), rport=True), route=call.route,
+        method,
+        call.target,
+        from_=call.local,
+        to=call.remote,
+        call_id=call.call_id,
+        cseq=cseq,
+        via=Via("UDP", LOOPBACK, endpoint.port, branch=branch(), rport=True),
+        route=call.route,
         contact=NameAddr(URI(user="gosipd", host=LOOPBACK, port=endpoint.port)),
     )
 
@@ -234,7 +277,8 @@ def hang_up(endpoint: Endpoint, call: Call, address: tuple[str, int]) -> sip.Res
 
 
 def write_baresip_config(directory: Path, sip_port: int, user: str, *, answer: bool) -> None:
-    rtp = sip_port + 1
+    """A headless baresip: SIP on ``sip_port``, RTP on the next ten ports (free_port(12))."""
+    rtp = sip_port + 2
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config").write_text(
         "poll_method\tepoll\n"
@@ -245,7 +289,7 @@ def write_baresip_config(directory: Path, sip_port: int, user: str, *, answer: b
         "audio_source\tausine,440\n"
         "ausrc_srate\t48000\nausrc_channels\t2\n"
         "audio_alert\taubridge,nil\n"
-        f"rtp_ports\t{rtp}-{rtp + 1}\n"
+        f"rtp_ports\t{rtp}-{rtp + 9}\n"
         "rtcp_mux\tno\n"
         "statmode_default\toff\n"
         "ringback_disabled\tyes\n"

@@ -90,7 +90,11 @@ def test_kamailio_invite_with_record_route_and_credentials() -> None:
     assert (m.via[1].received, m.via[1].rport) == ("198.51.100.77", 40521)
     (credentials,) = m.proxy_authorization
     assert (credentials.username, credentials.realm, credentials.qop, credentials.nc) == (
-        "alice", "lab.test", "auth", "00000001")
+        "alice",
+        "lab.test",
+        "auth",
+        "00000001",
+    )
     assert m.contact[0].uri.params["alias"] == "198.51.100.77~40521~1"
     # the UAS's 200 copies the Record-Route in order (RFC 3261 §12.1.1)
     ok = sip.Response.for_request(m, 200, to_tag="3c4d5e6f")
@@ -111,7 +115,10 @@ def test_kamailio_407_challenge() -> None:
     assert isinstance(m, sip.Response) and m.status == 407
     (challenge,) = m.proxy_authenticate
     assert (challenge.realm, challenge.nonce, challenge.qop) == (
-        "lab.test", "Zk9aW2ZPWjoiNzE0YmQ5M2IxZGE0ZjE5", ("auth",))
+        "lab.test",
+        "Zk9aW2ZPWjoiNzE0YmQ5M2IxZGE0ZjE5",
+        ("auth",),
+    )
 
 
 def test_carrier_inbound_invite() -> None:
@@ -148,7 +155,7 @@ def test_carrier_sip_i_multipart_invite() -> None:
     m = load("carrier_sip_i_invite.sip")
     assert m.content_type is not None and m.content_type.mime == "multipart/mixed"
     assert m.sdp is not None and m.sdp.startswith(b"v=0\r\n")
-    sdp, isup = m.parts
+    _sdp, isup = m.parts
     assert isup.content_type.mime == "application/isup"
     assert isup.content_type.param("version") == "itu-t92+"
     assert isup.body == bytes.fromhex("0100600a00020a0883901555123456070a03121555987654")

@@ -48,10 +48,30 @@ def _media_port(sock: socket.socket) -> int:
 def test_sipp_uac_call_is_understood_and_answered(tmp_path: Path, media: socket.socket) -> None:
     sipp = require("sipp")
     with Endpoint.open() as ours:
-        port, mport = free_port(), free_port()
-        args = [sipp, "-sf", str(SCENARIOS / "uac_basic.xml"), "-i", LOOPBACK, "-p", str(port),
-                "-mi", LOOPBACK, "-mp", str(mport), "-m", "1", "-s", "gosipd", "-nostdin",
-                "-timeout", "20s", "-timeout_error", f"{LOOPBACK}:{ours.port}"]
+        port = free_port(4)  # SIP, then media and media+2
+        mport = port + 1
+        args = [
+            sipp,
+            "-sf",
+            str(SCENARIOS / "uac_basic.xml"),
+            "-i",
+            LOOPBACK,
+            "-p",
+            str(port),
+            "-mi",
+            LOOPBACK,
+            "-mp",
+            str(mport),
+            "-m",
+            "1",
+            "-s",
+            "gosipd",
+            "-nostdin",
+            "-timeout",
+            "20s",
+            "-timeout_error",
+            f"{LOOPBACK}:{ours.port}",
+        ]
         with child(args, tmp_path, tmp_path / "sipp.log") as process:
             request, address = ours.receive_request("INVITE", timeout=10)
             assert request.uri == URI.parse(f"sip:gosipd@{LOOPBACK}:{ours.port}")
@@ -70,10 +90,27 @@ def test_sipp_uac_call_is_understood_and_answered(tmp_path: Path, media: socket.
 def test_sipp_uas_answers_the_invite_we_build(tmp_path: Path, media: socket.socket) -> None:
     sipp = require("sipp")
     with Endpoint.open() as ours:
-        port, mport = free_port(), free_port()
-        args = [sipp, "-sf", str(SCENARIOS / "uas_basic.xml"), "-i", LOOPBACK, "-p", str(port),
-                "-mi", LOOPBACK, "-mp", str(mport), "-m", "1", "-nostdin", "-timeout", "20s",
-                "-timeout_error"]
+        port = free_port(4)  # SIP, then media and media+2
+        mport = port + 1
+        args = [
+            sipp,
+            "-sf",
+            str(SCENARIOS / "uas_basic.xml"),
+            "-i",
+            LOOPBACK,
+            "-p",
+            str(port),
+            "-mi",
+            LOOPBACK,
+            "-mp",
+            str(mport),
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "20s",
+            "-timeout_error",
+        ]
         with child(args, tmp_path, tmp_path / "sipp.log") as process:
             wait_for_udp(port)
             target = URI.parse(f"sip:service@{LOOPBACK}:{port}")
@@ -89,7 +126,7 @@ def test_sipp_uas_answers_the_invite_we_build(tmp_path: Path, media: socket.sock
 def test_baresip_answers_the_invite_we_build(tmp_path: Path, media: socket.socket) -> None:
     baresip = require("baresip")
     with Endpoint.open() as ours:
-        port = free_port()
+        port = free_port(12)  # SIP (UDP and TCP), then RTP
         write_baresip_config(tmp_path / "bob", port, "bob", answer=True)
         with child([baresip, "-f", str(tmp_path / "bob")], tmp_path, tmp_path / "baresip.log"):
             wait_for_udp(port)
@@ -105,7 +142,7 @@ def test_baresip_answers_the_invite_we_build(tmp_path: Path, media: socket.socke
 def test_baresip_call_is_understood_and_answered(tmp_path: Path, media: socket.socket) -> None:
     baresip = require("baresip")
     with Endpoint.open() as ours:
-        port = free_port()
+        port = free_port(12)
         write_baresip_config(tmp_path / "alice", port, "alice", answer=False)
         dial = f"/dial sip:gosipd@{LOOPBACK}:{ours.port}"
         args = [baresip, "-f", str(tmp_path / "alice"), "-e", dial, "-t", "20"]
@@ -117,7 +154,13 @@ def test_baresip_call_is_understood_and_answered(tmp_path: Path, media: socket.s
             # we hang up: a BYE from the UAS side of the dialog (RFC 3261 §12.2.1.1)
             from .peers import Call
 
-            call = Call(request.call_id, request.to.with_tag(tag), request.from_,
-                        request.contact[0].uri, list(request.record_route), 0)
+            call = Call(
+                request.call_id,
+                request.to.with_tag(tag),
+                request.from_,
+                request.contact[0].uri,
+                list(request.record_route),
+                0,
+            )
             assert hang_up(ours, call, address).status == 200
         capture(ours, "baresip_uac")

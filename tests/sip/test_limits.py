@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -69,10 +70,8 @@ def _read_all(data: bytes) -> Callable[[], object]:
             "route",
             "authorization",
         ):
-            try:
+            with contextlib.suppress(sip.SIPParseError):
                 getattr(m, attribute)
-            except sip.SIPParseError:
-                pass
         m.headers.get_all("X-Commas")
         return bytes(m)
 
