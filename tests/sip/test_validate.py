@@ -65,6 +65,8 @@ def test_a_well_formed_request_is_owed_nothing() -> None:
         (("Contact: <sip:a@b.c>;expires=-1",), "expires"),
         (("Content-Length: 0", "Content-Length: 0"), "appears 2 times"),
         (("Max-Forwards: 70",), "appears 2 times"),
+        (("Content-Type: text/plain", "Content-Type: text/html"), "appears 2 times"),
+        (("Content-Encoding: gzip, identity",), None),  # a list: not a repeat
         (("Accept: text/plain, ?",), "Accept"),
     ],
 )
