@@ -84,7 +84,8 @@ _READERS = (
     "authorization",
     "proxy_authorization",
 )
-_SINGLE = ("Content-Length", "Content-Type", "Content-Encoding", "Max-Forwards")
+# read as raw fields (the typed reads already refuse a repeated From, CSeq, Max-Forwards...)
+_SINGLE = ("Content-Length",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +116,9 @@ def _syntax(message: Request | Response) -> Rejection | None:
         names = ", ".join(repr(n) for n in missing)
         return _bad(f"missing mandatory header{'s' if len(missing) > 1 else ''} {names}")
     for name in _SINGLE:
-        if message.headers.count(name) > 1:
-            return _bad(f"header {name!r} appears {message.headers.count(name)} times")
+        fields = message.headers.fields(name)
+        if len(fields) > 1:
+            return _bad(f"header {name!r} appears {len(fields)} times")
     try:
         for attribute in _READERS:
             getattr(message, attribute)
