@@ -297,16 +297,18 @@ def client_key(branch: str, method: str) -> tuple[str, str]:
     return (branch, "INVITE" if method == "ACK" else method)
 
 
-def server_key(request: Request) -> ServerKey:
+def server_key(request: Request, *, as_method: str | None = None) -> ServerKey:
     """The key a server transaction is found by (§17.2.3); an ACK maps onto its INVITE.
 
     RFC 3261 requests (branch with the magic cookie) match on branch, sent-by and
     method. RFC 2543 requests match on Request-URI, From tag, Call-ID, CSeq number,
     top Via and method; their To tag is checked by ``ServerTransaction.matches``,
     since the tag an ACK must carry is only known once a response went out.
+    ``as_method`` gives the key of another method's transaction with the same
+    identifiers: a CANCEL finds its INVITE with ``as_method="INVITE"`` (§9.2).
     """
     via = request.via[0]
-    method = "INVITE" if request.method == "ACK" else request.method
+    method = as_method or ("INVITE" if request.method == "ACK" else request.method)
     branch = via.branch or ""
     if is_rfc3261_branch(branch):
         return ("3261", branch, via.sent_by, method)
