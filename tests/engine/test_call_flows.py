@@ -184,8 +184,9 @@ def test_glare_is_answered_491_and_retried_after_the_back_off():
     assert len(pair.net.sent_times("491")) == 2
     for _ in range(2):  # each side's retry arrives at the other, which answers it
         pair.net.run(
-            lambda: pair.bob._remote_offer_tx is not None
-            or pair.alice._remote_offer_tx is not None,
+            lambda: (
+                pair.bob._remote_offer_tx is not None or pair.alice._remote_offer_tx is not None
+            ),
             limit=10,
         )
         if pair.bob._remote_offer_tx is not None:

@@ -125,7 +125,9 @@ def test_a_second_challenge_to_credentials_already_sent_gives_up() -> None:
     assert first is not None
     # the retried INVITE carried credentials for lab.test and is challenged again
     sent = [("lab.test", False, "n1")]
-    assert session.answer([_challenge(nonce="n2")], method="INVITE", uri="sip:b@h", sent=sent) is None
+    assert (
+        session.answer([_challenge(nonce="n2")], method="INVITE", uri="sip:b@h", sent=sent) is None
+    )
 
 
 def test_a_stale_nonce_is_answered_once_more() -> None:
