@@ -195,16 +195,26 @@ class DigestSession:
         body: bytes = b"",
         sent: Iterable[tuple[str, bool, str]] = (),
     ) -> list[tuple[str, str]] | None:
-        """Headers answering every challenge we can; None when we must give up.
+        """``accept`` the challenges, then the headers a request answering them carries
+        (``headers_for``); None when we must give up."""
+        if not self.accept(challenges, sent=sent):
+            return None
+        return self.headers_for(method=method, uri=uri, body=body)
+
+    def accept(
+        self, challenges: Iterable[DigestChallenge], *, sent: Iterable[tuple[str, bool, str]] = ()
+    ) -> bool:
+        """Take the challenges of a 401/407 to answer on the next requests; False when we
+        must give up instead.
 
         ``sent``: ``(realm, proxy, nonce)`` of each credential the challenged request
-        carried. Returns ``[(header name, value), ...]``, or None when no challenge is for
-        our realm, or one challenges a realm the request already answered (with a nonce
-        that is not stale, or with the very nonce it is stale about).
+        carried. False when no challenge is for our realm, or one challenges a realm the
+        request already answered (with a nonce that is not stale, or with the very nonce
+        it is stale about).
         """
         usable = [c for c in challenges if self.credentials.realm in (None, c.realm)]
         if not usable:
-            return None
+            return False
         usable.sort(key=lambda c: SUPPORTED_ALGORITHMS.index(c.algorithm.removesuffix("-SESS")))
         chosen: dict[ChallengeKey, DigestChallenge] = {}
         for challenge in usable:
@@ -212,12 +222,12 @@ class DigestSession:
         carried = {(realm, proxy): nonce for realm, proxy, nonce in sent}
         for key, challenge in chosen.items():
             if key in carried and (not challenge.stale or carried[key] == challenge.nonce):
-                return None
+                return False
         for key, challenge in chosen.items():
             self._active[key] = challenge
             self._counts[challenge.nonce] = 0
             self._cnonces[challenge.nonce] = self.cnonce_source()
-        return self.headers_for(method=method, uri=uri, body=body)
+        return True
 
     def headers_for(self, *, method: str, uri: str, body: bytes = b"") -> list[tuple[str, str]]:
         """Authorization headers for a new request, from the challenges answered so far."""

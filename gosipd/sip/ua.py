@@ -685,14 +685,7 @@ class UserAgent:
             return False
         request = self._invite
         challenges = _challenges(response)
-        answer = self._digest.answer(
-            challenges,
-            method="INVITE",
-            uri=str(request.uri),
-            body=request.body,
-            sent=_sent_credentials(request),
-        )
-        if answer is None:
+        if not self._digest.accept(challenges, sent=_sent_credentials(request)):
             return False
         self._events.append(
             ev.AuthChallenged(response.status, tuple(sorted({c.realm for c in challenges})))
@@ -1097,14 +1090,7 @@ class UserAgent:
         if self._digest is None or self.dialog is None:
             return False
         request = tx.request
-        answer = self._digest.answer(
-            _challenges(response),
-            method=request.method,
-            uri=str(request.uri),
-            body=request.body,
-            sent=_sent_credentials(request),
-        )
-        if answer is None:
+        if not self._digest.accept(_challenges(response), sent=_sent_credentials(request)):
             return False
         self._send_bye(now)
         return True

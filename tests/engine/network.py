@@ -14,7 +14,6 @@ import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
 from typing import Protocol, TypeVar
 
 from gosipd import sip
