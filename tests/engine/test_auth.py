@@ -65,10 +65,12 @@ def test_later_requests_reuse_the_nonce_with_the_next_nonce_count() -> None:
     pair.alice.hangup(pair.net.now)
     pair.net.run()
     [invite] = pair.net.messages("INVITE", ALICE)[1:]
+    [prack] = pair.net.messages("PRACK", ALICE)
     [bye] = pair.net.messages("BYE", ALICE)
-    assert invite.proxy_authorization[0].nc == "00000001"
-    assert bye.proxy_authorization[0].nc == "00000002"
-    assert bye.proxy_authorization[0].nonce == invite.proxy_authorization[0].nonce
+    answers = [m.proxy_authorization[0] for m in (invite, prack, bye)]
+    assert [a.nc for a in answers] == ["00000001", "00000002", "00000003"]
+    assert {a.nonce for a in answers} == {invite.proxy_authorization[0].nonce}
+    assert {a.cnonce for a in answers} == {invite.proxy_authorization[0].cnonce}
     assert bye.proxy_authorization[0].uri == str(bye.uri)
 
 
@@ -94,7 +96,7 @@ def test_without_credentials_a_challenge_fails_the_call() -> None:
 
 
 def test_credentials_for_another_realm_are_not_offered() -> None:
-    pair, proxy = challenged_pair(Authenticator(), Credentials("alice", "secret", realm="other"))
+    pair, _ = challenged_pair(Authenticator(), Credentials("alice", "secret", realm="other"))
     pair.dial(to=PROXY, via=PROXY)
     pair.net.run()
     assert len(pair.net.messages("INVITE", ALICE)) == 1
