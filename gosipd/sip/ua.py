@@ -395,9 +395,12 @@ class UserAgent:
             reply = Response.for_malformed(exc, to_tag=_token(self.rng))
             if reply is not None:
                 try:
-                    reply_to = self._via_reply_address(reply.top_via, source)
+                    via = reply.top_via
                 except SIPParseError:
                     return  # not even the Via says where to answer
+                # §18.2.2 as if we had stamped received (and rport) on that Via
+                port = source[1] if via is None or via.has_rport else via.port or 5060
+                reply_to = (source[0], port)
                 self._outbox.append((bytes(reply), reply_to))
             return
         if isinstance(message, Response):
@@ -791,7 +794,7 @@ class UserAgent:
         return response.reason
 
     def _incoming_invite(self, request: Request, source: Address, now: float) -> None:
-        reply_to = self._reply_address(request, source)
+        reply_to = self._via_reply_address(request.top_via, source)
         if self.draining:
             self._server_reply(
                 request,
@@ -1222,7 +1225,7 @@ class UserAgent:
                 )
             return
         request = self._stamp_via(request, source)
-        reply_to = self._reply_address(request, source)
+        reply_to = self._via_reply_address(request.top_via, source)
         key = server_key(request)
         tx = self._servers.get(key)
         if tx is not None and tx.matches(request):
@@ -1276,12 +1279,16 @@ class UserAgent:
         transaction is found by may be the broken ones); the rest through a transaction
         of their own."""
         try:
-            reply_to = self._reply_address(request, source)
+            request = self._stamp_via(request, source)
+            reply_to = self._via_reply_address(request.top_via, source)
         except SIPParseError:
-            return  # a Via we cannot read: nowhere to answer
+            reply_to = source  # a Via we cannot read: answer where it came from
         if status != 400:
-            self._server_reply(request, reply_to, now, status, reason, headers=headers)
-            return
+            try:
+                self._server_reply(request, reply_to, now, status, reason, headers=headers)
+                return
+            except SIPParseError:
+                pass  # a field the transaction needs is unreadable: answer statelessly
         tag = _to_tag_or_new(request, self.rng)
         response = Response.for_request(request, status, reason, to_tag=tag)
         with_headers(response, [*headers, ("Server", self.config.user_agent)])
@@ -1504,9 +1511,6 @@ class UserAgent:
             changes["rport"] = str(rport)
         stamped.via = [via.with_params(**changes), *request.via[1:]]
         return stamped
-
-    def _reply_address(self, request: Request, source: Address) -> Address:
-        return self._via_reply_address(request.top_via, source)
 
     @staticmethod
     def _via_reply_address(via: Via | None, source: Address) -> Address:
