@@ -235,7 +235,7 @@ def test_a_callee_hanging_up_before_the_ack_sends_its_bye_after_it():
     pair.bob.hangup(pair.net.now)  # §15: no BYE before the ACK
     pair.net.run()
     # the delayed ACK is overtaken by the one answering the 2xx sent again at T1
-    first, again = pair.net.sent_times("ACK")
+    _, again = pair.net.sent_times("ACK")
     [bye] = pair.net.sent_times("BYE")
     assert bye == again + pair.net.latency  # the moment an ACK arrived, not before
     kinds = [type(e) for e in pair.bob_events(ev.Event)]
