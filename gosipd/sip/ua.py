@@ -304,6 +304,7 @@ class UserAgent:
         self._destination: Address | None = None
         self._cancel_pending = False
         self._cancel_deadline: float | None = None
+        self._attempt_progressed = False  # a 101-199 came for the current attempt
         self._redirects = 0
         self._early: dict[str, Dialog] = {}
         #: the ACK sent for each 2xx, by (To tag, CSeq number), to answer retransmissions
@@ -508,6 +509,7 @@ class UserAgent:
         assert self._invite is not None
         self._abandon_invite()
         self._destination = destination
+        self._attempt_progressed = False
         request = self._invite.copy()
         request.via = [self._via()]
         for name in ("Authorization", "Proxy-Authorization"):
@@ -562,6 +564,8 @@ class UserAgent:
             self._transition(CallInput.PROVISIONAL)
         if self._cancel_pending:
             self._send_cancel(now)
+        if response.status > 100:
+            self._attempt_progressed = True
         if response.status == 100 or response.to.tag is None:
             if first or response.status == 100:
                 self._events.append(ev.Trying(response.status, self._destination))
@@ -657,7 +661,6 @@ class UserAgent:
         status = response.status
         retry_after = response.retry_after.seconds if response.retry_after else None
         self._last_failure = (status, response.reason, retry_after)
-        heard = self.state is CallState.PROCEEDING
         if self.state is CallState.CANCELLING:
             self._cancel_deadline = None
             self._transition(CallInput.FAILURE)
@@ -673,7 +676,9 @@ class UserAgent:
                 self._transition(CallInput.ATTEMPT_FAILED)
                 self._events.append(ev.Redirected(status, contacts))
                 return
-        if status in FAILOVER_STATUSES and not heard:
+        if status in FAILOVER_STATUSES and not self._attempt_progressed:
+            # RFC 3263 §4.3: this server cannot take the call, another one may (a 100
+            # only said the server got it; after a 180 the callee was reached)
             assert self._destination is not None
             self._transition(CallInput.ATTEMPT_FAILED)
             self._events.append(ev.AttemptFailed(self._destination, "status", status, retry_after))
