@@ -200,7 +200,8 @@ class UAConfig:
     credentials: Credentials | None = None
     outbound_proxy: Address | None = None
     #: Option tags we support (sent in Supported; a Require outside this set gets 420).
-    supported: tuple[str, ...] = ("100rel", "timer")
+    #: Not "timer": RFC 4028 session refreshes are not implemented, so we do not claim it.
+    supported: tuple[str, ...] = ("100rel",)
     allow: tuple[str, ...] = (
         "INVITE",
         "ACK",
@@ -567,7 +568,7 @@ class UserAgent:
         if response.status > 100:
             self._attempt_progressed = True
         if response.status == 100 or response.to.tag is None:
-            if first or response.status == 100:
+            if first:  # once per attempt: later 100s answer INVITE retransmissions
                 self._events.append(ev.Trying(response.status, self._destination))
             return
         dialog = self._early_dialog(response)
@@ -1144,8 +1145,13 @@ class UserAgent:
     # ======================================================================
 
     def _receive_response(self, response: Response, source: Address, now: float) -> None:
-        if check(response) is not None or len(response.via) != 1:
-            # malformed, or not ours (§8.1.3.3: more than one Via: discard)
+        if (
+            check(response) is not None
+            or len(response.via) != 1  # §8.1.3.3: more than one Via: not ours, discard
+            or (response.status > 100 and response.to.tag is None and response.is_final)
+        ):
+            # malformed: a final response without a To tag cannot be matched to a dialog
+            # (§8.2.6.2: a UAS MUST add one)
             self.malformed += 1
             return
         key = client_key(response.via[0].branch or "", response.cseq.method)
