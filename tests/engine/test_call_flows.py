@@ -188,18 +188,23 @@ def test_glare_is_answered_491_and_retried_after_the_back_off():
     pair.bob.reinvite(ANSWER, start)
     pair.net.run(start + 0.1)
     assert len(pair.net.sent_times("491")) == 2
+    answered = {"alice": 0, "bob": 0}
     for _ in range(2):  # each side's retry arrives at the other, which answers it
         pair.net.run(
             lambda: (
-                pair.bob._remote_offer_tx is not None or pair.alice._remote_offer_tx is not None
+                len(pair.alice_events(ev.RemoteOffer)) > answered["alice"]
+                or len(pair.bob_events(ev.RemoteOffer)) > answered["bob"]
             ),
             limit=10,
         )
-        if pair.bob._remote_offer_tx is not None:
+        if len(pair.bob_events(ev.RemoteOffer)) > answered["bob"]:
             pair.bob.answer_offer(ANSWER, pair.net.now)
-        if pair.alice._remote_offer_tx is not None:
+            answered["bob"] += 1
+        if len(pair.alice_events(ev.RemoteOffer)) > answered["alice"]:
             pair.alice.answer_offer(OFFER, pair.net.now)
+            answered["alice"] += 1
         pair.net.run(pair.net.now + 0.1)
+    assert answered == {"alice": 1, "bob": 1}
     pair.net.run(start + 10)
     alice_sent = pair.net.sent_times("INVITE", ("192.0.2.10", 5060))
     bob_sent = pair.net.sent_times("INVITE", ("192.0.2.20", 5062))

@@ -298,7 +298,9 @@ def test_a_bye_in_the_early_dialog_ends_the_invite_with_487() -> None:
     pair.net.run(lambda: bool(pair.bob_events(ev.IncomingCall)))
     pair.bob.ring(pair.net.now, reliable=False)
     pair.net.run(lambda: bool(pair.alice_events(ev.Ringing)))
-    early = next(iter(pair.alice._early.values()))
+    [invite] = pair.net.messages("INVITE", ALICE)
+    [ringing] = pair.net.messages("180", BOB)
+    early = Dialog.for_uac(invite, ringing)  # the caller's early dialog
     [reply] = answers(pair, forge(early, "BYE", branch="z9hG4bKearlybye"), ALICE)
     assert reply.status == 200
     assert pair.net.sent_times("487/INVITE")
