@@ -1321,18 +1321,21 @@ class UserAgent:
         return False
 
     def _in_dialog(self, request: Request) -> bool:
-        dialog = self.dialog
-        return (
-            dialog is not None
-            and dialog.state is not DialogState.TERMINATED
-            and request.call_id == dialog.call_id
-            and request.to.tag == dialog.local_tag
-            and (request.from_.tag or "") == dialog.remote_tag
-        )
+        return self.dialog is not None and _belongs_to(request, self.dialog)
+
+    def _dialog_of(self, request: Request) -> Dialog | None:
+        """The dialog ``request`` belongs to: the call's, or (caller side) one of the early
+        dialogs its provisionals created (RFC 3311 allows UPDATE and INFO there)."""
+        if self._in_dialog(request):
+            return self.dialog
+        for dialog in self._early.values():
+            if _belongs_to(request, dialog):
+                return dialog
+        return None
 
     def _in_dialog_request(self, request: Request, reply_to: Address, now: float) -> None:
-        dialog = self.dialog
-        if dialog is None or not self._in_dialog(request):
+        dialog = self._dialog_of(request)
+        if dialog is None:
             self._server_reply(request, reply_to, now, 481, "Call/Transaction Does Not Exist")
             return
         if not dialog.accept_remote_cseq(request):
@@ -1357,7 +1360,7 @@ class UserAgent:
             case "PRACK":
                 self._on_prack(request, tx, now)
             case "INVITE" | "UPDATE":
-                self._on_remote_offer(request, tx, now)
+                self._on_remote_offer(request, tx, dialog, now)
             case "INFO":
                 tx.respond(self._response(request, 200), now)
                 self._events.append(
@@ -1387,24 +1390,29 @@ class UserAgent:
             case _:
                 pass  # a BYE for a call already over: the 200 is all it needs
 
-    def _on_remote_offer(self, request: Request, tx: ServerTransaction, now: float) -> None:
-        assert self.dialog is not None
+    def _on_remote_offer(
+        self, request: Request, tx: ServerTransaction, dialog: Dialog, now: float
+    ) -> None:
         if request.method == "UPDATE" and not request.body:
             # an UPDATE without an offer (a session refresh): nothing to negotiate
-            self.dialog.refresh_target(request)
+            dialog.refresh_target(request)
             tx.respond(self._response(request, 200), now)
             return
         if self._reinvite_tx is not None:
             tx.respond(self._response(request, 491, "Request Pending"), now)  # §14.2 glare
             return
-        if self._remote_offer_tx is not None or self.state is not CallState.CONFIRMED:
-            # §14.2: an INVITE while the previous one is unanswered (or the call is not
-            # up yet): 500 with Retry-After between 0 and 10 seconds
+        if (
+            self._remote_offer_tx is not None
+            or self.state is not CallState.CONFIRMED
+            or dialog is not self.dialog
+        ):
+            # §14.2: an INVITE while the previous one is unanswered (or an offer before
+            # the call is up, which we do not take): 500 with Retry-After of 0-10 s
             response = self._response(request, 500, "Server Internal Error")
             response.retry_after = self.rng.randint(0, MAX_RETRY_AFTER_500)
             tx.respond(response, now)
             return
-        self.dialog.refresh_target(request)
+        dialog.refresh_target(request)
         if request.method == "INVITE":
             tx.respond(Response.for_request(request, 100), now)
         self._remote_offer_tx = tx
@@ -1536,6 +1544,16 @@ class UserAgent:
         if not _is_ip(host):
             host = source[0]
         return (host.strip("[]"), via.port or 5060)
+
+
+def _belongs_to(request: Request, dialog: Dialog) -> bool:
+    """§12.2.2: Call-ID, our tag in To and theirs in From identify the dialog."""
+    return (
+        dialog.state is not DialogState.TERMINATED
+        and request.call_id == dialog.call_id
+        and request.to.tag == dialog.local_tag
+        and (request.from_.tag or "") == dialog.remote_tag
+    )
 
 
 def _challenges(response: Response) -> list[DigestChallenge]:
