@@ -67,7 +67,8 @@ cdef extern from "Python.h":
 
 #: The largest datagram we accept (64 KiB); UDP cannot carry more anyway.
 MAX_MESSAGE_SIZE = 65_536
-#: The most header fields (lines, after unfolding) one message may carry.
+#: The most header fields (lines, after unfolding) one message may carry, besides
+#: Content-Length.
 MAX_HEADERS = 256
 
 DEF C_MAX_MESSAGE = 65536
@@ -3312,6 +3313,7 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
     cdef Py_ssize_t eol, end, ne, vs, ve, cs, ce, line_start
     cdef int high, value_line
     cdef int slot, hot
+    cdef Py_ssize_t lengths = 0    # Content-Length fields (the serialiser adds one)
     cdef unsigned int h
     cdef str key, name
     cdef list pieces
@@ -3398,11 +3400,13 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
                                   len(joined), value_line, name, line_start)
         elif high:
             value = _decode_value(p, vs, ve, value_line, name, line_start)
-        if headers._n >= C_MAX_HEADERS:
+        if key is K_CONTENT_LENGTH:
+            lengths += 1
+            if block.cl_index < 0:
+                block.cl_index = headers._n
+        elif headers._n - lengths >= C_MAX_HEADERS:
             raise SIPParseError(f"line {value_line}: more than {C_MAX_HEADERS} header fields "
                                 "(MAX_HEADERS)", line_start, line=value_line)
-        if block.cl_index < 0 and key is K_CONTENT_LENGTH:
-            block.cl_index = headers._n
         headers._append(key, name, value, vs, ve, value_line, hot)
     return block
 
