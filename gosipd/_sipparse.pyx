@@ -8,11 +8,15 @@ CSeq, Contact, Max-Forwards). Both are written here, as C loops over the raw oct
 because a pure-Python parser costs 20-80 µs per message and ours must stay under 5.
 
 Speed comes from not building what nobody reads. ``parse_message`` frames the datagram,
-checks the start line and the header names, and stores each header field as one
-string. A typed value (a Via, a NameAddr, a URI) is a *view* of its text: parsing it
-validates the whole ABNF production in one pass without allocating, and remembers
-where the parts are; ``via.branch`` or ``name_addr.tag`` are then found in the text
-when asked for, and the full ``params`` mapping is built only if someone wants it.
+checks the start line and the header names, and records where each header field's
+value lies in the datagram (a string is made when someone reads it); it also notes
+where the headers the engine always reads are, so that reading them needs no search.
+A typed value (a Via, a NameAddr, a URI) is a *view* of its text: parsing it validates
+the whole ABNF production in one pass without allocating, and remembers where the
+parts are; ``via.branch`` or ``name_addr.tag`` are then cut out when asked for, and
+the full ``params`` mapping is built only if someone wants it. ``Headers`` and the
+core of a message (``MessageCore``) live here too, so that ``msg.via`` is a C call;
+``gosipd.sip`` subclasses them with the builders and the less frequent headers.
 
 The grammar is RFC 3261 §25 (with RFC 3966 for tel: URIs and RFC 5118 for IPv6
 references). Everything raises ``SIPParseError`` (a ValueError) and nothing else, for
