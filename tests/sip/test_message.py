@@ -377,9 +377,16 @@ def test_broken_multipart_bodies_are_parse_errors_when_read() -> None:
 
 def test_wrong_types_are_refused_not_written() -> None:
     m = sip.parse(INVITE)
-    for attribute, value in [("uri", None), ("method", None), ("method", "BAD METHOD"),
-                             ("headers", None), ("body", None), ("via", [None]),
-                             ("contact", ["sip:a@b.c"]), ("cseq", "1 INVITE")]:
+    for attribute, value in [
+        ("uri", None),
+        ("method", None),
+        ("method", "BAD METHOD"),
+        ("headers", None),
+        ("body", None),
+        ("via", [None]),
+        ("contact", ["sip:a@b.c"]),
+        ("cseq", "1 INVITE"),
+    ]:
         with pytest.raises((TypeError, ValueError)):
             setattr(m, attribute, value)
     with pytest.raises(TypeError):
