@@ -31,7 +31,9 @@ from cpython.ref cimport PyObject
 from libc.stdlib cimport free, realloc
 from libc.stdint cimport uint64_t
 from libc.stdio cimport snprintf
-from libc.string cimport memchr, memcpy
+from libc.string cimport memchr, memcmp, memcpy
+
+cimport cython
 
 import collections.abc
 import ipaddress
@@ -327,6 +329,7 @@ DEF NAME_MAX = 32
 cdef unsigned int _slot_hash[NAME_SLOTS]
 cdef int _slot_len[NAME_SLOTS]
 cdef unsigned char _slot_name[NAME_SLOTS][NAME_MAX]
+cdef unsigned char _slot_exact[NAME_SLOTS][NAME_MAX]   # as registered: "Via", "Call-ID", "v"
 cdef list _slot_info = [None] * NAME_SLOTS   # keeps the objects below alive
 cdef PyObject* _slot_canon[NAME_SLOTS]
 cdef PyObject* _slot_key[NAME_SLOTS]
@@ -358,8 +361,10 @@ cdef void _add_name(str spelling, tuple info):
         slot = (slot + 1) & (NAME_SLOTS - 1)
     _slot_hash[slot] = h
     _slot_len[slot] = <int>n
+    cdef bytes exact = spelling.encode("ascii")
     for i in range(NAME_MAX):
         _slot_name[slot][i] = p[i] if i < n else 0
+        _slot_exact[slot][i] = exact[i] if i < n else 0
     _slot_info[slot] = info
     _slot_canon[slot] = <PyObject*>info[0]
     _slot_key[slot] = <PyObject*>info[1]
@@ -414,8 +419,9 @@ cdef inline int _lookup_hashed(const unsigned char* p, Py_ssize_t a, Py_ssize_t 
     cdef unsigned int slot = h & (NAME_SLOTS - 1)
     cdef Py_ssize_t n = b - a
     while _slot_len[slot]:
-        if (_slot_hash[slot] == h and _slot_len[slot] == n
-                and _ci_equal(p, a, b, <const char*>_slot_name[slot])):
+        if _slot_hash[slot] == h and _slot_len[slot] == n and (
+                memcmp(p + a, _slot_exact[slot], n) == 0
+                or _ci_equal(p, a, b, <const char*>_slot_name[slot])):
             return slot
         slot = (slot + 1) & (NAME_SLOTS - 1)
     return -1
@@ -721,6 +727,53 @@ cdef bint _valid_hostname(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) no
         i += 1
 
 
+cdef Py_ssize_t _host_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept:
+    """Scan a hostname or IPv4address at p[i:] in one pass; return where it ends, or -1
+    if the run of host characters there is neither (RFC 3261 §25.1: labels of alphanum
+    with inner '-', the last starting with a letter; or four decimal octets)."""
+    cdef Py_ssize_t start = i, label = i, top = i
+    cdef unsigned char c
+    cdef bint digits = True        # the current label is all digits
+    cdef bint numeric = True       # so were all the finished ones
+    cdef bint octets = True        # and each was a decimal octet
+    cdef int dots = 0, value = 0
+    while i < n:
+        c = p[i]
+        if CC[c] & T_DIGIT:
+            if value < 1000:
+                value = value * 10 + (c - 48)
+        elif CC[c] & T_ALPHA:
+            digits = False
+        elif c == 45:
+            if i == label:
+                return -1
+            digits = False
+        elif c == 46:
+            if i == label or p[i - 1] == 45:
+                return -1
+            if not digits:
+                numeric = False
+            if not digits or i - label > 3 or value > 255:
+                octets = False
+            top = label
+            label = i + 1
+            digits = True
+            value = 0
+            dots += 1
+        else:
+            break
+        i += 1
+    if i == start:
+        return -1
+    if i == label:                  # a final dot: the top label is the one before it
+        return i if CC[p[top]] & T_ALPHA else -1
+    if p[i - 1] == 45:
+        return -1
+    if numeric and digits and octets and dots == 3 and i - label <= 3 and value <= 255:
+        return i
+    return i if CC[p[label]] & T_ALPHA else -1
+
+
 cdef str _check_host(const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
     """None if p[a:b] is a hostname or IPv4address, else the reason it is not."""
     if a >= b:
@@ -753,16 +806,26 @@ cdef Py_ssize_t _scan_host(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
         span[0] = i + 1
         span[1] = rb
         return rb + 1
-    end = _scan(p, i, n, T_HOST)
-    if end < n and p[end] == 58:
+    end = _host_end(p, i, n)
+    if end < 0:
         _refuse_bare_ipv6(p, i, n)
-    if not ((CC[p[i]] & T_DIGIT and _valid_ipv4(p, i, end)) or _valid_hostname(p, i, end)):
-        _refuse_bare_ipv6(p, i, n)
+        end = _scan(p, i, n, T_HOST)
         reason = _check_host(p, i, end)
         raise SIPParseError(reason or f"{_show(p, i, end)} is not a host", i)
+    if end < n and p[end] == 58 and _looks_like_ipv6_tail(p, end, n):
+        _refuse_bare_ipv6(p, i, n)
     span[0] = i
     span[1] = end
     return end
+
+
+cdef inline bint _looks_like_ipv6_tail(const unsigned char* p, Py_ssize_t k,
+                                       Py_ssize_t n) noexcept:
+    """p[k] is the ':' after a host: is what follows more IPv6 than port?"""
+    k += 1
+    while k < n and CC[p[k]] & T_DIGIT:
+        k += 1
+    return k < n and (p[k] == 58 or p[k] == 46 or (CC[p[k]] & T_HEX) != 0)
 
 
 cdef int _refuse_bare_ipv6(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) except -1:
@@ -879,6 +942,9 @@ cdef str _escape(str text, unsigned int flag):
 
 # --------------------------------------------------------------------------- Params
 
+@cython.final
+@cython.no_gc
+@cython.freelist(32)
 cdef class Params:
     """An immutable, ordered, case-insensitive mapping of parameter names to values.
 
@@ -1328,6 +1394,9 @@ cdef int _tel_uri_spans(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
     return 0
 
 
+@cython.final
+@cython.no_gc
+@cython.freelist(32)
 cdef class URI:
     """A URI as SIP uses it: sip:/sips: (RFC 3261 §19.1), tel: (RFC 3966), or any other
     absolute URI kept opaque.
@@ -1658,6 +1727,9 @@ cdef bint _uri_equal(URI a, URI b):
 
 # --------------------------------------------------------------------------- NameAddr
 
+@cython.final
+@cython.no_gc
+@cython.freelist(32)
 cdef class NameAddr:
     """A name-addr or addr-spec with header parameters: the value of From, To, Contact,
     Route, Record-Route, Reply-To, Refer-To, P-Asserted-Identity and the like.
@@ -1929,6 +2001,9 @@ cdef object _contact_of(object owner, const unsigned char* p, Py_ssize_t a, Py_s
 
 # --------------------------------------------------------------------------- Via
 
+@cython.final
+@cython.no_gc
+@cython.freelist(32)
 cdef class Via:
     """One Via hop: ``SIP/2.0/UDP host:port;branch=...;received=...;rport``.
 
@@ -2228,6 +2303,9 @@ cdef Py_ssize_t _via_params_end(Via v, const unsigned char* p, Py_ssize_t a,
 
 # --------------------------------------------------------------------------- CSeq
 
+@cython.final
+@cython.no_gc
+@cython.freelist(32)
 cdef class CSeq:
     """The CSeq header: sequence ``number`` (0 .. 2**31-1) and ``method``."""
 
@@ -3508,12 +3586,8 @@ cdef int _check_version(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) noex
 
 cdef int _parse_request_line(RequestCore req, bytes data, const unsigned char* p,
                              Py_ssize_t a, Py_ssize_t b) except -1:
-    cdef Py_ssize_t m = _scan(p, a, b, T_TOKEN), u, v, i, w
-    cdef int spaces = 0
+    cdef Py_ssize_t m = _scan(p, a, b, T_TOKEN), u, v, w
     cdef UriSpans s
-    for i in range(a, b):
-        if p[i] == 32:
-            spaces += 1
     if m == a:
         raise SIPParseError(f"line 1: expected a method or 'SIP/2.0' at the start, found "
                             f"{_show(p, a, b)}", a, line=1, status=0)
@@ -3533,7 +3607,7 @@ cdef int _parse_request_line(RequestCore req, bytes data, const unsigned char* p
     if v >= b:
         raise SIPParseError("line 1: request line has no SIP-Version after the Request-URI",
                             b, line=1)
-    if spaces > 2:
+    if memchr(p + v + 1, 32, b - v - 1) != NULL:
         if v + 1 < b and p[v + 1] == 32:
             raise SIPParseError("line 1: more than one SP between the Request-URI and the "
                                 "SIP-Version (RFC 3261 §7.1 allows exactly one)", v + 1, line=1)
