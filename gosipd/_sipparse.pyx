@@ -1744,11 +1744,14 @@ cdef class NameAddr:
     cdef Py_ssize_t _da, _db       # display name; _da = -1 when absent
     cdef bint _dquoted
     cdef UriSpans _us
+    cdef bint _uri_checked         # _us is validated (a message's reader defers it)
     cdef URI _uri                  # made from _us on first use
     cdef Py_ssize_t _pa, _pb       # the header parameters
     cdef Py_ssize_t _ga, _gb       # the tag's value; _ga = -1 when there is none
     cdef object _params_cache
     cdef object _text
+    cdef object _header            # where a deferred URI came from, for its error
+    cdef int _line
 
     def __init__(self, uri, display_name=None, params=()):
         if isinstance(uri, str):
@@ -1761,7 +1764,7 @@ cdef class NameAddr:
         cdef Py_ssize_t n
         cdef const unsigned char* p = _utf8(text, &n)
         try:
-            _name_addr_spans(self, p, 0, n)
+            _name_addr_spans(self, p, 0, n, True)
         except SIPParseError as exc:
             raise ValueError(f"invalid name-addr {text!r}: {exc.reason}") from None
         self._owner = text
@@ -1779,8 +1782,22 @@ cdef class NameAddr:
     @property
     def uri(self):
         if self._uri is None:
+            if not self._uri_checked:
+                self._check_uri()
             self._uri = _make_uri(self._owner, self._p, &self._us)
         return self._uri
+
+    cdef int _check_uri(self) except -1:
+        try:
+            _uri_spans(self._p, self._us.a, self._us.b, &self._us)
+        except SIPParseError as exc:
+            where = f"line {self._line}: " if self._line else ""
+            header = f"header {self._header!r}: " if self._header is not None else ""
+            offset = self._us.a if isinstance(self._owner, bytes) else -1
+            raise SIPParseError(f"{where}{header}{exc.reason}", offset, line=self._line,
+                                header=self._header) from None
+        self._uri_checked = True
+        return 0
 
     @property
     def display_name(self):
@@ -1849,7 +1866,11 @@ cdef class NameAddr:
 
     def __str__(self):
         if self._text is None:
-            self._text = _compose_name_addr(self.display_name, self.uri, self.params)
+            uri = self._uri if self._uri is not None or not self._uri_checked else self.uri
+            if uri is None:  # not checked yet: write the URI as received, never raise here
+                uri = PyUnicode_DecodeUTF8(<const char*>self._p + self._us.a,
+                                           self._us.b - self._us.a, "replace")
+            self._text = _compose_name_addr(self.display_name, uri, self.params)
         return self._text
 
     def __repr__(self):
@@ -1873,7 +1894,7 @@ def _name_addr_from_text(str text):
     return NameAddr.parse(text)
 
 
-cdef str _compose_name_addr(object display, URI uri, Params params):
+cdef str _compose_name_addr(object display, object uri, Params params):
     if display is not None:
         return f"{quote(display)} <{uri}>{_params_text(params._items)}"
     return f"<{uri}>{_params_text(params._items)}"
@@ -1901,14 +1922,27 @@ cdef object _qvalue(str value):
 cdef NameAddr _name_addr_of(object owner, const unsigned char* p, Py_ssize_t a,
                             Py_ssize_t n):
     cdef NameAddr na = NameAddr.__new__(NameAddr)
-    _name_addr_spans(na, p, a, n)
+    _name_addr_spans(na, p, a, n, True)
     na._owner = owner
     na._p = p
     return na
 
 
+cdef NameAddr _name_addr_deferred(object owner, const unsigned char* p, Py_ssize_t a,
+                                  Py_ssize_t n, object header, int line):
+    """A NameAddr whose URI is checked when first used (the engine reads the tag of From
+    and To on every message, their URIs rarely); ``check()`` forces it."""
+    cdef NameAddr na = NameAddr.__new__(NameAddr)
+    _name_addr_spans(na, p, a, n, False)
+    na._owner = owner
+    na._p = p
+    na._header = header
+    na._line = line
+    return na
+
+
 cdef int _name_addr_spans(NameAddr na, const unsigned char* p, Py_ssize_t a,
-                          Py_ssize_t n) except -1:
+                          Py_ssize_t n, bint check_uri) except -1:
     cdef Py_ssize_t i = _skip_ws(p, a, n), j, start, uri_end, last
     cdef const void* hit
     na._da = -1
@@ -1939,7 +1973,7 @@ cdef int _name_addr_spans(NameAddr na, const unsigned char* p, Py_ssize_t a,
             if hit != NULL:
                 raise SIPParseError("a URI with a comma must be enclosed in '<' '>' "
                                     "(RFC 3261 §20)", <const unsigned char*>hit - p)
-            _uri_spans(p, i, uri_end, &na._us)
+            _note_uri(na, p, i, uri_end, check_uri)
             na._pa = uri_end
             na._pb = _name_addr_params_end(na, p, uri_end, n)
             if na._pb != n:
@@ -1968,7 +2002,7 @@ cdef int _name_addr_spans(NameAddr na, const unsigned char* p, Py_ssize_t a,
     uri_end = <const unsigned char*>hit - p
     if start < uri_end and (_is_ws(p[start]) or _is_ws(p[uri_end - 1])):
         raise SIPParseError("whitespace inside '<' '>' around the URI", start)
-    _uri_spans(p, start, uri_end, &na._us)
+    _note_uri(na, p, start, uri_end, check_uri)
     na._pa = uri_end + 1
     na._pb = _name_addr_params_end(na, p, uri_end + 1, n)
     if na._pb != n:
@@ -1992,11 +2026,15 @@ cdef Py_ssize_t _name_addr_params_end(NameAddr na, const unsigned char* p, Py_ss
         a = j
 
 
-cdef object _contact_of(object owner, const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
-    """A Contact element: a NameAddr, or None for the wildcard ``*``."""
-    if b - a == 1 and p[a] == 42:
-        return None
-    return _name_addr_of(owner, p, a, b)
+cdef inline int _note_uri(NameAddr na, const unsigned char* p, Py_ssize_t a, Py_ssize_t b,
+                          bint check) except -1:
+    if check:
+        _uri_spans(p, a, b, &na._us)
+    else:
+        na._us.a = a
+        na._us.b = b
+    na._uri_checked = check
+    return 0
 
 
 # --------------------------------------------------------------------------- Via
@@ -2426,13 +2464,15 @@ cdef int _slot_of(str key):
 
 
 cdef object _parse_span(int kind, object owner, const unsigned char* p, Py_ssize_t a,
-                        Py_ssize_t b):
+                        Py_ssize_t b, object header, int line):
     if kind == P_VIA:
         return _via_of(owner, p, a, b)
     if kind == P_NAME_ADDR:
-        return _name_addr_of(owner, p, a, b)
+        return _name_addr_deferred(owner, p, a, b, header, line)
     if kind == P_CONTACT:
-        return _contact_of(owner, p, a, b)
+        if b - a == 1 and p[a] == 42:
+            return None
+        return _name_addr_deferred(owner, p, a, b, header, line)
     if kind == P_CSEQ:
         return _cseq_of(p, a, b)
     if kind == P_CALL_ID:
@@ -2854,7 +2894,8 @@ cdef class Headers:
                     eb = e
                     while eb > ea and _is_ws(p[eb - 1]):
                         eb -= 1
-                    out.append(_parse_span(kind, owner, p, ea, eb))
+                    out.append(_parse_span(kind, owner, p, ea, eb, <str>self._f[i].name,
+                                           self._f[i].line))
                     if e >= b:
                         break
                     a = e + 1
@@ -2874,7 +2915,7 @@ cdef class Headers:
             self._duplicate(<str>self._f[i].key, count)
         owner = self._span(i, &p, &a, &b)
         try:
-            return _parse_span(kind, owner, p, a, b)
+            return _parse_span(kind, owner, p, a, b, <str>self._f[i].name, self._f[i].line)
         except SIPParseError as exc:
             raise self._context(i, exc) from None
 
