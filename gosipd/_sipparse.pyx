@@ -8,11 +8,15 @@ CSeq, Contact, Max-Forwards). Both are written here, as C loops over the raw oct
 because a pure-Python parser costs 20-80 µs per message and ours must stay under 5.
 
 Speed comes from not building what nobody reads. ``parse_message`` frames the datagram,
-checks the start line and the header names, and stores each header field as one
-string. A typed value (a Via, a NameAddr, a URI) is a *view* of its text: parsing it
-validates the whole ABNF production in one pass without allocating, and remembers
-where the parts are; ``via.branch`` or ``name_addr.tag`` are then found in the text
-when asked for, and the full ``params`` mapping is built only if someone wants it.
+checks the start line and the header names, and records where each header field's
+value lies in the datagram (a string is made when someone reads it); it also notes
+where the headers the engine always reads are, so that reading them needs no search.
+A typed value (a Via, a NameAddr, a URI) is a *view* of its text: parsing it validates
+the whole ABNF production in one pass without allocating, and remembers where the
+parts are; ``via.branch`` or ``name_addr.tag`` are then cut out when asked for, and
+the full ``params`` mapping is built only if someone wants it. ``Headers`` and the
+core of a message (``MessageCore``) live here too, so that ``msg.via`` is a C call;
+``gosipd.sip`` subclasses them with the builders and the less frequent headers.
 
 The grammar is RFC 3261 §25 (with RFC 3966 for tel: URIs and RFC 5118 for IPv6
 references). Everything raises ``SIPParseError`` (a ValueError) and nothing else, for
@@ -27,7 +31,9 @@ from cpython.ref cimport PyObject
 from libc.stdlib cimport free, realloc
 from libc.stdint cimport uint64_t
 from libc.stdio cimport snprintf
-from libc.string cimport memchr, memcpy
+from libc.string cimport memchr, memcmp, memcpy
+
+cimport cython
 
 import collections.abc
 import ipaddress
@@ -67,7 +73,8 @@ cdef extern from "Python.h":
 
 #: The largest datagram we accept (64 KiB); UDP cannot carry more anyway.
 MAX_MESSAGE_SIZE = 65_536
-#: The most header fields (lines, after unfolding) one message may carry.
+#: The most header fields (lines, after unfolding) one message may carry, besides
+#: Content-Length.
 MAX_HEADERS = 256
 
 DEF C_MAX_MESSAGE = 65536
@@ -322,6 +329,7 @@ DEF NAME_MAX = 32
 cdef unsigned int _slot_hash[NAME_SLOTS]
 cdef int _slot_len[NAME_SLOTS]
 cdef unsigned char _slot_name[NAME_SLOTS][NAME_MAX]
+cdef unsigned char _slot_exact[NAME_SLOTS][NAME_MAX]   # as registered: "Via", "Call-ID", "v"
 cdef list _slot_info = [None] * NAME_SLOTS   # keeps the objects below alive
 cdef PyObject* _slot_canon[NAME_SLOTS]
 cdef PyObject* _slot_key[NAME_SLOTS]
@@ -353,8 +361,10 @@ cdef void _add_name(str spelling, tuple info):
         slot = (slot + 1) & (NAME_SLOTS - 1)
     _slot_hash[slot] = h
     _slot_len[slot] = <int>n
+    cdef bytes exact = spelling.encode("ascii")
     for i in range(NAME_MAX):
         _slot_name[slot][i] = p[i] if i < n else 0
+        _slot_exact[slot][i] = exact[i] if i < n else 0
     _slot_info[slot] = info
     _slot_canon[slot] = <PyObject*>info[0]
     _slot_key[slot] = <PyObject*>info[1]
@@ -409,8 +419,9 @@ cdef inline int _lookup_hashed(const unsigned char* p, Py_ssize_t a, Py_ssize_t 
     cdef unsigned int slot = h & (NAME_SLOTS - 1)
     cdef Py_ssize_t n = b - a
     while _slot_len[slot]:
-        if (_slot_hash[slot] == h and _slot_len[slot] == n
-                and _ci_equal(p, a, b, <const char*>_slot_name[slot])):
+        if _slot_hash[slot] == h and _slot_len[slot] == n and (
+                memcmp(p + a, _slot_exact[slot], n) == 0
+                or _ci_equal(p, a, b, <const char*>_slot_name[slot])):
             return slot
         slot = (slot + 1) & (NAME_SLOTS - 1)
     return -1
@@ -716,6 +727,53 @@ cdef bint _valid_hostname(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) no
         i += 1
 
 
+cdef Py_ssize_t _host_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept:
+    """Scan a hostname or IPv4address at p[i:] in one pass; return where it ends, or -1
+    if the run of host characters there is neither (RFC 3261 §25.1: labels of alphanum
+    with inner '-', the last starting with a letter; or four decimal octets)."""
+    cdef Py_ssize_t start = i, label = i, top = i
+    cdef unsigned char c
+    cdef bint digits = True        # the current label is all digits
+    cdef bint numeric = True       # so were all the finished ones
+    cdef bint octets = True        # and each was a decimal octet
+    cdef int dots = 0, value = 0
+    while i < n:
+        c = p[i]
+        if CC[c] & T_DIGIT:
+            if value < 1000:
+                value = value * 10 + (c - 48)
+        elif CC[c] & T_ALPHA:
+            digits = False
+        elif c == 45:
+            if i == label:
+                return -1
+            digits = False
+        elif c == 46:
+            if i == label or p[i - 1] == 45:
+                return -1
+            if not digits:
+                numeric = False
+            if not digits or i - label > 3 or value > 255:
+                octets = False
+            top = label
+            label = i + 1
+            digits = True
+            value = 0
+            dots += 1
+        else:
+            break
+        i += 1
+    if i == start:
+        return -1
+    if i == label:                  # a final dot: the top label is the one before it
+        return i if CC[p[top]] & T_ALPHA else -1
+    if p[i - 1] == 45:
+        return -1
+    if numeric and digits and octets and dots == 3 and i - label <= 3 and value <= 255:
+        return i
+    return i if CC[p[label]] & T_ALPHA else -1
+
+
 cdef str _check_host(const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
     """None if p[a:b] is a hostname or IPv4address, else the reason it is not."""
     if a >= b:
@@ -748,16 +806,26 @@ cdef Py_ssize_t _scan_host(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
         span[0] = i + 1
         span[1] = rb
         return rb + 1
-    end = _scan(p, i, n, T_HOST)
-    if end < n and p[end] == 58:
+    end = _host_end(p, i, n)
+    if end < 0:
         _refuse_bare_ipv6(p, i, n)
-    if not ((CC[p[i]] & T_DIGIT and _valid_ipv4(p, i, end)) or _valid_hostname(p, i, end)):
-        _refuse_bare_ipv6(p, i, n)
+        end = _scan(p, i, n, T_HOST)
         reason = _check_host(p, i, end)
         raise SIPParseError(reason or f"{_show(p, i, end)} is not a host", i)
+    if end < n and p[end] == 58 and _looks_like_ipv6_tail(p, end, n):
+        _refuse_bare_ipv6(p, i, n)
     span[0] = i
     span[1] = end
     return end
+
+
+cdef inline bint _looks_like_ipv6_tail(const unsigned char* p, Py_ssize_t k,
+                                       Py_ssize_t n) noexcept:
+    """p[k] is the ':' after a host: is what follows more IPv6 than port?"""
+    k += 1
+    while k < n and CC[p[k]] & T_DIGIT:
+        k += 1
+    return k < n and (p[k] == 58 or p[k] == 46 or (CC[p[k]] & T_HEX) != 0)
 
 
 cdef int _refuse_bare_ipv6(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) except -1:
@@ -874,6 +942,9 @@ cdef str _escape(str text, unsigned int flag):
 
 # --------------------------------------------------------------------------- Params
 
+@cython.final
+@cython.no_gc
+@cython.freelist(32)
 cdef class Params:
     """An immutable, ordered, case-insensitive mapping of parameter names to values.
 
@@ -1323,6 +1394,9 @@ cdef int _tel_uri_spans(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
     return 0
 
 
+@cython.final
+@cython.no_gc
+@cython.freelist(32)
 cdef class URI:
     """A URI as SIP uses it: sip:/sips: (RFC 3261 §19.1), tel: (RFC 3966), or any other
     absolute URI kept opaque.
@@ -1653,6 +1727,9 @@ cdef bint _uri_equal(URI a, URI b):
 
 # --------------------------------------------------------------------------- NameAddr
 
+@cython.final
+@cython.no_gc
+@cython.freelist(32)
 cdef class NameAddr:
     """A name-addr or addr-spec with header parameters: the value of From, To, Contact,
     Route, Record-Route, Reply-To, Refer-To, P-Asserted-Identity and the like.
@@ -1667,11 +1744,14 @@ cdef class NameAddr:
     cdef Py_ssize_t _da, _db       # display name; _da = -1 when absent
     cdef bint _dquoted
     cdef UriSpans _us
+    cdef bint _uri_checked         # _us is validated (a message's reader defers it)
     cdef URI _uri                  # made from _us on first use
     cdef Py_ssize_t _pa, _pb       # the header parameters
     cdef Py_ssize_t _ga, _gb       # the tag's value; _ga = -1 when there is none
     cdef object _params_cache
     cdef object _text
+    cdef object _header            # where a deferred URI came from, for its error
+    cdef int _line
 
     def __init__(self, uri, display_name=None, params=()):
         if isinstance(uri, str):
@@ -1684,7 +1764,7 @@ cdef class NameAddr:
         cdef Py_ssize_t n
         cdef const unsigned char* p = _utf8(text, &n)
         try:
-            _name_addr_spans(self, p, 0, n)
+            _name_addr_spans(self, p, 0, n, True)
         except SIPParseError as exc:
             raise ValueError(f"invalid name-addr {text!r}: {exc.reason}") from None
         self._owner = text
@@ -1702,8 +1782,22 @@ cdef class NameAddr:
     @property
     def uri(self):
         if self._uri is None:
+            if not self._uri_checked:
+                self._check_uri()
             self._uri = _make_uri(self._owner, self._p, &self._us)
         return self._uri
+
+    cdef int _check_uri(self) except -1:
+        try:
+            _uri_spans(self._p, self._us.a, self._us.b, &self._us)
+        except SIPParseError as exc:
+            where = f"line {self._line}: " if self._line else ""
+            header = f"header {self._header!r}: " if self._header is not None else ""
+            offset = self._us.a if isinstance(self._owner, bytes) else -1
+            raise SIPParseError(f"{where}{header}{exc.reason}", offset, line=self._line,
+                                header=self._header) from None
+        self._uri_checked = True
+        return 0
 
     @property
     def display_name(self):
@@ -1772,7 +1866,11 @@ cdef class NameAddr:
 
     def __str__(self):
         if self._text is None:
-            self._text = _compose_name_addr(self.display_name, self.uri, self.params)
+            uri = self._uri if self._uri is not None or not self._uri_checked else self.uri
+            if uri is None:  # not checked yet: write the URI as received, never raise here
+                uri = PyUnicode_DecodeUTF8(<const char*>self._p + self._us.a,
+                                           self._us.b - self._us.a, "replace")
+            self._text = _compose_name_addr(self.display_name, uri, self.params)
         return self._text
 
     def __repr__(self):
@@ -1796,7 +1894,7 @@ def _name_addr_from_text(str text):
     return NameAddr.parse(text)
 
 
-cdef str _compose_name_addr(object display, URI uri, Params params):
+cdef str _compose_name_addr(object display, object uri, Params params):
     if display is not None:
         return f"{quote(display)} <{uri}>{_params_text(params._items)}"
     return f"<{uri}>{_params_text(params._items)}"
@@ -1824,14 +1922,27 @@ cdef object _qvalue(str value):
 cdef NameAddr _name_addr_of(object owner, const unsigned char* p, Py_ssize_t a,
                             Py_ssize_t n):
     cdef NameAddr na = NameAddr.__new__(NameAddr)
-    _name_addr_spans(na, p, a, n)
+    _name_addr_spans(na, p, a, n, True)
     na._owner = owner
     na._p = p
     return na
 
 
+cdef NameAddr _name_addr_deferred(object owner, const unsigned char* p, Py_ssize_t a,
+                                  Py_ssize_t n, object header, int line):
+    """A NameAddr whose URI is checked when first used (the engine reads the tag of From
+    and To on every message, their URIs rarely); ``check()`` forces it."""
+    cdef NameAddr na = NameAddr.__new__(NameAddr)
+    _name_addr_spans(na, p, a, n, False)
+    na._owner = owner
+    na._p = p
+    na._header = header
+    na._line = line
+    return na
+
+
 cdef int _name_addr_spans(NameAddr na, const unsigned char* p, Py_ssize_t a,
-                          Py_ssize_t n) except -1:
+                          Py_ssize_t n, bint check_uri) except -1:
     cdef Py_ssize_t i = _skip_ws(p, a, n), j, start, uri_end, last
     cdef const void* hit
     na._da = -1
@@ -1862,7 +1973,7 @@ cdef int _name_addr_spans(NameAddr na, const unsigned char* p, Py_ssize_t a,
             if hit != NULL:
                 raise SIPParseError("a URI with a comma must be enclosed in '<' '>' "
                                     "(RFC 3261 §20)", <const unsigned char*>hit - p)
-            _uri_spans(p, i, uri_end, &na._us)
+            _note_uri(na, p, i, uri_end, check_uri)
             na._pa = uri_end
             na._pb = _name_addr_params_end(na, p, uri_end, n)
             if na._pb != n:
@@ -1891,7 +2002,7 @@ cdef int _name_addr_spans(NameAddr na, const unsigned char* p, Py_ssize_t a,
     uri_end = <const unsigned char*>hit - p
     if start < uri_end and (_is_ws(p[start]) or _is_ws(p[uri_end - 1])):
         raise SIPParseError("whitespace inside '<' '>' around the URI", start)
-    _uri_spans(p, start, uri_end, &na._us)
+    _note_uri(na, p, start, uri_end, check_uri)
     na._pa = uri_end + 1
     na._pb = _name_addr_params_end(na, p, uri_end + 1, n)
     if na._pb != n:
@@ -1915,15 +2026,22 @@ cdef Py_ssize_t _name_addr_params_end(NameAddr na, const unsigned char* p, Py_ss
         a = j
 
 
-cdef object _contact_of(object owner, const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
-    """A Contact element: a NameAddr, or None for the wildcard ``*``."""
-    if b - a == 1 and p[a] == 42:
-        return None
-    return _name_addr_of(owner, p, a, b)
+cdef inline int _note_uri(NameAddr na, const unsigned char* p, Py_ssize_t a, Py_ssize_t b,
+                          bint check) except -1:
+    if check:
+        _uri_spans(p, a, b, &na._us)
+    else:
+        na._us.a = a
+        na._us.b = b
+    na._uri_checked = check
+    return 0
 
 
 # --------------------------------------------------------------------------- Via
 
+@cython.final
+@cython.no_gc
+@cython.freelist(32)
 cdef class Via:
     """One Via hop: ``SIP/2.0/UDP host:port;branch=...;received=...;rport``.
 
@@ -2223,6 +2341,9 @@ cdef Py_ssize_t _via_params_end(Via v, const unsigned char* p, Py_ssize_t a,
 
 # --------------------------------------------------------------------------- CSeq
 
+@cython.final
+@cython.no_gc
+@cython.freelist(32)
 cdef class CSeq:
     """The CSeq header: sequence ``number`` (0 .. 2**31-1) and ``method``."""
 
@@ -2343,13 +2464,15 @@ cdef int _slot_of(str key):
 
 
 cdef object _parse_span(int kind, object owner, const unsigned char* p, Py_ssize_t a,
-                        Py_ssize_t b):
+                        Py_ssize_t b, object header, int line):
     if kind == P_VIA:
         return _via_of(owner, p, a, b)
     if kind == P_NAME_ADDR:
-        return _name_addr_of(owner, p, a, b)
+        return _name_addr_deferred(owner, p, a, b, header, line)
     if kind == P_CONTACT:
-        return _contact_of(owner, p, a, b)
+        if b - a == 1 and p[a] == 42:
+            return None
+        return _name_addr_deferred(owner, p, a, b, header, line)
     if kind == P_CSEQ:
         return _cseq_of(p, a, b)
     if kind == P_CALL_ID:
@@ -2771,7 +2894,8 @@ cdef class Headers:
                     eb = e
                     while eb > ea and _is_ws(p[eb - 1]):
                         eb -= 1
-                    out.append(_parse_span(kind, owner, p, ea, eb))
+                    out.append(_parse_span(kind, owner, p, ea, eb, <str>self._f[i].name,
+                                           self._f[i].line))
                     if e >= b:
                         break
                     a = e + 1
@@ -2791,7 +2915,7 @@ cdef class Headers:
             self._duplicate(<str>self._f[i].key, count)
         owner = self._span(i, &p, &a, &b)
         try:
-            return _parse_span(kind, owner, p, a, b)
+            return _parse_span(kind, owner, p, a, b, <str>self._f[i].name, self._f[i].line)
         except SIPParseError as exc:
             raise self._context(i, exc) from None
 
@@ -2974,7 +3098,7 @@ cdef class Headers:
 
     # -- writing
 
-    def serialize(self, str start_line, bytes body):
+    def serialize(self, str start_line not None, bytes body not None):
         """The message as bytes: start line, fields, a Content-Length computed from
         ``body`` (where the first one was, else last), the empty line, the body.
 
@@ -3048,6 +3172,12 @@ cdef object _missing(str name):
     return SIPParseError(f"missing header {name!r}", -1, header=name)
 
 
+cdef object _via_arg(object value):
+    if isinstance(value, Via):
+        return value
+    raise TypeError(f"expected a Via, not {type(value).__name__}")
+
+
 cdef object _name_addr_arg(object value):
     if isinstance(value, NameAddr):
         return value
@@ -3064,11 +3194,36 @@ cdef class MessageCore:
     change a message through the setters and ``push_via``/``pop_via``.
     """
 
-    cdef public Headers headers
-    cdef public bytes body
+    cdef Headers _headers
+    cdef bytes _body
+
+    cdef inline Headers _hd(self):
+        if self._headers is None:
+            raise TypeError(f"this {type(self).__name__} has no headers (made without __init__)")
+        return self._headers
+
+    @property
+    def headers(self):
+        """The header fields (a Headers)."""
+        return self._hd()
+
+    @headers.setter
+    def headers(self, Headers value not None):
+        self._headers = value
+
+    @property
+    def body(self):
+        """The message body (bytes; Content-Length is written from it)."""
+        return self._body if self._body is not None else b""
+
+    @body.setter
+    def body(self, value):
+        if not isinstance(value, (bytes, bytearray)):
+            raise TypeError(f"body must be bytes, not {type(value).__name__}")
+        self._body = bytes(value)
 
     def __bytes__(self):
-        return self.headers.serialize(self.start_line(), self.body)
+        return self._hd().serialize(self.start_line(), self.body)
 
     def start_line(self):
         raise NotImplementedError
@@ -3078,28 +3233,28 @@ cdef class MessageCore:
     @property
     def via(self):
         """The Via hops, top (most recent) first."""
-        return list(self.headers._via())
+        return list(self._hd()._via())
 
     @via.setter
     def via(self, hops):
-        self.headers.set_typed("Via", hops)
+        self._hd().set_typed("Via", [_via_arg(hop) for hop in hops])
 
     @property
     def top_via(self):
         """The first Via hop, or None."""
-        cdef tuple hops = self.headers._via()
+        cdef tuple hops = self._hd()._via()
         return hops[0] if hops else None
 
-    def push_via(self, Via hop):
+    def push_via(self, Via hop not None):
         """Add a Via hop on top (a UAC or proxy sending the request on)."""
-        self.headers.set_typed("Via", (hop,) + self.headers._via())
+        self._hd().set_typed("Via", (hop,) + self._hd()._via())
 
     def pop_via(self):
         """Remove and return the top Via hop."""
-        cdef tuple hops = self.headers._via()
+        cdef tuple hops = self._hd()._via()
         if not hops:
             raise _missing("Via")
-        self.headers.set_typed("Via", hops[1:])
+        self._hd().set_typed("Via", hops[1:])
         return hops[0]
 
     # -- the dialog identifiers
@@ -3107,30 +3262,30 @@ cdef class MessageCore:
     @property
     def from_(self):
         """The From address (SIPParseError if missing or malformed)."""
-        value = self.headers._from()
+        value = self._hd()._from()
         if value is None:
             raise _missing("From")
         return value
 
     @from_.setter
     def from_(self, value):
-        self.headers.set_typed_one("From", _name_addr_arg(value))
+        self._hd().set_typed_one("From", _name_addr_arg(value))
 
     @property
     def to(self):
         """The To address (SIPParseError if missing or malformed)."""
-        value = self.headers._to()
+        value = self._hd()._to()
         if value is None:
             raise _missing("To")
         return value
 
     @to.setter
     def to(self, value):
-        self.headers.set_typed_one("To", _name_addr_arg(value))
+        self._hd().set_typed_one("To", _name_addr_arg(value))
 
     @property
     def call_id(self):
-        value = self.headers._call_id()
+        value = self._hd()._call_id()
         if value is None:
             raise _missing("Call-ID")
         return value
@@ -3143,11 +3298,11 @@ cdef class MessageCore:
             _call_id_of(p, 0, n)
         except SIPParseError as exc:
             raise ValueError(exc.reason) from None
-        self.headers.set_typed_one("Call-ID", value)
+        self._hd().set_typed_one("Call-ID", value)
 
     @property
     def cseq(self):
-        value = self.headers._cseq()
+        value = self._hd()._cseq()
         if value is None:
             raise _missing("CSeq")
         return value
@@ -3156,72 +3311,116 @@ cdef class MessageCore:
     def cseq(self, CSeq value):
         if value is None:
             raise TypeError("cseq must be a CSeq")
-        self.headers.set_typed_one("CSeq", value)
+        self._hd().set_typed_one("CSeq", value)
 
     # -- addresses and routes
 
     @property
     def contact(self):
         """The Contact addresses; empty when absent or when the value is ``*``."""
-        return [c for c in self.headers._contact() if c is not None]
+        return [c for c in self._hd()._contact() if c is not None]
 
     @contact.setter
     def contact(self, addresses):
-        self.headers.set_typed("Contact", [_name_addr_arg(a) for a in addresses])
+        self._hd().set_typed("Contact", [_name_addr_arg(a) for a in addresses])
 
     @property
     def contact_is_wildcard(self):
         """Whether Contact is ``*`` (REGISTER removing every binding, RFC 3261 §10.2.2)."""
-        return None in self.headers._contact()
+        return None in self._hd()._contact()
 
     @property
     def route(self):
-        return list(self.headers._route())
+        return list(self._hd()._route())
 
     @route.setter
     def route(self, addresses):
-        self.headers.set_typed("Route", [_name_addr_arg(a) for a in addresses])
+        self._hd().set_typed("Route", [_name_addr_arg(a) for a in addresses])
 
     @property
     def record_route(self):
-        return list(self.headers._record_route())
+        return list(self._hd()._record_route())
 
     @record_route.setter
     def record_route(self, addresses):
-        self.headers.set_typed("Record-Route", [_name_addr_arg(a) for a in addresses])
+        self._hd().set_typed("Record-Route", [_name_addr_arg(a) for a in addresses])
 
     @property
     def max_forwards(self):
-        return self.headers._max_forwards()
+        return self._hd()._max_forwards()
 
     @max_forwards.setter
     def max_forwards(self, value):
         if value is None:
-            self.headers.remove("Max-Forwards")
+            self._hd().remove("Max-Forwards")
             return
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
             raise ValueError(f"Max-Forwards must be an integer in 0..255, not {value!r}")
-        self.headers.set_typed_one("Max-Forwards", value)
+        self._hd().set_typed_one("Max-Forwards", value)
 
 
 cdef class RequestCore(MessageCore):
     """The part of a request the parser fills: ``method`` and ``uri`` (the Request-URI)."""
 
-    cdef public str method
-    cdef public URI uri
+    cdef str _method
+    cdef URI _uri
+
+    @property
+    def method(self):
+        return self._method
+
+    @method.setter
+    def method(self, str value not None):
+        if not is_token(value):
+            raise ValueError(f"method {value!r} is not a token")
+        self._method = value
+
+    @property
+    def uri(self):
+        """The Request-URI."""
+        return self._uri
+
+    @uri.setter
+    def uri(self, URI value not None):
+        self._uri = value
 
     def start_line(self):
-        return f"{self.method} {self.uri} SIP/2.0"
+        if self._method is None or self._uri is None:
+            raise TypeError("this request has no method or Request-URI (made without __init__)")
+        return f"{self._method} {self._uri} SIP/2.0"
 
 
 cdef class ResponseCore(MessageCore):
     """The part of a response the parser fills: ``status`` and ``reason``."""
 
-    cdef public int status
-    cdef public str reason
+    cdef int _status
+    cdef str _reason
+
+    @property
+    def status(self):
+        return self._status
+
+    @status.setter
+    def status(self, int value):
+        if not 100 <= value <= 699:
+            raise ValueError(f"status {value} is not a SIP status code (100..699)")
+        self._status = value
+
+    @property
+    def reason(self):
+        """The Reason-Phrase."""
+        return self._reason if self._reason is not None else ""
+
+    @reason.setter
+    def reason(self, str value not None):
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"reason phrase must not contain CR or LF: {value!r}")
+        self._reason = value
 
     def start_line(self):
-        return f"SIP/2.0 {self.status} {self.reason}"
+        if self._status == 0:
+            raise TypeError("this response has no status (made without __init__)")
+        return f"SIP/2.0 {self._status} {self.reason}"
 
 
 cdef object _REQUEST = RequestCore
@@ -3312,6 +3511,7 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
     cdef Py_ssize_t eol, end, ne, vs, ve, cs, ce, line_start
     cdef int high, value_line
     cdef int slot, hot
+    cdef Py_ssize_t lengths = 0    # Content-Length fields (the serialiser adds one)
     cdef unsigned int h
     cdef str key, name
     cdef list pieces
@@ -3398,11 +3598,13 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
                                   len(joined), value_line, name, line_start)
         elif high:
             value = _decode_value(p, vs, ve, value_line, name, line_start)
-        if headers._n >= C_MAX_HEADERS:
+        if key is K_CONTENT_LENGTH:
+            lengths += 1
+            if block.cl_index < 0:
+                block.cl_index = headers._n
+        elif headers._n - lengths >= C_MAX_HEADERS:
             raise SIPParseError(f"line {value_line}: more than {C_MAX_HEADERS} header fields "
                                 "(MAX_HEADERS)", line_start, line=value_line)
-        if block.cl_index < 0 and key is K_CONTENT_LENGTH:
-            block.cl_index = headers._n
         headers._append(key, name, value, vs, ve, value_line, hot)
     return block
 
@@ -3425,12 +3627,8 @@ cdef int _check_version(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) noex
 
 cdef int _parse_request_line(RequestCore req, bytes data, const unsigned char* p,
                              Py_ssize_t a, Py_ssize_t b) except -1:
-    cdef Py_ssize_t m = _scan(p, a, b, T_TOKEN), u, v, i, w
-    cdef int spaces = 0
+    cdef Py_ssize_t m = _scan(p, a, b, T_TOKEN), u, v, w
     cdef UriSpans s
-    for i in range(a, b):
-        if p[i] == 32:
-            spaces += 1
     if m == a:
         raise SIPParseError(f"line 1: expected a method or 'SIP/2.0' at the start, found "
                             f"{_show(p, a, b)}", a, line=1, status=0)
@@ -3450,7 +3648,7 @@ cdef int _parse_request_line(RequestCore req, bytes data, const unsigned char* p
     if v >= b:
         raise SIPParseError("line 1: request line has no SIP-Version after the Request-URI",
                             b, line=1)
-    if spaces > 2:
+    if memchr(p + v + 1, 32, b - v - 1) != NULL:
         if v + 1 < b and p[v + 1] == 32:
             raise SIPParseError("line 1: more than one SP between the Request-URI and the "
                                 "SIP-Version (RFC 3261 §7.1 allows exactly one)", v + 1, line=1)
@@ -3477,8 +3675,8 @@ cdef int _parse_request_line(RequestCore req, bytes data, const unsigned char* p
     if s.xa < s.xb and (s.kind == K_SIP or s.kind == K_SIPS):
         raise SIPParseError(f"line 1: Request-URI {_show(p, u, v)} has a header part ('?'), "
                             "which RFC 3261 §19.1.1 forbids in a Request-URI", u, line=1)
-    req.method = _ascii(p, a, m)
-    req.uri = _make_uri(data, p, &s)
+    req._method = _ascii(p, a, m)
+    req._uri = _make_uri(data, p, &s)
     return 0
 
 
@@ -3509,10 +3707,10 @@ cdef int _parse_status_line(ResponseCore resp, const unsigned char* p, Py_ssize_
                             line=1, status=0)
     r = c + 1 if c < b else b
     if _check_line(p, r, b, 1):
-        resp.reason = _decode_value(p, r, b, 1, "Reason-Phrase", r)
+        resp._reason = _decode_value(p, r, b, 1, "Reason-Phrase", r)
     else:
-        resp.reason = _ascii(p, r, b)
-    resp.status = status
+        resp._reason = _ascii(p, r, b)
+    resp._status = status
     return 0
 
 
@@ -3598,14 +3796,14 @@ def parse_message(data):
             _parse_request_line(<RequestCore>message, buf, p, sl_start, sl_end)
         if block.unterminated is not None:
             raise block.unterminated
-        message.body = _body(buf, n, block)
+        message._body = _body(buf, n, block)
     except SIPParseError as exc:
         exc.headers = block.headers
         exc.is_request = not is_response
         if is_response:
             exc.status = 0
         raise
-    message.headers = block.headers
+    message._headers = block.headers
     return message
 
 

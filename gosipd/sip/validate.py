@@ -9,7 +9,10 @@ Unsupported list of a 420, the Accept of a 415, the Allow of a 405) and a senten
 for the log; ``validate`` returns just the status.
 
 For a response, a non-None result means "malformed: discard it" (a UAC never answers
-a response). An ACK is never answered either: the caller drops an ACK that fails.
+a response); only the headers a UAC acts on are checked in one (Via, From, To, Call-ID,
+CSeq, Contact, Record-Route, Content-Type, Require, RSeq, Expires, Min-Expires,
+Retry-After and the challenges). An ACK is never answered either: the caller drops an
+ACK that fails.
 """
 
 from __future__ import annotations
@@ -85,6 +88,25 @@ _READERS = (
     "proxy_authorization",
 )
 # read as raw fields (the typed reads already refuse a repeated From, CSeq, Max-Forwards...)
+# A response is only refused for the headers a UAC acts on: a carrier's odd Date or
+# Accept must not cost a call.
+_RESPONSE_READERS = (
+    "via",
+    "from_",
+    "to",
+    "call_id",
+    "cseq",
+    "contact",
+    "record_route",
+    "content_type",
+    "require",
+    "rseq",
+    "expires",
+    "min_expires",
+    "retry_after",
+    "www_authenticate",
+    "proxy_authenticate",
+)
 _SINGLE = ("Content-Length",)
 
 
@@ -120,10 +142,16 @@ def _syntax(message: Request | Response) -> Rejection | None:
         if len(fields) > 1:
             return _bad(f"header {name!r} appears {len(fields)} times")
     try:
-        for attribute in _READERS:
+        for attribute in _READERS if isinstance(message, Request) else _RESPONSE_READERS:
             getattr(message, attribute)
+        # the URIs inside From, To, Contact and the routes are checked when first used
+        addresses = [message.from_, message.to, *message.contact, *message.record_route]
+        if isinstance(message, Request):
+            addresses += message.route
+        for address in addresses:
+            address.uri  # noqa: B018 - parsed for its errors
         for contact in message.contact:
-            contact.q  # noqa: B018 - parsed for its errors
+            contact.q  # noqa: B018
             contact.expires  # noqa: B018
     except SIPParseError as exc:
         return _bad(exc.reason)

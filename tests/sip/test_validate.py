@@ -217,3 +217,13 @@ def test_a_malformed_response_is_marked_for_dropping() -> None:
         b"From: <sip:a@b.c>;tag=1\r\nCall-ID: x\r\nCSeq: x OPTIONS\r\n\r\n"
     )
     assert sip.validate(bad) == 400
+
+
+def test_a_response_is_not_dropped_for_a_header_the_uac_does_not_act_on() -> None:
+    head = (
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nTo: <sip:a@b.c>;tag=2\r\n"
+        b"From: <sip:a@b.c>;tag=1\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n"
+    )
+    assert sip.check(sip.parse(head + b"Date: yesterday\r\nAccept: ?\r\n\r\n")) is None
+    assert sip.validate(sip.parse(head + b"Contact: <sip:a@b.c\r\n\r\n")) == 400
+    assert sip.validate(sip.parse(head + b"RSeq: 0\r\n\r\n")) == 400
