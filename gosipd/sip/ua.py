@@ -25,7 +25,12 @@ attempt); plus the §14.1 glare back-off.
 Addresses: requests go to the next hop's numeric address, to an address the
 caller registered for its host name (``known_hosts``), to the outbound proxy,
 or else back to where the far end's messages came from. Responses go where
-RFC 3261 §18.2.2 and RFC 3581 (rport) say.
+RFC 3261 §18.2.2 and RFC 3581 (rport) say. Our Contact uses the address the far
+end saw (the received/rport of our Via), once a response told us.
+
+Not here: RFC 4028 session timers, offers in early dialogs (UPDATE with SDP
+before the call is up gets 500 + Retry-After), and an INVITE of ours without an
+offer (the ACK would have to carry the answer: give ``invite`` an ``sdp``).
 """
 
 from __future__ import annotations
@@ -447,7 +452,12 @@ class UserAgent:
         headers: Sequence[tuple[str, str]] = (),
         call_id: str | None = None,
     ) -> Request:
-        """Start the call: send an INVITE for ``request_uri`` to ``destination``."""
+        """Start the call: send an INVITE for ``request_uri`` to ``destination``.
+
+        ``sdp`` is our offer (an INVITE without one is sent, but the answer a 2xx
+        would then need in the ACK cannot be given); ``headers`` are added as they are.
+        Returns the INVITE (without Via: each attempt gets its own).
+        """
         self._transition(CallInput.INVITE)
         self.call_id = call_id or f"{_token(self.rng, 128)}@gosipd"
         self._local_tag = _token(self.rng)
