@@ -2303,7 +2303,7 @@ cdef Py_ssize_t _via_params_end(Via v, const unsigned char* p, Py_ssize_t a,
     """Validate Via parameters (RFC 3261 §20.42, RFC 3581: ttl, maddr, received, branch,
     rport); return where they stop."""
     cdef Py_ssize_t s[4]
-    cdef Py_ssize_t j, va, vb
+    cdef Py_ssize_t j, va, vb, ln
     cdef Py_ssize_t span[2]
     v._ba = -1
     while True:
@@ -2312,14 +2312,20 @@ cdef Py_ssize_t _via_params_end(Via v, const unsigned char* p, Py_ssize_t a,
             return _skip_ws(p, a, b)
         va = s[2]
         vb = s[3]
-        if _ci_equal(p, s[0], s[1], b"branch"):
+        ln = s[1] - s[0]
+        if ln == 6 and _ci_equal(p, s[0], s[1], b"branch"):
             if va < 0:
                 raise SIPParseError("Via branch has no value", s[0])
-            if p[va] == 34 or p[va] == 91 or _scan(p, va, vb, T_TOKEN) != vb:
+            # _next_param let ':' '.' and hex through for received: only ':' is no token
+            if p[va] == 34 or p[va] == 91 or memchr(p + va, 58, vb - va) != NULL:
                 raise SIPParseError(f"Via branch {_show(p, va, vb)} is not a token", va)
             if v._ba < 0:
                 v._ba = va
                 v._bb = vb
+        elif ln < 3 or ln > 8:
+            if va >= 0 and p[va] != 34 and p[va] != 91 and memchr(p + va, 58, vb - va) != NULL:
+                raise SIPParseError(f"Via parameter value {_show(p, va, vb)} is not a token",
+                                    va)
         elif _ci_equal(p, s[0], s[1], b"received"):
             if va < 0 or not (_valid_ipv4(p, va, vb) or _valid_ipv6(p, va, vb) or (
                     p[va] == 91 and p[vb - 1] == 93 and _valid_ipv6(p, va + 1, vb - 1))):
@@ -2334,7 +2340,7 @@ cdef Py_ssize_t _via_params_end(Via v, const unsigned char* p, Py_ssize_t a,
             if va < 0 or _scan_host(p, va, vb, span) != vb:
                 raise SIPParseError("Via maddr is not a host", s[0])
         else:
-            if va >= 0 and p[va] != 34 and p[va] != 91 and _scan(p, va, vb, T_TOKEN) != vb:
+            if va >= 0 and p[va] != 34 and p[va] != 91 and memchr(p + va, 58, vb - va) != NULL:
                 raise SIPParseError(f"Via parameter value {_show(p, va, vb)} is not a token",
                                     va)
         a = j
@@ -2919,6 +2925,8 @@ cdef class Headers:
             except SIPParseError as exc:
                 raise self._context(i, exc) from None
             i += 1
+        if len(out) == 1:
+            return (out[0],)
         return tuple(out)
 
     cdef object _parse_one(self, int slot, int kind):
