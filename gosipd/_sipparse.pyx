@@ -343,11 +343,12 @@ COMPACT_FORMS = {}
 
 cdef inline unsigned int _name_hash(const unsigned char* p, Py_ssize_t a,
                                     Py_ssize_t b) noexcept:
-    cdef unsigned int h = 2166136261u
-    cdef Py_ssize_t i
-    for i in range(a, b):
-        h = (h ^ LOWER[p[i]]) * 16777619u
-    return h
+    """A case-insensitive hash of a header name from its length and three octets (the
+    table compares the whole name anyway; this only has to spread ~150 names)."""
+    cdef unsigned int n = <unsigned int>(b - a)
+    cdef unsigned int h = (n * 2654435761u) ^ (LOWER[p[a]] << 8) ^ (LOWER[p[b - 1]] << 16) \
+        ^ (LOWER[p[a + (n >> 1)]] << 24)
+    return h ^ (h >> 13)
 
 
 cdef void _add_name(str spelling, tuple info):
@@ -2302,7 +2303,7 @@ cdef Py_ssize_t _via_params_end(Via v, const unsigned char* p, Py_ssize_t a,
     """Validate Via parameters (RFC 3261 §20.42, RFC 3581: ttl, maddr, received, branch,
     rport); return where they stop."""
     cdef Py_ssize_t s[4]
-    cdef Py_ssize_t j, va, vb
+    cdef Py_ssize_t j, va, vb, ln
     cdef Py_ssize_t span[2]
     v._ba = -1
     while True:
@@ -2311,14 +2312,20 @@ cdef Py_ssize_t _via_params_end(Via v, const unsigned char* p, Py_ssize_t a,
             return _skip_ws(p, a, b)
         va = s[2]
         vb = s[3]
-        if _ci_equal(p, s[0], s[1], b"branch"):
+        ln = s[1] - s[0]
+        if ln == 6 and _ci_equal(p, s[0], s[1], b"branch"):
             if va < 0:
                 raise SIPParseError("Via branch has no value", s[0])
-            if p[va] == 34 or p[va] == 91 or _scan(p, va, vb, T_TOKEN) != vb:
+            # _next_param let ':' '.' and hex through for received: only ':' is no token
+            if p[va] == 34 or p[va] == 91 or memchr(p + va, 58, vb - va) != NULL:
                 raise SIPParseError(f"Via branch {_show(p, va, vb)} is not a token", va)
             if v._ba < 0:
                 v._ba = va
                 v._bb = vb
+        elif ln < 3 or ln > 8:
+            if va >= 0 and p[va] != 34 and p[va] != 91 and memchr(p + va, 58, vb - va) != NULL:
+                raise SIPParseError(f"Via parameter value {_show(p, va, vb)} is not a token",
+                                    va)
         elif _ci_equal(p, s[0], s[1], b"received"):
             if va < 0 or not (_valid_ipv4(p, va, vb) or _valid_ipv6(p, va, vb) or (
                     p[va] == 91 and p[vb - 1] == 93 and _valid_ipv6(p, va + 1, vb - 1))):
@@ -2333,7 +2340,7 @@ cdef Py_ssize_t _via_params_end(Via v, const unsigned char* p, Py_ssize_t a,
             if va < 0 or _scan_host(p, va, vb, span) != vb:
                 raise SIPParseError("Via maddr is not a host", s[0])
         else:
-            if va >= 0 and p[va] != 34 and p[va] != 91 and _scan(p, va, vb, T_TOKEN) != vb:
+            if va >= 0 and p[va] != 34 and p[va] != 91 and memchr(p + va, 58, vb - va) != NULL:
                 raise SIPParseError(f"Via parameter value {_show(p, va, vb)} is not a token",
                                     va)
         a = j
@@ -2536,6 +2543,7 @@ cdef tuple _header_key(str name):
     return _lookup_name(p, 0, n)
 
 
+@cython.final
 cdef class Headers:
     """The header fields of one message, in order, with canonical names.
 
@@ -2625,11 +2633,26 @@ cdef class Headers:
     cdef str _value(self, Py_ssize_t i):
         cdef Field* f = &self._f[i]
         cdef str value
-        if f.value == NULL:
+        if f.value == NULL:   # still a span: ASCII (the scanner decoded any other)
             value = _ascii(<const unsigned char*>PyBytes_AS_STRING(self._source), f.va, f.vb)
             _incref(<PyObject*>value)
             f.value = <PyObject*>value
         return <str>f.value
+
+    cdef int _decode(self, Py_ssize_t i) except -1:
+        """Make field i's value a str from UTF-8 octets (SIPParseError if they are not)."""
+        cdef Field* f = &self._f[i]
+        cdef str value
+        try:
+            value = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(self._source) + f.va, f.vb - f.va,
+                                         NULL)
+        except UnicodeDecodeError as exc:
+            raise SIPParseError(f"line {f.line}: header {<str>f.name!r}: value is not valid "
+                                f"UTF-8 ({exc.reason} at octet {exc.start})",
+                                self._offset(f.line), line=f.line, header=<str>f.name) from None
+        _incref(<PyObject*>value)
+        f.value = <PyObject*>value
+        return 0
 
     cdef object _span(self, Py_ssize_t i, const unsigned char** p, Py_ssize_t* a,
                       Py_ssize_t* b):
@@ -2902,6 +2925,8 @@ cdef class Headers:
             except SIPParseError as exc:
                 raise self._context(i, exc) from None
             i += 1
+        if len(out) == 1:
+            return (out[0],)
         return tuple(out)
 
     cdef object _parse_one(self, int slot, int kind):
@@ -3504,15 +3529,39 @@ cdef class _Block:
     cdef object unterminated       # the error to raise once the start line is known
 
 
+cdef bint _any_high(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) noexcept:
+    """Whether p[a:b] holds a non-ASCII octet (eight at a time)."""
+    cdef uint64_t acc = 0, word
+    cdef Py_ssize_t i = a
+    while i + 8 <= b:
+        memcpy(&word, p + i, 8)
+        acc |= word
+        i += 8
+    while i < b:
+        acc |= p[i]
+        i += 1
+    return (acc & 0x8080808080808080u) != 0
+
+
+cdef inline int _no_bare_cr(const unsigned char* p, Py_ssize_t a, Py_ssize_t eol,
+                            int line) except -1:
+    """The only CR allowed in the line p[a:eol] (eol: its LF) is the one before the LF."""
+    cdef const void* cr = memchr(p + a, 13, eol - a)
+    if cr != NULL and <const unsigned char*>cr != p + eol - 1:
+        raise SIPParseError(f"line {line}: bare CR inside the line (lines end in CRLF)",
+                            <const unsigned char*>cr - p, line=line)
+    return 0
+
+
 cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_ssize_t pos,
                           int line):
     cdef _Block block = _Block.__new__(_Block)
     cdef Headers headers = Headers.__new__(Headers)
     cdef Py_ssize_t eol, end, ne, vs, ve, cs, ce, line_start
-    cdef int high, value_line
+    cdef int value_line
     cdef int slot, hot
     cdef Py_ssize_t lengths = 0    # Content-Length fields (the serialiser adds one)
-    cdef unsigned int h
+    cdef Py_ssize_t start = pos, i
     cdef str key, name
     cdef list pieces
     cdef bytes joined
@@ -3534,6 +3583,7 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
         if eol < 0:
             raise SIPParseError(f"line {line}: the header section is not terminated by an "
                                 "empty line (the last line has no CRLF)", pos, line=line)
+        _no_bare_cr(p, pos, eol, line)
         end = eol - 1 if eol > pos and p[eol - 1] == 13 else eol
         if end == pos:
             block.body_start = eol + 1
@@ -3543,11 +3593,8 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
         if _is_ws(p[pos]):
             raise SIPParseError(f"line {line}: starts with whitespace, but there is no header "
                                 "before it to continue", pos, line=line)
-        # the name: token octets, hashed for the name table on the way
-        h = 2166136261u
         ne = pos
         while ne < end and CC[p[ne]] & T_TOKEN:
-            h = (h ^ LOWER[p[ne]]) * 16777619u
             ne += 1
         if ne == pos:
             raise SIPParseError(f"line {line}: expected a header name, found "
@@ -3559,7 +3606,7 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
                                     f"{_char(p[vs])}, which a header name cannot", vs, line=line)
             raise SIPParseError(f"line {line}: header {_show(p, pos, ne)} is not followed by ':'",
                                 vs, line=line)
-        slot = _lookup_hashed(p, pos, ne, h)
+        slot = _lookup_hashed(p, pos, ne, _name_hash(p, pos, ne))
         if slot >= 0:
             key = <str>_slot_key[slot]
             name = <str>_slot_canon[slot]
@@ -3569,7 +3616,6 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
             key = name.lower()
             hot = 0
         vs = _skip_ws(p, vs + 1, end)
-        high = _check_line(p, vs, end, line)
         ve = end
         while ve > vs and _is_ws(p[ve - 1]):
             ve -= 1
@@ -3584,9 +3630,9 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
                 if eol < 0:
                     raise SIPParseError(f"line {line}: the header section is not terminated "
                                         "by an empty line", pos, line=line)
+                _no_bare_cr(p, pos, eol, line)
                 ce = eol - 1 if eol > pos and p[eol - 1] == 13 else eol
                 cs = _skip_ws(p, pos, ce)
-                high |= _check_line(p, cs, ce, line)
                 while ce > cs and _is_ws(p[ce - 1]):
                     ce -= 1
                 if ce > cs:
@@ -3596,8 +3642,6 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
             joined = b" ".join(pieces)
             value = _decode_value(<const unsigned char*>PyBytes_AS_STRING(joined), 0,
                                   len(joined), value_line, name, line_start)
-        elif high:
-            value = _decode_value(p, vs, ve, value_line, name, line_start)
         if key is K_CONTENT_LENGTH:
             lengths += 1
             if block.cl_index < 0:
@@ -3606,7 +3650,20 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
             raise SIPParseError(f"line {value_line}: more than {C_MAX_HEADERS} header fields "
                                 "(MAX_HEADERS)", line_start, line=value_line)
         headers._append(key, name, value, vs, ve, value_line, hot)
+    if _any_high(p, start, block.body_start):
+        # non-ASCII octets: every value that holds some must be UTF-8 (RFC 3261 TEXT-UTF8)
+        for i in range(headers._n):
+            if headers._f[i].value == NULL and _has_high(p, headers._f[i].va, headers._f[i].vb):
+                headers._decode(i)
     return block
+
+
+cdef bint _has_high(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) noexcept:
+    cdef Py_ssize_t i
+    for i in range(a, b):
+        if p[i] & 0x80:
+            return True
+    return False
 
 
 cdef int _check_version(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) noexcept:
