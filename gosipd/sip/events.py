@@ -1,0 +1,191 @@
+"""What the SIP engine tells the call: small frozen dataclasses in the RFC's words.
+
+The call (the trio glue) matches on their types; there are no callbacks.
+SDP travels as bytes: ``gosipd.sip`` does not parse it (``gosipd.sdp`` does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gosipd.sip import URI, Request
+
+__all__ = [
+    "AckReceived",
+    "Answered",
+    "AttemptFailed",
+    "AuthChallenged",
+    "CancelReceived",
+    "EarlyMedia",
+    "Ended",
+    "Event",
+    "Failed",
+    "IncomingCall",
+    "InfoReceived",
+    "OfferAnswered",
+    "OfferRejected",
+    "Redirected",
+    "RemoteOffer",
+    "Ringing",
+    "Trying",
+]
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base class of everything the engine reports."""
+
+
+# --- outbound (UAC) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trying(Event):
+    """A 100 (or another provisional without a To tag): the target is alive."""
+
+    status: int = 100
+    destination: Address | None = None
+
+
+@dataclass(frozen=True)
+class Ringing(Event):
+    """A 180-182 provisional, or 183 without SDP. ``reliable``: sent with 100rel."""
+
+    status: int
+    reason: str
+    reliable: bool = False
+
+
+@dataclass(frozen=True)
+class EarlyMedia(Event):
+    """A provisional (usually 183) carrying the far end's SDP answer: media flows now."""
+
+    status: int
+    sdp: bytes
+    reliable: bool = False
+
+
+@dataclass(frozen=True)
+class Answered(Event):
+    """The call is up: a 2xx to our INVITE was received and ACKed."""
+
+    sdp: bytes | None
+    status: int = 200
+
+
+@dataclass(frozen=True)
+class AuthChallenged(Event):
+    """A 401/407 was answered with our credentials (the INVITE goes out again)."""
+
+    status: int
+    realms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Redirected(Event):
+    """A 3xx: the call should be retargeted to these Contacts, best q first."""
+
+    status: int
+    contacts: tuple[URI, ...]
+
+
+@dataclass(frozen=True)
+class AttemptFailed(Event):
+    """This destination did not take the INVITE; the caller may try another one.
+
+    ``reason`` is ``"timeout"``, ``"transport"`` or ``"status"`` (with the
+    status, e.g. 503, and the Retry-After seconds when given).
+    """
+
+    destination: Address
+    reason: str
+    status: int | None = None
+    retry_after: int | None = None
+
+
+@dataclass(frozen=True)
+class Failed(Event):
+    """The call attempt is over without an answer."""
+
+    status: int
+    reason: str
+    retry_after: int | None = None
+
+
+# --- inbound (UAS) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IncomingCall(Event):
+    """An INVITE for a new call; answer with ``ring``/``progress``/``answer``/``reject``."""
+
+    request: Request
+    sdp: bytes | None
+
+
+@dataclass(frozen=True)
+class CancelReceived(Event):
+    """The caller cancelled before we answered (the INVITE got a 487)."""
+
+
+@dataclass(frozen=True)
+class AckReceived(Event):
+    """The ACK for our 2xx arrived: the call is confirmed. ``sdp`` is a late answer."""
+
+    sdp: bytes | None = None
+
+
+# --- either side, within the dialog -----------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteOffer(Event):
+    """A re-INVITE or UPDATE with a new offer; answer it with ``answer_offer``.
+
+    ``sdp`` is None for a re-INVITE without an offer: then ``answer_offer``
+    must carry our offer, and the ACK will bring the answer (``OfferAnswered``).
+    """
+
+    sdp: bytes | None
+    method: str = "INVITE"
+
+
+@dataclass(frozen=True)
+class OfferAnswered(Event):
+    """Our re-INVITE was accepted; ``sdp`` is the far end's answer."""
+
+    sdp: bytes | None
+
+
+@dataclass(frozen=True)
+class OfferRejected(Event):
+    """Our re-INVITE was refused; the previous session stays as it was."""
+
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class InfoReceived(Event):
+    """An in-dialog INFO (e.g. application/dtmf-relay); answered 200 already."""
+
+    content_type: str | None
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Ended(Event):
+    """The call is over; nothing more will happen.
+
+    ``cause``: ``local_hangup``, ``remote_hangup``, ``cancelled``,
+    ``rejected``, ``no_answer``, ``failed``, ``ack_timeout``, ...
+    """
+
+    cause: str
+    status: int | None = None
+    reason: str = ""
+    details: dict[str, object] = field(default_factory=dict, compare=False)
