@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         for sock in (control, sip, old_zygote):
             if sock is not None:
                 sock.set_inheritable(False)
+        import gosipd.worker
+
+        gosipd.worker.CONFIG = config  # the zygote, and every worker it forks, inherit it
         zygote = _start_zygote()
     except (ConfigError, OSError) as exc:
         print(f"gosipd: {exc}", file=sys.stderr)

@@ -32,6 +32,7 @@ class CallRecord:
     ended: bool = False
     last_event: dict[str, Any] | None = None
     exit_status: int | None = None
+    sip_call_id: str | None = None
 
     def summary(self) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -117,6 +118,7 @@ class Registry:
                     direction=str(state.get("direction", "outbound")),
                     target=str(state.get("target", "")),
                     adopted=True,
+                    sip_call_id=state.get("sip_call_id"),
                 )
                 self.calls[call_id] = record
                 alive.append(record)

@@ -128,6 +128,8 @@ class Supervisor:
         self._connections = 0
         self._nursery: trio.Nursery | None = None
         self._drain_waiters: list[trio.Event] = []
+        #: SIP Call-ID -> our call id, for datagrams arriving on the inbound socket
+        self.sip_routes: dict[str, str] = {}
         self.counters = {"dials": 0, "refused": 0, "crashed": 0, "inbound": 0, "adopted": 0}
 
     # ======================================================================
@@ -293,6 +295,8 @@ class Supervisor:
         alive, dead = self.registry.scan()
         assert self._nursery is not None
         for record in alive:
+            if record.sip_call_id is not None and record.direction == "inbound":
+                self.sip_routes[record.sip_call_id] = record.id
             self.counters["adopted"] += 1
             self.log.info("call.adopted", call=record.id, pid=record.pid)
             self._nursery.start_soon(self._watch, record)
@@ -324,6 +328,8 @@ class Supervisor:
         dup = self._client_dups.pop(record.id, None)
         if dup is not None:
             dup.close()
+        if record.sip_call_id is not None:
+            self.sip_routes.pop(record.sip_call_id, None)
         self.registry.calls.pop(record.id, None)
         self._exit_statuses.pop(pid, None)
         self._check_drained()
