@@ -253,7 +253,8 @@ class Call:
                     return
                 await self._audio_wakeup.wait()
         finally:
-            self._audio_readers.remove(queue)
+            if queue in self._audio_readers:
+                self._audio_readers.remove(queue)
             self._runtime.want_audio(bool(self._audio_readers or self._recorders))
 
     @asynccontextmanager
@@ -267,7 +268,8 @@ class Call:
         try:
             yield writer
         finally:
-            self._recorders.remove(entry)
+            if entry in self._recorders:
+                self._recorders.remove(entry)
             writer.close()
             self._runtime.want_audio(bool(self._audio_readers or self._recorders))
 
@@ -379,6 +381,7 @@ class CallRuntime:
         self._locator: Locator | None = None
         self._media_stats: dict[str, Any] | None = None
         self._held = False
+        self._audio_wanted = False
         self._end_event: dict[str, Any] | None = None
 
     # ======================================================================
@@ -952,6 +955,8 @@ class CallRuntime:
             media_timeout=self.config.limits.media_timeout_s,
         )
         self.session.start(trio.current_time())
+        if self._audio_wanted:
+            self.session.want_audio(True)
         self._nursery_start(self._media_events)
 
     async def _media_events(self) -> None:
@@ -968,6 +973,8 @@ class CallRuntime:
                         waiter.set()
                 case media.AudioAvailable():
                     self.call._deliver_audio(session.read_audio())
+                    if self._audio_wanted:
+                        session.want_audio(True)  # one event per request: ask again
                 case media.MediaTimeout(silent_for=silent):
                     self.emit("call.media_timeout", silent_s=round(silent, 3))
                     self.hangup("media_timeout")
@@ -992,6 +999,7 @@ class CallRuntime:
         return event
 
     def want_audio(self, flag: bool) -> None:
+        self._audio_wanted = flag
         if self.session is not None:
             self.session.want_audio(flag)
 
