@@ -79,8 +79,11 @@ def load_wav(path: str | Path) -> bytes:
         data = np.frombuffer(raw, "<i2").astype(np.float64)
     elif width == 3:
         bytes3 = np.frombuffer(raw, np.uint8).reshape(-1, 3)
-        ints = (bytes3[:, 0].astype(np.int32) | (bytes3[:, 1].astype(np.int32) << 8)
-                | (bytes3[:, 2].astype(np.int32) << 16))
+        ints = (
+            bytes3[:, 0].astype(np.int32)
+            | (bytes3[:, 1].astype(np.int32) << 8)
+            | (bytes3[:, 2].astype(np.int32) << 16)
+        )
         ints = np.where(ints >= 1 << 23, ints - (1 << 24), ints)
         data = ints.astype(np.float64) / 256.0
     elif width == 4:
@@ -132,7 +135,7 @@ class WavWriter:
         self.path = Path(path)
         self.stereo = stereo
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._wav = wave.open(str(self.path), "wb")
+        self._wav = wave.open(str(self.path), "wb")  # noqa: SIM115 - closed by close()
         self._wav.setnchannels(2 if stereo else 1)
         self._wav.setsampwidth(2)
         self._wav.setframerate(RATE)

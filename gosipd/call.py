@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import ipaddress
 import math
+import os
 import random
 import secrets
 import socket
@@ -172,9 +172,7 @@ class Call:
 
     async def play(self, source: str | Path | bytes, *, wait: bool = True) -> None:
         """Play a WAV file (any rate and channel count) or 8 kHz int16 PCM bytes."""
-        pcm = source if isinstance(source, bytes) else await trio.to_thread.run_sync(
-            _load, source
-        )
+        pcm = source if isinstance(source, bytes) else await trio.to_thread.run_sync(_load, source)
         await self._play_pcm(pcm, wait)
 
     async def play_tones(self, spec: str, *, wait: bool = True) -> None:
@@ -346,15 +344,16 @@ class CallRuntime:
         *,
         runtime_dir: Path | None = None,
         rng: random.Random | None = None,
+        app: App | None = None,
     ) -> None:
+        """``app`` runs in place of ``spec.app`` (for programs that embed a call)."""
         self.spec = spec
+        self._app = app
         self.config = config
         self.rng = rng or random.SystemRandom()
         self.log = get_logger(call=spec.call)
         self.bus = EventBus()
-        self.publication = CallPublication(
-            runtime_dir or config.resolved_runtime_dir(), spec.call
-        )
+        self.publication = CallPublication(runtime_dir or config.resolved_runtime_dir(), spec.call)
         self.ended = trio.Event()
         self.call = Call(self)
         self.remote_uri = spec.to
@@ -400,8 +399,9 @@ class CallRuntime:
             direction=self.spec.direction,
             target=self.spec.to,
         )
-        self.emit("call.started", direction=self.spec.direction, target=self.spec.to,
-                  version=__version__)
+        self.emit(
+            "call.started", direction=self.spec.direction, target=self.spec.to, version=__version__
+        )
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -442,8 +442,11 @@ class CallRuntime:
     def emit(self, name: str, **fields: Any) -> dict[str, Any]:
         event = {"event": name, "call": self.spec.call, "ts": round(time.time(), 6), **fields}
         self.bus.publish(event)
-        self.log.info(name, **{k: v for k, v in fields.items() if k != "media"},
-                      **({"media": fields["media"]} if "media" in fields else {}))
+        self.log.info(
+            name,
+            **{k: v for k, v in fields.items() if k != "media"},
+            **({"media": fields["media"]} if "media" in fields else {}),
+        )
         return event
 
     # ======================================================================
@@ -514,8 +517,8 @@ class CallRuntime:
         targets = await self._locate(host, port, request_uri.scheme == "sips")
         first = targets[0].address
         self._local_ip = self._advertised_ip(first)
-        bind_host = "::" if ":" in first or ":" in self.config.sip_address else (
-            self.config.sip_address
+        bind_host = (
+            "::" if ":" in first or ":" in self.config.sip_address else (self.config.sip_address)
         )
         self.endpoint = UdpEndpoint(bind_host, 0)
         local = (self._local_ip, self.endpoint.local_address[1])
@@ -564,8 +567,10 @@ class CallRuntime:
     def _bind_ip(self) -> str:
         if _routable_host(self.config.sip_address):
             return self.config.sip_address
-        return self._local_ip if not self.config.public_address else (
-            "0.0.0.0" if ":" not in self._local_ip else "::"
+        return (
+            self._local_ip
+            if not self.config.public_address
+            else ("0.0.0.0" if ":" not in self._local_ip else "::")
         )
 
     def _log_failover(self) -> None:
@@ -581,11 +586,13 @@ class CallRuntime:
     async def _start_inbound(self) -> None:
         assert self.spec.datagram is not None and self.spec.source is not None
         source = self.spec.source
-        self._local_ip = self.config.public_address or self.spec.local_host or (
-            _local_ip_towards(source[0])
+        self._local_ip = (
+            self.config.public_address or self.spec.local_host or (_local_ip_towards(source[0]))
         )
-        bind_host = "::" if ":" in source[0] else (
-            self.config.sip_address if _routable_host(self.config.sip_address) else "0.0.0.0"
+        bind_host = (
+            "::"
+            if ":" in source[0]
+            else (self.config.sip_address if _routable_host(self.config.sip_address) else "0.0.0.0")
         )
         self.endpoint = UdpEndpoint(bind_host, 0)
         local = (self._local_ip, self.endpoint.local_address[1])
@@ -677,8 +684,9 @@ class CallRuntime:
             if isinstance(item, Datagram):
                 self.ua.receive(item.data, item.source, now)
             elif isinstance(item, IcmpError) and item.reason is not None:
-                self.log.info("sip.icmp", destination=list(item.destination),
-                              reason=str(item.reason))
+                self.log.info(
+                    "sip.icmp", destination=list(item.destination), reason=str(item.reason)
+                )
                 self.ua.transport_error(item.destination, now, str(item.reason))
                 if self.failover is not None and not self.failover.settled:
                     verdict = self.failover.on_transport_error(item.destination, item.reason, now)
@@ -705,9 +713,9 @@ class CallRuntime:
                 self.ua.handle_timer(now)
             if self.failover is not None and not self.failover.settled:
                 timer = self.failover.next_timer()
-                if timer is not None and now >= timer:
-                    if self.failover.handle_timer(now) is Verdict.FAILOVER:
-                        await self._next_target()
+                due = timer is not None and now >= timer
+                if due and self.failover.handle_timer(now) is Verdict.FAILOVER:
+                    await self._next_target()
             if now >= self._ring_deadline and self.ua is not None:
                 self._ring_deadline = math.inf
                 if self.ua.state in (CallState.CALLING, CallState.PROCEEDING, CallState.WAITING):
@@ -730,8 +738,9 @@ class CallRuntime:
                 try:
                     await self.endpoint.send(data, destination)
                 except (OSError, ValueError) as exc:
-                    self.log.warning("sip.send_failed", destination=list(destination),
-                                     error=str(exc))
+                    self.log.warning(
+                        "sip.send_failed", destination=list(destination), error=str(exc)
+                    )
                     self.ua.transport_error(destination, trio.current_time(), str(exc))
             events = self.ua.events()
             if not events:
@@ -799,8 +808,11 @@ class CallRuntime:
                 if self.failover is not None and not self.failover.settled:
                     self._failover_response(status)
             case ev.IncomingCall() as incoming:
-                self.emit("call.incoming", caller=str(incoming.request.from_.uri),
-                          to=str(incoming.request.to.uri))
+                self.emit(
+                    "call.incoming",
+                    caller=str(incoming.request.from_.uri),
+                    to=str(incoming.request.to.uri),
+                )
                 assert self._nursery is not None
                 self._nursery.start_soon(self._answer_incoming, incoming)
             case ev.AckReceived():
@@ -822,9 +834,7 @@ class CallRuntime:
             case ev.InfoReceived(content_type=content_type, body=body):
                 self._on_info(content_type, body)
             case ev.Ended(cause=cause, status=status, reason=reason):
-                if status is not None and (
-                    self._sip_status is None or self._answered_at is None
-                ):
+                if status is not None and (self._sip_status is None or self._answered_at is None):
                     self._sip_status = status
                 self._finish(self._cause or cause, self._sip_status, reason)
 
@@ -842,9 +852,7 @@ class CallRuntime:
             self.ua.give_up(now, cause="failed")
             return
         if failed.reason == "status" and failed.status is not None:
-            verdict = self.failover.on_response(
-                failed.status, now, retry_after=failed.retry_after
-            )
+            verdict = self.failover.on_response(failed.status, now, retry_after=failed.retry_after)
         elif failed.reason == "transport":
             verdict = self.failover.on_transport_error(
                 failed.destination, Reason.PORT_UNREACHABLE, now
@@ -904,7 +912,9 @@ class CallRuntime:
         try:
             offer = sdp.SessionDescription.parse(body)
             local, negotiated = sdp.answer(
-                offer, self._local_ip, self._rtp[0].getsockname()[1],
+                offer,
+                self._local_ip,
+                self._rtp[0].getsockname()[1],
                 previous=self._local_sdp,
             )
         except sdp.SDPError as exc:
@@ -1023,7 +1033,10 @@ class CallRuntime:
 
     async def _run_app(self) -> None:
         try:
-            app, arg = resolve_app(self.spec.app)
+            if self._app is not None:
+                app, arg = self._app, None
+            else:
+                app, arg = resolve_app(self.spec.app)
             self.call.app_arg = arg
             await app(self.call)
         except CallError as exc:
@@ -1070,7 +1083,8 @@ class CallRuntime:
             answered=self._answered_at is not None,
             duration_s=round(duration, 3),
             setup_ms=round((self._answered_at - self._started) * 1000)
-            if self._answered_at is not None else None,
+            if self._answered_at is not None
+            else None,
             version=__version__,
             media={
                 "packets_sent": media_stats.get("packets_sent", 0),

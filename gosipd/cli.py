@@ -82,9 +82,9 @@ class Connection:
         self.sock.close()
 
 
-def request(path: Path, message: dict[str, Any], timeout: float | None = 10.0) -> tuple[
-    dict[str, Any], Connection
-]:
+def request(
+    path: Path, message: dict[str, Any], timeout: float | None = 10.0
+) -> tuple[dict[str, Any], Connection]:
     """Send one request and return its reply (and the connection, for what follows).
 
     A connection closed before any reply means the request was never read (the
@@ -144,7 +144,8 @@ def summary(event: dict[str, Any]) -> str:
     parts = [
         f"cause {event.get('cause')}",
         f"SIP {event.get('sip_status')}" if event.get("sip_status") else None,
-        f"duration {event.get('duration_s', 0):.1f} s" if event.get("duration_s") is not None
+        f"duration {event.get('duration_s', 0):.1f} s"
+        if event.get("duration_s") is not None
         else None,
         f"setup {event.get('setup_ms')} ms" if event.get("setup_ms") is not None else None,
     ]
@@ -203,8 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     dial.add_argument("--no-wait", action="store_true", help="print the call id and return")
 
     commands.add_parser("calls", help="list the calls in progress")
-    for name, text in (("show", "one call's state"), ("hangup", "end a call"),
-                       ("events", "stream a call's events (all calls' without an id)")):
+    for name, text in (
+        ("show", "one call's state"),
+        ("hangup", "end a call"),
+        ("events", "stream a call's events (all calls' without an id)"),
+    ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("call", nargs="?" if name == "events" else None)
     dtmf = commands.add_parser("dtmf", help="send DTMF digits on a call")
@@ -227,8 +231,12 @@ def run(args: argparse.Namespace) -> int:
     as_json = args.json
     match args.command:
         case "dial":
-            message: dict[str, Any] = {"id": 1, "op": "dial", "to": args.target,
-                                       "wait": not args.no_wait}
+            message: dict[str, Any] = {
+                "id": 1,
+                "op": "dial",
+                "to": args.target,
+                "wait": not args.no_wait,
+            }
             if args.from_:
                 message["from"] = args.from_
             if args.app:
@@ -303,7 +311,8 @@ def _human_reply(command: str, reply: dict[str, Any]) -> str:
             return "no calls in progress"
         return "\n".join(
             f"{c['call']}  pid {c.get('pid')}  {c.get('direction')}  {c.get('target')}"
-            f"  {c.get('age_s', 0):.1f} s" for c in calls
+            f"  {c.get('age_s', 0):.1f} s"
+            for c in calls
         )
     if not body:
         return "ok"

@@ -127,8 +127,10 @@ class Config:
 
 
 def _check(section: str, key: str, value: Any, kind: type | tuple[type, ...], path: Path) -> Any:
-    if isinstance(value, bool) and kind is not bool and bool not in (
-        kind if isinstance(kind, tuple) else (kind,)
+    if (
+        isinstance(value, bool)
+        and kind is not bool
+        and bool not in (kind if isinstance(kind, tuple) else (kind,))
     ):
         raise ConfigError(f"{path}: [{section}] {key} must be {_kind_name(kind)}, not a boolean")
     if not isinstance(value, kind):
@@ -140,8 +142,14 @@ def _check(section: str, key: str, value: Any, kind: type | tuple[type, ...], pa
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {int: "a whole number", float: "a number", str: "a string", bool: "true or false",
-             dict: "a table", list: "a list"}
+    names = {
+        int: "a whole number",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        dict: "a table",
+        list: "a list",
+    }
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
@@ -172,7 +180,7 @@ def _port(text: str, where: str) -> int:
     return int(text)
 
 
-_SIP_KEYS = {
+_SIP_KEYS: dict[str, tuple[str, Kind]] = {
     "address": ("sip_address", str),
     "public_address": ("public_address", str),
     "t1": ("t1", (int, float)),
@@ -180,21 +188,32 @@ _SIP_KEYS = {
     "t4": ("t4", (int, float)),
     "attempt_timeout": ("attempt_timeout_s", (int, float)),
 }
-_RTP_KEYS = {"port_min": ("rtp_port_min", int), "port_max": ("rtp_port_max", int)}
-_DNS_KEYS = {"port": ("dns_port", int), "timeout": ("dns_timeout_s", (int, float))}
-_DAEMON_KEYS = {
+_RTP_KEYS: dict[str, tuple[str, Kind]] = {"port_min": ("rtp_port_min", int), "port_max": ("rtp_port_max", int)}
+_DNS_KEYS: dict[str, tuple[str, Kind]] = {"port": ("dns_port", int), "timeout": ("dns_timeout_s", (int, float))}
+_DAEMON_KEYS: dict[str, tuple[str, Kind]] = {
     "runtime_dir": ("runtime_dir", str),
     "socket": ("socket_path", str),
     "socket_group": ("socket_group", str),
     "log_level": ("log_level", str),
 }
-_TRUNK_KEYS = {
-    "domain": str, "proxy": str, "username": str, "password": str, "realm": str,
-    "from": str, "caller_id": str, "prefix": str,
+Kind = type | tuple[type, ...]
+_TRUNK_KEYS: dict[str, Kind] = {
+    "domain": str,
+    "proxy": str,
+    "username": str,
+    "password": str,
+    "realm": str,
+    "from": str,
+    "caller_id": str,
+    "prefix": str,
 }
-_LIMIT_KEYS = {
-    "max_calls": int, "max_calls_per_second": (int, float), "max_duration": (int, float),
-    "ring_timeout": (int, float), "media_timeout": (int, float), "control_connections": int,
+_LIMIT_KEYS: dict[str, Kind] = {
+    "max_calls": int,
+    "max_calls_per_second": (int, float),
+    "max_duration": (int, float),
+    "ring_timeout": (int, float),
+    "media_timeout": (int, float),
+    "control_connections": int,
 }
 
 
@@ -220,8 +239,12 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
                 f"{path}: unknown section [{section}]; known: {', '.join(sorted(known))}"
             )
     changes: dict[str, Any] = {}
-    for section, keys in (("sip", _SIP_KEYS), ("rtp", _RTP_KEYS), ("dns", _DNS_KEYS),
-                          ("daemon", _DAEMON_KEYS)):
+    for section, keys in (
+        ("sip", _SIP_KEYS),
+        ("rtp", _RTP_KEYS),
+        ("dns", _DNS_KEYS),
+        ("daemon", _DAEMON_KEYS),
+    ):
         table = _check("", section, data.get(section, {}), dict, path)
         for key, value in table.items():
             if section == "dns" and key == "nameservers":

@@ -43,9 +43,26 @@ HEADER_LINE = re.compile(r"^[A-Za-z0-9!%'*+\-.^_`|~]{1,64}:[ \t]*[^\r\n]{0,1000}
 #: Headers a dial may not set: the engine owns them, and a wrong one breaks the call.
 RESERVED_HEADERS = frozenset(
     {
-        "via", "v", "from", "f", "to", "t", "call-id", "i", "cseq", "contact", "m",
-        "content-length", "l", "content-type", "c", "max-forwards", "route",
-        "record-route", "authorization", "proxy-authorization",
+        "via",
+        "v",
+        "from",
+        "f",
+        "to",
+        "t",
+        "call-id",
+        "i",
+        "cseq",
+        "contact",
+        "m",
+        "content-length",
+        "l",
+        "content-type",
+        "c",
+        "max-forwards",
+        "route",
+        "record-route",
+        "authorization",
+        "proxy-authorization",
     }
 )
 

@@ -64,7 +64,7 @@ def _wait_for_socket(path: Path, daemon: subprocess.Popen[bytes], seconds: float
             try:
                 Connection(path, timeout=1).close()
                 return
-            except Exception:  # noqa: BLE001 - not listening yet
+            except Exception:
                 pass
         time.sleep(0.05)
     raise RuntimeError(f"gosipd did not open {path} in {seconds} s")
@@ -107,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         _wait_for_socket(control, daemon)
         target = f"sip:ivr@127.0.0.1:{port}"
         conn = Connection(control, timeout=30)
-        conn.send({"id": 1, "op": "dial", "to": target, "app": f"demo:{recording}",
-                   "max_duration": 30})
+        conn.send(
+            {"id": 1, "op": "dial", "to": target, "app": f"demo:{recording}", "max_duration": 30}
+        )
         start = time.monotonic()
         ended: dict[str, object] | None = None
         for message in conn.lines():
@@ -131,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             heard = detect_digits(recording, channel=0)
             sent = detect_digits(recording, channel=1)
             print(f"recording: {recording} (left: the IVR, right: us)")
-            print(f"DTMF we sent (RFC 4733) the IVR read back as tones: {heard or '(none)'}"
-                  f"; in-band on our side: {sent or '(none, sent out of band)'}")
+            print(
+                f"DTMF we sent (RFC 4733) the IVR read back as tones: {heard or '(none)'}"
+                f"; in-band on our side: {sent or '(none, sent out of band)'}"
+            )
         code = 0 if ended.get("answered") else 1
     finally:
         stop = Connection(control, timeout=10) if control.exists() else None

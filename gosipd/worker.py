@@ -31,8 +31,9 @@ __all__ = ["CONFIG", "run_call", "run_forked"]
 CONFIG = Config()
 
 
-async def run_call(spec: CallSpec, config: Config, client_fd: int | None = None,
-                   runtime_dir: Path | None = None) -> int:
+async def run_call(
+    spec: CallSpec, config: Config, client_fd: int | None = None, runtime_dir: Path | None = None
+) -> int:
     client = None
     if client_fd is not None:
         sock = trio.socket.from_stdlib_socket(socket.socket(fileno=client_fd))
@@ -64,8 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gosipd.worker: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
-    spec = CallSpec(call=secrets.token_hex(8), to=args.target, app=args.app, from_=args.from_,
-                    max_duration=args.max_duration)
+    spec = CallSpec(
+        call=secrets.token_hex(8),
+        to=args.target,
+        app=args.app,
+        from_=args.from_,
+        max_duration=args.max_duration,
+    )
     runtime_dir = args.runtime_dir or config.resolved_runtime_dir()
     runtime = CallRuntime(spec, config, runtime_dir=runtime_dir)
     trio.run(runtime.run)

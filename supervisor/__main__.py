@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 import trio
+from . import systemd
+from .server import Supervisor
+from .zygote import Zygote
 
 from gosipd.config import Config, ConfigError, load_config
 from gosipd.log import configure_logging, get_logger
-from gosipd.supervisor import systemd
-from gosipd.supervisor.server import Supervisor
-from gosipd.supervisor.zygote import Zygote
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -120,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         config.resolved_runtime_dir().mkdir(parents=True, exist_ok=True)
         control = _control_socket(config, inherited)
         sip = _sip_socket(config, inherited)
-        old_zygote = (
-            socket.socket(fileno=inherited["zygote"]) if "zygote" in inherited else None
-        )
+        old_zygote = socket.socket(fileno=inherited["zygote"]) if "zygote" in inherited else None
         for sock in (control, sip, old_zygote):
             if sock is not None:
                 sock.set_inheritable(False)
@@ -133,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as exc:
         print(f"gosipd: {exc}", file=sys.stderr)
         return 2
-    from gosipd.supervisor.inbound import crash_bye, handle_inbound
+    from .inbound import crash_bye, handle_inbound
 
     supervisor = Supervisor(
         config,

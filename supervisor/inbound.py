@@ -31,7 +31,7 @@ from gosipd.sip.timers import Timers
 from gosipd.sip.transaction import MAGIC_COOKIE, ClientNonInvite, ResponseReceived
 
 if TYPE_CHECKING:
-    from gosipd.supervisor.server import Supervisor
+    from .server import Supervisor
 
 __all__ = ["crash_bye", "handle_inbound", "route_app"]
 
@@ -116,12 +116,23 @@ async def handle_inbound(supervisor: Supervisor, data: bytes, source: tuple[str,
         return
     if method == "OPTIONS" and to_tag is None:
         if supervisor.draining:
-            await _reply(supervisor, request, source, 503, "Service Unavailable",
-                         (("Retry-After", str(DRAIN_RETRY_AFTER)),))
+            await _reply(
+                supervisor,
+                request,
+                source,
+                503,
+                "Service Unavailable",
+                (("Retry-After", str(DRAIN_RETRY_AFTER)),),
+            )
         else:
-            await _reply(supervisor, request, source, 200, None,
-                         (("Allow", ALLOW), ("Accept", "application/sdp"),
-                          ("Supported", "100rel, timer")))
+            await _reply(
+                supervisor,
+                request,
+                source,
+                200,
+                None,
+                (("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "100rel, timer")),
+            )
         return
     if to_tag is not None or method in ("CANCEL", "BYE", "PRACK", "UPDATE", "INFO"):
         await _reply(supervisor, request, source, 481, "Call/Transaction Does Not Exist")
@@ -140,8 +151,14 @@ async def _new_call(
 ) -> None:
     config = supervisor.config
     if supervisor.draining:
-        await _reply(supervisor, request, source, 503, "Service Unavailable",
-                     (("Retry-After", str(DRAIN_RETRY_AFTER)),))
+        await _reply(
+            supervisor,
+            request,
+            source,
+            503,
+            "Service Unavailable",
+            (("Retry-After", str(DRAIN_RETRY_AFTER)),),
+        )
         return
     user = request.uri.user if request.uri.is_sip else None
     app = route_app(config.inbound.routes, user)
@@ -169,8 +186,9 @@ async def _new_call(
     except ControlError as exc:
         supervisor.sip_routes.pop(request.call_id, None)
         log.info("inbound.refused", reason=exc.message)
-        await _reply(supervisor, request, source, 503, "Service Unavailable",
-                     (("Retry-After", "5"),))
+        await _reply(
+            supervisor, request, source, 503, "Service Unavailable", (("Retry-After", "5"),)
+        )
         return
     record.sip_call_id = request.call_id
 
@@ -206,8 +224,9 @@ async def crash_bye(state: dict[str, Any]) -> None:
         await sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
         await sock.connect(target)
         local = sock.getsockname()
-        via = Via("UDP", local[0], local[1], branch=f"{MAGIC_COOKIE}{secrets.token_hex(8)}",
-                  rport=True)
+        via = Via(
+            "UDP", local[0], local[1], branch=f"{MAGIC_COOKIE}{secrets.token_hex(8)}", rport=True
+        )
         try:
             bye = bye_from_state(dialog, via)
         except (KeyError, ValueError, SIPParseError) as exc:
@@ -234,7 +253,11 @@ async def crash_bye(state: dict[str, Any]) -> None:
                             if isinstance(event, ResponseReceived) and event.response.status >= 200:
                                 status = event.response.status
             tx.handle_timer(trio.current_time())
-        log.info("call.crash_bye", call=state.get("call"), sip_status=status,
-                 sip_call_id=dialog.get("call_id"))
+        log.info(
+            "call.crash_bye",
+            call=state.get("call"),
+            sip_status=status,
+            sip_call_id=dialog.get("call_id"),
+        )
     finally:
         sock.close()

@@ -31,6 +31,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
+from . import systemd
+from .registry import (
+    CallRecord,
+    Registry,
+    calls_dir,
+    read_published,
+    remove_published,
+)
+from .zygote import decode_status, recv_packet, send_packet
 
 from gosipd import __version__
 from gosipd.config import Config
@@ -44,15 +53,6 @@ from gosipd.control import (
     parse_request,
 )
 from gosipd.log import get_logger
-from gosipd.supervisor import systemd
-from gosipd.supervisor.registry import (
-    CallRecord,
-    Registry,
-    calls_dir,
-    read_published,
-    remove_published,
-)
-from gosipd.supervisor.zygote import decode_status, recv_packet, send_packet
 
 __all__ = ["Supervisor"]
 
@@ -168,8 +168,9 @@ class Supervisor:
         return 0
 
     async def _signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT,
-                                       signal.SIGCHLD) as signals:
+        with trio.open_signal_receiver(
+            signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD
+        ) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     await self.start_upgrade()
@@ -256,9 +257,7 @@ class Supervisor:
     # calls
     # ======================================================================
 
-    async def start_call(
-        self, spec: dict[str, Any], *, client_fd: int | None = None
-    ) -> CallRecord:
+    async def start_call(self, spec: dict[str, Any], *, client_fd: int | None = None) -> CallRecord:
         """Check the limits, fork the worker, and watch it."""
         if self.draining:
             self.counters["refused"] += 1
@@ -287,8 +286,15 @@ class Supervisor:
             raise
         assert self._nursery is not None
         self._nursery.start_soon(self._watch, record)
-        self._publish({"event": "call.spawned", "call": call_id, "pid": record.pid,
-                       "direction": record.direction, "target": record.target})
+        self._publish(
+            {
+                "event": "call.spawned",
+                "call": call_id,
+                "pid": record.pid,
+                "direction": record.direction,
+                "target": record.target,
+            }
+        )
         return record
 
     async def _adopt(self) -> None:
@@ -340,7 +346,8 @@ class Supervisor:
         try:
             _, status = os.waitpid(pid, os.WNOHANG)
             if status or pid in self._exit_statuses:
-                return self._exit_statuses.get(pid, decode_status(status))
+                known: int | None = self._exit_statuses.get(pid, decode_status(status))
+                return known
         except ChildProcessError:
             pass
         event = self._exit_events.setdefault(pid, trio.Event())
@@ -384,8 +391,9 @@ class Supervisor:
         self.drain_deadline = time.monotonic() + deadline if deadline is not None else None
         systemd.notify(f"STATUS=draining, {len(self.registry)} calls left")
         self.log.info("supervisor.drain", deadline_s=deadline, calls=len(self.registry))
-        self._publish({"event": "supervisor.draining", "calls": len(self.registry),
-                       "deadline_s": deadline})
+        self._publish(
+            {"event": "supervisor.draining", "calls": len(self.registry), "deadline_s": deadline}
+        )
         assert self._nursery is not None
         if deadline is not None:
             self._nursery.start_soon(self._drain_deadline, deadline)

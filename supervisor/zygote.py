@@ -43,6 +43,7 @@ __all__ = ["WORKER_ENTRY", "Zygote", "decode_status", "recv_packet", "send_packe
 #: ``module:function`` run in each forked worker as ``function(spec, client_fd) -> exit code``.
 WORKER_ENTRY = "gosipd.worker:run_forked"
 MAX_PACKET = 256 * 1024
+WorkerMain = Callable[[dict[str, Any], int | None], int]
 PR_SET_PDEATHSIG = 1
 
 
@@ -66,7 +67,8 @@ def recv_packet(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
         for fd in fds:
             os.close(fd)
         return None, []
-    return json.loads(data), list(fds)
+    message: dict[str, Any] = json.loads(data)
+    return message, list(fds)
 
 
 def decode_status(status: int) -> int:
@@ -101,12 +103,12 @@ class Zygote:
         gc.collect()
         gc.freeze()
         while True:
-            readable, _, _ = select.select([self.channel, self._wakeup_r], [], [])
+            readable, _, _ = select.select([self.channel.fileno(), self._wakeup_r], [], [])
             if self._wakeup_r in readable:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wakeup_r, 4096)
                 self._reap()
-            if self.channel in readable:
+            if self.channel.fileno() in readable:
                 message, fds = recv_packet(self.channel)
                 if message is None or message.get("op") == "exit":
                     for fd in fds:
@@ -133,7 +135,10 @@ class Zygote:
                 )
 
     def _spawn(
-        self, message: dict[str, Any], fds: list[int], run: Callable[[dict[str, Any], int | None], int]
+        self,
+        message: dict[str, Any],
+        fds: list[int],
+        run: Callable[[dict[str, Any], int | None], int],
     ) -> None:
         call = str(message.get("call", ""))
         client_fd = fds[0] if fds else None
