@@ -571,3 +571,46 @@ def test_bad_use_is_refused_with_clear_errors(udp: UDP) -> None:
     session.close()
     with pytest.raises(MediaError, match="closed"):
         session.start()
+
+
+def test_rtcp_multiplexed_on_the_rtp_port_measures_round_trip(udp: UDP) -> None:
+    a_sock, b_sock = udp(), udp()
+    a = MediaSession(a_sock, negotiated(b_sock.getsockname()[1], rtcp_mux=True), media_timeout=0)
+    b = MediaSession(b_sock, negotiated(a_sock.getsockname()[1], rtcp_mux=True), media_timeout=0)
+    for s in (a, b):
+        s.rtcp.min_interval = 0.5
+        s.start()
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline and a.rtcp.rtt is None:
+        a.process()
+        b.process()
+        time.sleep(0.01)
+    a_stats, b_stats = a.close(), b.close()
+    assert a_stats.rtt_ms is not None and a_stats.rtt_ms < 20
+    assert a_stats.malformed == 0 and b_stats.malformed == 0  # RTCP was not taken for RTP
+    assert a.rtcp.reports_received >= 1
+
+
+def test_a_new_source_takes_over_after_the_latched_one_falls_silent(
+    udp: UDP, session_to: Callable[..., MediaSession]
+) -> None:
+    sdp_address, first, rebound = udp(), udp(), udp()
+    session = session_to(sdp_address)
+    session.start()
+    talker = Sender(first, session._sock.getsockname())
+    for _ in range(3):
+        talker.send()
+    wait_for(lambda: session._loop.counters()["latches"] == 1)
+    late_comer = Sender(rebound, session._sock.getsockname())
+    for _ in range(3):
+        late_comer.send()
+    time.sleep(0.1)
+    assert session._loop.counters()["latches"] == 1  # the latched source spoke recently
+    time.sleep(_media.RELATCH_AFTER)
+    for _ in range(3):  # the NAT binding changed: the same far end, from a new port
+        late_comer.send()
+    wait_for(lambda: session._loop.counters()["latches"] == 2)
+    drain(rebound)
+    assert receive(rebound, 2)
+    latched = [e for e in session.process() if isinstance(e, RemoteLatched)]
+    assert latched[-1].address == rebound.getsockname() == session.remote
