@@ -380,6 +380,10 @@ cdef class JitterBuffer:
             self._noise(out, f)
             self.frames_silence += 1
             return JB_SILENCE
+        if self._playing and not self._realign and (
+                self._play_ts - (now - self._base - self._target) < -(JB_RING // 2)):
+            self._realign = True  # hopelessly behind (the clock jumped): start afresh
+            self._align_ts = self._highest_end
         if not self._playing or self._realign:
             ideal = now - self._base - (self._target if self._playing
                                         else max(self._target, self._initial_delay))

@@ -1330,6 +1330,7 @@ cdef class MediaLoop:
         if c.receive and not self._cfg.receive:
             self._last_rx_ns = clock_ns(CLOCK_MONOTONIC)  # the timeout restarts
             self._timed_out = False
+            self.jitter_buffer.reset()  # its playout clock stood still meanwhile
         memcpy(&self._cfg, &c, sizeof(Config))
 
     cdef void _event(self, int32_t kind, int32_t a, int64_t b, int64_t c,
@@ -1629,6 +1630,7 @@ cdef class MediaLoop:
                 self._ts += <uint32_t>(missed * self._samples)
                 store_i64(&self._ticks_skipped, self._ticks_skipped + missed)
                 late = now - self._deadline
+                self.jitter_buffer.reset()
             if self._cfg.send and self._cfg.has_remote:
                 now = clock_ns(CLOCK_MONOTONIC)
                 late = now - self._deadline
