@@ -118,6 +118,45 @@ _load_tables()
 cdef int64_t _NO_BUCKET = -(1 << 62)
 
 
+cdef inline int64_t _count_valid(const uint8_t* valid, int64_t start, int64_t end) noexcept nogil:
+    """How many slots of [start, end) hold a received sample (in at most two runs)."""
+    cdef int64_t total = 0, at, stop, k
+    while start < end:
+        at = start & (JB_RING - 1)
+        stop = min(end - start, JB_RING - at)
+        for k in range(stop):
+            total += valid[at + k]
+        start += stop
+    return total
+
+
+cdef inline void _decode_into_ring(int16_t* pcm, uint8_t* valid, const int16_t* table,
+                                   const uint8_t* payload, int64_t start, int n) noexcept nogil:
+    cdef int64_t at, k, run
+    while n > 0:
+        at = start & (JB_RING - 1)
+        run = min(<int64_t>n, JB_RING - at)
+        for k in range(run):
+            pcm[at + k] = table[payload[k]]
+        memset(valid + at, 1, run)
+        payload += run
+        start += run
+        n -= <int>run
+
+
+cdef inline void _take_from_ring(const int16_t* pcm, uint8_t* valid, int16_t* out,
+                                 int64_t start, int n) noexcept nogil:
+    cdef int64_t at, run
+    while n > 0:
+        at = start & (JB_RING - 1)
+        run = min(<int64_t>n, JB_RING - at)
+        memcpy(out, pcm + at, run * sizeof(int16_t))
+        memset(valid + at, 0, run)
+        out += run
+        start += run
+        n -= <int>run
+
+
 cdef inline int16_t _saturate(int64_t v) noexcept nogil:
     if v > 32767:
         return 32767
@@ -234,9 +273,9 @@ cdef class JitterBuffer:
         cdef const int16_t* table
         cdef int64_t arrival = arrival_ns // _NS_PER_SAMPLE
         cdef int64_t ext, transit, offset
-        cdef int i, start = 0, filled = 0, result = JB_ACCEPTED
+        cdef int start = 0, result = JB_ACCEPTED
         cdef bint was_empty
-        cdef int64_t idx
+        cdef int64_t first
         if payload_type == 0:
             table = LINEAR_FROM_ULAW
         elif payload_type == 8:
@@ -275,20 +314,13 @@ cdef class JitterBuffer:
                 self._resync(ssrc, ext, transit)
                 result = JB_RESYNC
         if result != JB_RESYNC:
-            # Duplicate: every slot it would fill is already filled.
-            if not self._playing or ext + n > self._play_ts:
-                for i in range(n):
-                    idx = ext + i
-                    if self._playing and idx < self._play_ts:
-                        continue
-                    if self._valid[idx & (JB_RING - 1)]:
-                        filled += 1
-                    else:
-                        break
-                else:
-                    if filled > 0:
-                        self.duplicates += 1
-                        return JB_DUPLICATE
+            # A duplicate: every slot it would fill (and that is not played yet) is filled.
+            first = ext
+            if self._playing and first < self._play_ts:
+                first = self._play_ts
+            if first < ext + n and _count_valid(self._valid, first, ext + n) == ext + n - first:
+                self.duplicates += 1
+                return JB_DUPLICATE
             self._observe(transit, arrival)
             if self._playing and ext + n <= self._play_ts:
                 self.late += 1
@@ -298,10 +330,7 @@ cdef class JitterBuffer:
         was_empty = self._buffer_empty()
         if self._playing and ext < self._play_ts:
             start = <int>(self._play_ts - ext)  # the late head of a packet is dropped
-        for i in range(start, n):
-            idx = (ext + i) & (JB_RING - 1)
-            self._pcm[idx] = table[payload[i]]
-            self._valid[idx] = 1
+        _decode_into_ring(self._pcm, self._valid, table, payload + start, ext + start, n - start)
         if ext > self._ref_ts:
             self._ref_ts = ext
         if ext < self._first_ts:
@@ -351,6 +380,10 @@ cdef class JitterBuffer:
             self._noise(out, f)
             self.frames_silence += 1
             return JB_SILENCE
+        if self._playing and not self._realign and (
+                self._play_ts - (now - self._base - self._target) < -(JB_RING // 2)):
+            self._realign = True  # hopelessly behind (the clock jumped): start afresh
+            self._align_ts = self._highest_end
         if not self._playing or self._realign:
             ideal = now - self._base - (self._target if self._playing
                                         else max(self._target, self._initial_delay))
@@ -384,14 +417,9 @@ cdef class JitterBuffer:
                     self._valid[(self._play_ts + i) & (JB_RING - 1)] = 0
                 self._play_ts += f
                 self.frames_dropped += 1
-        for i in range(f):
-            if self._valid[(self._play_ts + i) & (JB_RING - 1)]:
-                count += 1
+        count = _count_valid(self._valid, self._play_ts, self._play_ts + f)
         if count == f:
-            for i in range(f):
-                idx = (self._play_ts + i) & (JB_RING - 1)
-                out[i] = self._pcm[idx]
-                self._valid[idx] = 0
+            _take_from_ring(self._pcm, self._valid, out, self._play_ts, f)
             memcpy(self._last, out, f * sizeof(int16_t))
             self._concealing = 0
             kind = JB_AUDIO

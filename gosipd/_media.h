@@ -63,11 +63,9 @@ typedef struct {
     int64_t arrival_ns[GOSIPD_BATCH]; /* CLOCK_REALTIME, from SO_TIMESTAMPNS; 0 if absent */
 } gosipd_rx_batch;
 
-/* Receive up to GOSIPD_BATCH datagrams without blocking; returns the count
- * (0 when nothing is waiting, -errno on error). Datagrams longer than
- * GOSIPD_MAX_DATAGRAM are flagged with msg_len = GOSIPD_MAX_DATAGRAM + 1. */
-static inline int gosipd_recv_batch(int fd, gosipd_rx_batch *b) {
-    int i, n;
+/* Point each message header at its buffers (once; recv_batch resets the rest). */
+static inline void gosipd_rx_init(gosipd_rx_batch *b) {
+    int i;
     for (i = 0; i < GOSIPD_BATCH; i++) {
         b->iov[i].iov_base = b->data[i];
         b->iov[i].iov_len = GOSIPD_MAX_DATAGRAM;
@@ -75,9 +73,19 @@ static inline int gosipd_recv_batch(int fd, gosipd_rx_batch *b) {
         b->msgs[i].msg_hdr.msg_iov = &b->iov[i];
         b->msgs[i].msg_hdr.msg_iovlen = 1;
         b->msgs[i].msg_hdr.msg_name = &b->source[i];
-        b->msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
         b->msgs[i].msg_hdr.msg_control = b->control[i];
+    }
+}
+
+/* Receive up to GOSIPD_BATCH datagrams without blocking; returns the count
+ * (0 when nothing is waiting, -errno on error). Datagrams longer than
+ * GOSIPD_MAX_DATAGRAM are flagged with msg_len = GOSIPD_MAX_DATAGRAM + 1. */
+static inline int gosipd_recv_batch(int fd, gosipd_rx_batch *b) {
+    int i, n;
+    for (i = 0; i < GOSIPD_BATCH; i++) {
+        b->msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
         b->msgs[i].msg_hdr.msg_controllen = GOSIPD_CONTROL;
+        b->msgs[i].msg_hdr.msg_flags = 0;
     }
     n = recvmmsg(fd, b->msgs, GOSIPD_BATCH, MSG_DONTWAIT, NULL);
     if (n < 0)

@@ -22,6 +22,7 @@ PLAYBACK_CAPACITY: int
 TONES_CAPACITY: int
 SCRIPT_CAPACITY: int
 RECEIVED_FRAMES: int
+COMFORT_NOISE_DBOV: float
 LATCH_PROBATION: int
 RELATCH_AFTER: float
 MOVE_GRACE: float
@@ -48,6 +49,7 @@ class MediaLoop:
         timestamp: int | None = None,
         comfort_noise_dbov: float = -60.0,
         initial_delay_ms: int = 40,
+        realtime_priority: int | None = None,
     ) -> None: ...
     @property
     def ssrc(self) -> int: ...
@@ -87,6 +89,7 @@ class MediaLoop:
     def queue_script(self, entries: object) -> int: ...
     @property
     def script_queued(self) -> int: ...
+    def deliver_audio(self, flag: bool) -> None: ...
     def want_audio(self, flag: bool) -> None: ...
     def read_frames(self, max_frames: int = 50) -> list[tuple[int, bytes]]: ...
     @property

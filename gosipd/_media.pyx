@@ -76,7 +76,7 @@ Python (``gosipd.rtp``): they run a few times a second, not per packet.
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.math cimport fabs
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from gosipd._dsp cimport DtmfDetector
@@ -138,6 +138,15 @@ cdef extern from "<pthread.h>" nogil:
                        void*)
     int pthread_join(pthread_t, void**)
 
+cdef extern from "<sched.h>" nogil:
+    struct sched_param:
+        int sched_priority
+    int SCHED_FIFO
+
+cdef extern from "<pthread.h>" nogil:
+    pthread_t pthread_self()
+    int pthread_setschedparam(pthread_t thread, int policy, const sched_param* param)
+
 cdef extern from "<signal.h>" nogil:
     ctypedef struct sigset_t:
         pass
@@ -152,6 +161,15 @@ cdef extern from "<unistd.h>" nogil:
     ssize_t write(int fd, const void* buf, size_t n)
     ssize_t read(int fd, void* buf, size_t n)
     int close(int fd)
+
+cdef extern from "<sys/mman.h>" nogil:
+    void* mmap(void* addr, size_t length, int prot, int flags, int fd, long offset)
+    int munmap(void* addr, size_t length)
+    int PROT_READ
+    int PROT_WRITE
+    int MAP_PRIVATE
+    int MAP_ANONYMOUS
+    void* MAP_FAILED
 
 cdef extern from "<sys/eventfd.h>" nogil:
     int eventfd(unsigned int initval, int flags)
@@ -180,6 +198,7 @@ cdef extern from "_media.h" nogil:
         sockaddr_storage source[8]
         unsigned char data[8][1536]
         int64_t arrival_ns[8]
+    void rx_init "gosipd_rx_init"(rx_batch* b)
     int recv_batch "gosipd_recv_batch"(int fd, rx_batch* b)
     int same_address "gosipd_same_address"(const sockaddr_storage* a, socklen_t alen,
                                            const sockaddr_storage* b, socklen_t blen)
@@ -189,6 +208,7 @@ cdef extern from "_media.h" nogil:
     void sleep_until "gosipd_sleep_until"(int64_t deadline_ns)
 
 __all__ = [
+    "COMFORT_NOISE_DBOV",
     "EVENT_NAMES",
     "PLAYBACK_CAPACITY",
     "SCRIPT_CAPACITY",
@@ -292,6 +312,27 @@ cdef void _load_tables() except *:
 
 
 _load_tables()
+
+cdef enum:
+    _CN_SAMPLES = 8192
+#: The level of the comfort noise we send when the app is silent, in dBov.
+COMFORT_NOISE_DBOV = -60.0
+# Comfort noise at COMFORT_NOISE_DBOV, encoded once at import: shared by every
+# call process forked after it, so sending noise costs a copy, not a PRNG and
+# an encoder per tick.
+cdef uint8_t CN_ULAW[_CN_SAMPLES]
+cdef uint8_t CN_ALAW[_CN_SAMPLES]
+
+
+cdef void _encode_noise(double level, uint8_t* ulaw, uint8_t* alaw) except *:
+    cdef bytes pcm = _dsp.ComfortNoise(level, seed=0x5EED).frame(_CN_SAMPLES)
+    cdef bytes u = _dsp.ulaw_encode(pcm)
+    cdef bytes a = _dsp.alaw_encode(pcm)
+    memcpy(ulaw, <const char*>u, _CN_SAMPLES)
+    memcpy(alaw, <const char*>a, _CN_SAMPLES)
+
+
+_encode_noise(COMFORT_NOISE_DBOV, CN_ULAW, CN_ALAW)
 
 # --------------------------------------------------------------------------
 # RTP header (the C twin of gosipd.rtp.packet.RtpPacket.parse)
@@ -533,14 +574,11 @@ cdef struct PcmRing:
     uint64_t tail  # samples read (thread)
 
 
-cdef int _pcm_ring_init(PcmRing* r, uint64_t capacity) except -1:
-    r.data = <int16_t*>calloc(capacity, sizeof(int16_t))
-    if r.data == NULL:
-        raise MemoryError()
+cdef void _pcm_ring_init(PcmRing* r, int16_t* data, uint64_t capacity) noexcept:
+    r.data = data
     r.capacity = capacity
     r.head = 0
     r.tail = 0
-    return 0
 
 
 cdef uint64_t _pcm_ring_write(PcmRing* r, const int16_t* src, uint64_t n) noexcept nogil:
@@ -710,7 +748,10 @@ cdef class MediaLoop:
     ``sock`` is a bound UDP socket (kept open by this object; the loop reads
     and writes its file descriptor); ``rtcp_sock`` an optional second one
     for RTCP (without it, RTCP is multiplexed on ``sock``). Start with
-    ``configure(...)`` then ``start()``. ``gosipd.media.MediaSession`` is the
+    ``configure(...)`` then ``start()``. ``realtime_priority`` (1-99) runs
+    the thread under SCHED_FIFO when the process may (root, CAP_SYS_NICE or
+    RLIMIT_RTPRIO); otherwise ``counters()["realtime_error"]`` says why not
+    and the loop runs at normal priority. ``gosipd.media.MediaSession`` is the
     API applications use; this class is its engine.
     """
 
@@ -725,8 +766,12 @@ cdef class MediaLoop:
     cdef pthread_t _thread
     cdef bint _started
     cdef int _stop
+    cdef int _realtime_priority
+    cdef int64_t _realtime_error
 
     # shared with Python
+    cdef void* _block
+    cdef size_t _block_size
     cdef Config _published
     cdef uint64_t _config_seq
     cdef uint64_t _config_written
@@ -777,7 +822,11 @@ cdef class MediaLoop:
     cdef bint _timed_out
     cdef bint _signal_pending
     cdef uint64_t _noise_state
-    cdef int64_t _noise_q16
+    cdef const uint8_t* _cn_ulaw
+    cdef const uint8_t* _cn_alaw
+    cdef uint8_t* _cn_own
+    cdef int _deliver
+    cdef int16_t _scratch[JB_MAX_FRAME]
 
     # counters (written by the thread, read by Python)
     cdef int64_t _ticks
@@ -807,26 +856,53 @@ cdef class MediaLoop:
         self._fd = -1
         self._rtcp_fd = -1
         self._event_fd = -1
-        self._script = <TickRing*>calloc(1, sizeof(TickRing))
-        self._events = <EventRing*>calloc(1, sizeof(EventRing))
-        self._packets = <PacketRing*>calloc(1, sizeof(PacketRing))
-        self._frames = <Frame*>calloc(_RX_FRAMES, sizeof(Frame))
-        self._rx = <rx_batch*>calloc(1, sizeof(rx_batch))
-        self._histogram = <uint32_t*>calloc(_HIST, sizeof(uint32_t))
-        if (self._script == NULL or self._events == NULL or self._packets == NULL
-                or self._frames == NULL or self._rx == NULL or self._histogram == NULL):
-            raise MemoryError()
-        _pcm_ring_init(&self._playback, _PLAYBACK_SAMPLES)
-        _pcm_ring_init(&self._tones, _TONE_SAMPLES)
+        # All the rings in one anonymous mapping, each on its own pages: a page costs
+        # private memory only once it is written, so an idle ring costs nothing.
+        cdef size_t sizes[8]
+        cdef size_t offsets[8]
+        cdef size_t total = 0
+        cdef int k
+        sizes[0] = sizeof(TickRing)
+        sizes[1] = sizeof(EventRing)
+        sizes[2] = sizeof(PacketRing)
+        sizes[3] = _RX_FRAMES * sizeof(Frame)
+        sizes[4] = sizeof(rx_batch)
+        sizes[5] = _HIST * sizeof(uint32_t)
+        sizes[6] = _PLAYBACK_SAMPLES * sizeof(int16_t)
+        sizes[7] = _TONE_SAMPLES * sizeof(int16_t)
+        for k in range(8):
+            offsets[k] = total
+            total += (sizes[k] + 4095) & ~(<size_t>4095)
+        cdef void* block = mmap(NULL, total, PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if block == MAP_FAILED:
+            raise MemoryError(f"cannot map {total} bytes for the media rings")
+        self._block = block
+        self._block_size = total
+        cdef char* base = <char*>block
+        self._script = <TickRing*>(base + offsets[0])
+        self._events = <EventRing*>(base + offsets[1])
+        self._packets = <PacketRing*>(base + offsets[2])
+        self._frames = <Frame*>(base + offsets[3])
+        self._rx = <rx_batch*>(base + offsets[4])
+        rx_init(self._rx)
+        self._histogram = <uint32_t*>(base + offsets[5])
+        _pcm_ring_init(&self._playback, <int16_t*>(base + offsets[6]), _PLAYBACK_SAMPLES)
+        _pcm_ring_init(&self._tones, <int16_t*>(base + offsets[7]), _TONE_SAMPLES)
 
     def __init__(self, sock, *, rtcp_sock=None, int ptime_ms=20, ssrc=None, sequence=None,
-                 timestamp=None, double comfort_noise_dbov=-60.0, int initial_delay_ms=40):
+                 timestamp=None, double comfort_noise_dbov=-60.0, int initial_delay_ms=40,
+                 realtime_priority=None):
         if sock.type != _socket.SOCK_DGRAM:
             raise ValueError("the media socket must be a UDP (SOCK_DGRAM) socket")
         if ptime_ms not in (10, 20, 30, 40):
             raise ValueError(f"ptime must be 10, 20, 30 or 40 ms, got {ptime_ms}")
         if not -96.0 <= comfort_noise_dbov <= -20.0:
             raise ValueError(f"comfort noise must be -96..-20 dBov, got {comfort_noise_dbov}")
+        if realtime_priority is not None and not 1 <= realtime_priority <= 99:
+            raise ValueError(
+                f"realtime priority must be 1..99 (SCHED_FIFO), got {realtime_priority}")
+        self._realtime_priority = 0 if realtime_priority is None else realtime_priority
         self._sock = sock
         self._fd = sock.fileno()
         _kernel_timestamps(self._fd)
@@ -848,8 +924,16 @@ cdef class MediaLoop:
         self._seq = secrets.randbits(16) if sequence is None else sequence
         self._ts = secrets.randbits(32) if timestamp is None else timestamp
         self._noise_state = int.from_bytes(os.urandom(8), "little") | 1
-        # two uniform int16s sum to an RMS of 32768 * sqrt(2/3)
-        self._noise_q16 = <int64_t>(65536.0 * 10 ** (comfort_noise_dbov / 20.0) / 0.8164966)
+        if comfort_noise_dbov == COMFORT_NOISE_DBOV:
+            self._cn_ulaw = CN_ULAW
+            self._cn_alaw = CN_ALAW
+        else:
+            self._cn_own = <uint8_t*>malloc(2 * _CN_SAMPLES)
+            if self._cn_own == NULL:
+                raise MemoryError()
+            _encode_noise(comfort_noise_dbov, self._cn_own, self._cn_own + _CN_SAMPLES)
+            self._cn_ulaw = self._cn_own
+            self._cn_alaw = self._cn_own + _CN_SAMPLES
         self._stats.ns_per_unit = 125000
         memset(&self._published, 0, sizeof(Config))
         self._published.samples_per_tick = self._samples
@@ -870,14 +954,10 @@ cdef class MediaLoop:
             self._started = False
         if self._event_fd >= 0:
             close(self._event_fd)
-        free(self._script)
-        free(self._events)
-        free(self._packets)
-        free(self._frames)
-        free(self._rx)
-        free(self._histogram)
-        free(self._playback.data)
-        free(self._tones.data)
+        if self._block != NULL:
+            munmap(self._block, self._block_size)
+            self._block = NULL
+        free(self._cn_own)
 
     # --- control (Python side) ------------------------------------------------
 
@@ -1065,8 +1145,17 @@ cdef class MediaLoop:
 
     # --- received audio and events out -------------------------------------------
 
+    def deliver_audio(self, bint flag):
+        """Keep received frames for ``read_frames`` (off until asked: nobody reads them)."""
+        store_int(&self._deliver, 1 if flag else 0)
+
     def want_audio(self, bint flag):
-        """Ask for an AUDIO event (and an eventfd wake-up) when the next frame arrives."""
+        """Ask for an AUDIO event (and an eventfd wake-up) when the next frame arrives.
+
+        Implies ``deliver_audio(True)``.
+        """
+        if flag:
+            store_int(&self._deliver, 1)
         store_int(&self._want_audio, 1 if flag else 0)
 
     def read_frames(self, int max_frames=_RX_FRAMES):
@@ -1166,6 +1255,9 @@ cdef class MediaLoop:
             "lateness_max_ns": load_i64(&self._lateness_max_ns),
             "lateness_sum_ns": load_i64(&self._lateness_sum_ns),
             "last_rx_ns": load_i64(&self._last_rx_ns),
+            "realtime": int(self._realtime_priority > 0 and self._started
+                            and load_i64(&self._realtime_error) == 0),
+            "realtime_error": load_i64(&self._realtime_error),
         }
 
     def sender_state(self):
@@ -1238,6 +1330,7 @@ cdef class MediaLoop:
         if c.receive and not self._cfg.receive:
             self._last_rx_ns = clock_ns(CLOCK_MONOTONIC)  # the timeout restarts
             self._timed_out = False
+            self.jitter_buffer.reset()  # its playout clock stood still meanwhile
         memcpy(&self._cfg, &c, sizeof(Config))
 
     cdef void _event(self, int32_t kind, int32_t a, int64_t b, int64_t c,
@@ -1275,21 +1368,8 @@ cdef class MediaLoop:
         store_release(&r.head, head + 1)
         self._event(EV_PACKET, kind, length, 0, arrival_ns)
 
-    cdef void _noise(self, int16_t* out, int n) noexcept nogil:
-        cdef int i
-        cdef uint64_t x
-        cdef int64_t v
-        for i in range(n):
-            x = self._noise_state
-            x ^= x << 13
-            x ^= x >> 7
-            x ^= x << 17
-            self._noise_state = x
-            v = <int64_t>(<int16_t>(x & 0xFFFF)) + <int64_t>(<int16_t>((x >> 16) & 0xFFFF))
-            out[i] = <int16_t>((v * self._noise_q16) >> 16)
-
     cdef int _next_audio(self, int16_t* pcm, int n, int64_t now) noexcept nogil:
-        """This tick's audio: tones, else playback, else comfort noise (filling any shortfall)."""
+        """This tick's app audio: tones, else playback; returns how many samples (0..n)."""
         cdef uint64_t got = 0
         cdef uint64_t queued
         if load_acquire(&self._tones.head) != self._tones.tail:
@@ -1307,15 +1387,13 @@ cdef class MediaLoop:
                 self._event(EV_PLAYBACK_DRAINED, 0, 0, 0, now)
             elif queued < 4000 and load_int(&self._want_low) and exchange_int(&self._want_low, 0):
                 self._event(EV_PLAYBACK_LOW, 0, <int64_t>queued, 0, now)
-        if got < <uint64_t>n:
-            self._noise(pcm + got, n - <int>got)
-        return n
+        return <int>got
 
     cdef void _send(self, int64_t now) noexcept nogil:
         cdef TickRing* script = self._script
         cdef Tick* tick = NULL
         cdef int n = self._samples
-        cdef int i, payload_len, pt
+        cdef int i, payload_len, pt, got
         cdef bint marker = False
         cdef uint32_t ts = self._ts
         cdef uint8_t* out = self._out
@@ -1334,14 +1412,22 @@ cdef class MediaLoop:
             memcpy(out + 12, tick.payload, 4)
             payload_len = 4
         else:
-            self._next_audio(self._pcm, n, now)
+            got = self._next_audio(self._pcm, n, now)
             pt = self._cfg.payload_type
             if pt == 8:
-                for i in range(n):
+                for i in range(got):
                     out[12 + i] = ALAW_FROM_LINEAR[(<uint16_t>self._pcm[i]) >> 3]
             else:
-                for i in range(n):
+                for i in range(got):
                     out[12 + i] = ULAW_FROM_LINEAR[(<uint16_t>self._pcm[i]) >> 2]
+            if got < n:
+                # comfort noise, already G.711-encoded: a random stretch of the table
+                self._noise_state ^= self._noise_state << 13
+                self._noise_state ^= self._noise_state >> 7
+                self._noise_state ^= self._noise_state << 17
+                memcpy(out + 12 + got,
+                       (self._cn_alaw if pt == 8 else self._cn_ulaw)
+                       + self._noise_state % <uint64_t>(_CN_SAMPLES - n), n - got)
             payload_len = n
         if tick != NULL:
             store_release(&script.tail, script.tail + 1)
@@ -1418,17 +1504,21 @@ cdef class MediaLoop:
                 or (pt == self._cfg.te_receive_pt and pt >= 0)
                 or (pt == self._cfg.comfort_noise_pt and pt >= 0))
 
-    cdef void _receive(self, int fd, int64_t now, int64_t realtime_offset) noexcept nogil:
+    cdef void _receive(self, int fd, int64_t now) noexcept nogil:
         cdef int _round, i, n, length, pt, result
         cdef rx_batch* rx = self._rx
         cdef const uint8_t* data
         cdef RtpHeader h
         cdef int64_t arrival
+        cdef int64_t realtime_offset = 0
         cdef uint32_t payload
         for _round in range(4):
             n = recv_batch(fd, rx)
             if n <= 0:
                 return
+            if realtime_offset == 0:
+                # kernel arrival times are CLOCK_REALTIME; the jitter buffer runs on MONOTONIC
+                realtime_offset = clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC)
             for i in range(n):
                 data = rx.data[i]
                 length = rx.msgs[i].msg_len
@@ -1483,19 +1573,24 @@ cdef class MediaLoop:
     cdef void _play_out(self, int64_t now) noexcept nogil:
         cdef uint64_t index = self._frames_written
         cdef Frame* slot = &self._frames[index % _RX_FRAMES]
+        cdef int16_t* pcm = self._scratch
         cdef int kind, event, ms
-        store_relaxed(&slot.seq, 2 * index + 1)
-        fence_release()
-        kind = self.jitter_buffer.get(slot.pcm, now)
-        slot.kind = kind
-        slot.samples = self._samples
-        store_release(&slot.seq, 2 * (index + 1))
-        store_release(&self._frames_written, index + 1)
+        cdef bint deliver = load_int(&self._deliver) != 0
+        if deliver:
+            store_relaxed(&slot.seq, 2 * index + 1)
+            fence_release()
+            pcm = slot.pcm
+        kind = self.jitter_buffer.get(pcm, now)
+        if deliver:
+            slot.kind = kind
+            slot.samples = self._samples
+            store_release(&slot.seq, 2 * (index + 1))
+            store_release(&self._frames_written, index + 1)
         if self._cfg.inband_detect and (kind == JB_AUDIO or kind == JB_PARTIAL):
-            self.dtmf_detector.feed_samples(slot.pcm, self._samples)
+            self.dtmf_detector.feed_samples(pcm, self._samples)
             while self.dtmf_detector.pop_digit(&event, &ms):
                 self._event(EV_INBAND_DIGIT, event, ms, 0, now)
-        if load_int(&self._want_audio) and exchange_int(&self._want_audio, 0):
+        if deliver and load_int(&self._want_audio) and exchange_int(&self._want_audio, 0):
             self._event(EV_AUDIO, 0, <int64_t>index, 0, now)
 
     cdef void _publish_stats(self) noexcept nogil:
@@ -1513,9 +1608,14 @@ cdef class MediaLoop:
         store_i64(&self._stats_snapshot_seq, seq + 2)
 
     cdef void _run(self) noexcept nogil:
-        cdef int64_t now, late, missed, realtime_offset
+        cdef int64_t now, late, missed
         cdef uint64_t one = 1
         cdef int bin_
+        cdef sched_param param
+        if self._realtime_priority > 0:
+            param.sched_priority = self._realtime_priority
+            store_i64(&self._realtime_error,
+                      pthread_setschedparam(pthread_self(), SCHED_FIFO, &param))
         while True:
             sleep_until(self._deadline)
             if load_int(&self._stop):
@@ -1530,6 +1630,7 @@ cdef class MediaLoop:
                 self._ts += <uint32_t>(missed * self._samples)
                 store_i64(&self._ticks_skipped, self._ticks_skipped + missed)
                 late = now - self._deadline
+                self.jitter_buffer.reset()
             if self._cfg.send and self._cfg.has_remote:
                 now = clock_ns(CLOCK_MONOTONIC)
                 late = now - self._deadline
@@ -1547,10 +1648,9 @@ cdef class MediaLoop:
             store_i64(&self._tick_rtp_ts, self._ts)
             store_i64(&self._tick_ns, self._deadline)
             self._ts += <uint32_t>self._samples
-            realtime_offset = clock_ns(CLOCK_REALTIME) - now
-            self._receive(self._fd, now, realtime_offset)
+            self._receive(self._fd, now)
             if self._rtcp_fd >= 0 and self._ticks % _RTCP_POLL_TICKS == 0:
-                self._receive(self._rtcp_fd, now, realtime_offset)
+                self._receive(self._rtcp_fd, now)
             if self._cfg.receive:
                 self._play_out(now)
                 if (self._cfg.timeout_ns > 0 and not self._timed_out
@@ -1559,7 +1659,7 @@ cdef class MediaLoop:
                     self._event(EV_MEDIA_TIMEOUT, 0, now - self._last_rx_ns, 0, now)
             self._publish_stats()
             store_i64(&self._ticks, self._ticks + 1)
-            if self._ticks % 50 == 0:
+            if self._ticks % 10 == 0:
                 store_i64(&self._thread_cpu_ns, clock_ns(CLOCK_THREAD_CPUTIME_ID))
             if self._signal_pending:
                 self._signal_pending = False

@@ -26,6 +26,7 @@ from cpython.object cimport PyTypeObject
 from cpython.ref cimport PyObject
 from libc.stdlib cimport free, realloc
 from libc.stdint cimport uint64_t
+from libc.stdio cimport snprintf
 from libc.string cimport memchr, memcpy
 
 import collections.abc
@@ -213,6 +214,10 @@ cdef str _show(const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
 cdef str _char(unsigned char c):
     if 32 < c < 127:
         return repr(chr(c))
+    if c == 32:
+        return "a space"
+    if c == 9:
+        return "a tab"
     return f"octet 0x{c:02x}"
 
 
@@ -2971,40 +2976,70 @@ cdef class Headers:
 
     def serialize(self, str start_line, bytes body):
         """The message as bytes: start line, fields, a Content-Length computed from
-        ``body`` (where the first one was, else last), the empty line, the body."""
-        cdef list out = [start_line.encode("utf-8"), b"\r\n"]
-        cdef bint length_written = False
-        cdef Py_ssize_t i
+        ``body`` (where the first one was, else last), the empty line, the body.
+
+        Two passes: one adds up the length, one copies; a field still held as a span
+        of the datagram is copied straight from it."""
+        cdef Py_ssize_t i, n, total, pos = 0, ln, vn
         cdef Field* f
         cdef const char* src = NULL
+        cdef const char* sp
+        cdef const char* name
+        cdef const char* value
+        cdef char length[24]
+        cdef int length_n = snprintf(length, 24, "Content-Length: %zd\r\n", len(body))
+        cdef bint length_seen = False
         if self._source is not None:
             src = PyBytes_AS_STRING(self._source)
+        sp = PyUnicode_AsUTF8AndSize(start_line, &n)
+        total = n + 2 + length_n + 2 + len(body)
         for i in range(self._n):
             f = &self._f[i]
-            if <PyObject*>K_CONTENT_LENGTH == f.key:
-                if not length_written:
-                    out.append(b"Content-Length: %d\r\n" % len(body))
-                    length_written = True
+            if f.key == <PyObject*>K_CONTENT_LENGTH:
                 continue
-            out.append((<str>f.name).encode("ascii"))
+            PyUnicode_AsUTF8AndSize(<str>f.name, &ln)
             if f.value == NULL:
-                if f.vb > f.va:
-                    out.append(b": ")
-                    out.append(src[f.va:f.vb])
-                    out.append(b"\r\n")
-                else:
-                    out.append(b":\r\n")
-            elif len(<str>f.value):
-                out.append(b": ")
-                out.append((<str>f.value).encode("utf-8"))
-                out.append(b"\r\n")
+                vn = f.vb - f.va
             else:
-                out.append(b":\r\n")
-        if not length_written:
-            out.append(b"Content-Length: %d\r\n" % len(body))
-        out.append(b"\r\n")
-        out.append(body)
-        return b"".join(out)
+                PyUnicode_AsUTF8AndSize(<str>f.value, &vn)
+            total += ln + (3 if vn == 0 else vn + 4)
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+        cdef char* o = PyBytes_AS_STRING(out)
+        memcpy(o, sp, n)
+        memcpy(o + n, b"\r\n", 2)
+        pos = n + 2
+        for i in range(self._n):
+            f = &self._f[i]
+            if f.key == <PyObject*>K_CONTENT_LENGTH:
+                if not length_seen:
+                    memcpy(o + pos, length, length_n)
+                    pos += length_n
+                    length_seen = True
+                continue
+            name = PyUnicode_AsUTF8AndSize(<str>f.name, &ln)
+            if f.value == NULL:
+                value = src + f.va
+                vn = f.vb - f.va
+            else:
+                value = PyUnicode_AsUTF8AndSize(<str>f.value, &vn)
+            memcpy(o + pos, name, ln)
+            pos += ln
+            if vn:
+                memcpy(o + pos, b": ", 2)
+                memcpy(o + pos + 2, value, vn)
+                pos += vn + 2
+            else:
+                o[pos] = 58     # ':'
+                pos += 1
+            memcpy(o + pos, b"\r\n", 2)
+            pos += 2
+        if not length_seen:
+            memcpy(o + pos, length, length_n)
+            pos += length_n
+        memcpy(o + pos, b"\r\n", 2)
+        pos += 2
+        memcpy(o + pos, PyBytes_AS_STRING(body), len(body))
+        return out
 
 
 # --------------------------------------------------------------------------- messages

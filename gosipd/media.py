@@ -212,7 +212,9 @@ class MediaSession:
 
     ``sock`` is the bound RTP socket; ``rtcp_sock`` the RTCP one (omit it
     when RTCP is multiplexed, or to send no RTCP on a separate port). The
-    session owns both from ``start()`` until ``close()``.
+    session owns both from ``start()`` until ``close()``. ``realtime_priority``
+    (1-99) asks for SCHED_FIFO for the media thread (see ``MediaLoop``).
+    ``receive_audio`` keeps received frames for ``read_audio`` from the start.
     """
 
     def __init__(
@@ -226,6 +228,8 @@ class MediaSession:
         symmetric: bool = True,
         comfort_noise_dbov: float = -60.0,
         initial_delay_ms: int = 40,
+        realtime_priority: int | None = None,
+        receive_audio: bool = False,
     ) -> None:
         self._sock = sock
         self._rtcp_sock = None if media.rtcp_mux else rtcp_sock
@@ -235,6 +239,7 @@ class MediaSession:
             ptime_ms=media.ptime,
             comfort_noise_dbov=comfort_noise_dbov,
             initial_delay_ms=initial_delay_ms,
+            realtime_priority=realtime_priority,
         )
         self._media = media
         self._media_timeout = media_timeout
@@ -256,6 +261,7 @@ class MediaSession:
         self._dtmf_in_flight: deque[_DtmfRequest] = deque()
         self._rtcp_rejected = 0
         self._rtcp_send_errors = 0
+        self._loop.deliver_audio(receive_audio)
         self._apply()
 
     # --- lifecycle ---------------------------------------------------------------
@@ -455,16 +461,25 @@ class MediaSession:
 
     # --- audio in (from the far end) ---------------------------------------------------
 
+    def receive_audio(self, flag: bool = True) -> None:
+        """Keep received audio for ``read_audio`` from now on (off by default, so that a
+        call whose app never listens does not copy every frame for nobody)."""
+        self._loop.deliver_audio(flag)
+
     def want_audio(self, flag: bool = True) -> None:
-        """Ask for one ``AudioAvailable`` event when the next received frame is ready."""
+        """Ask for one ``AudioAvailable`` event when the next received frame is ready
+        (turns ``receive_audio`` on)."""
         self._loop.want_audio(flag)
 
     def read_audio(self) -> list[bytes]:
         """The received 8 kHz int16 frames not yet read, oldest first (one per ptime).
 
-        At most one second is kept; if the app reads less often, the oldest
-        frames are dropped and counted (``audio_frames_dropped``).
+        The first call turns ``receive_audio`` on if it was off (and returns
+        nothing yet). At most one second is kept; if the app reads less
+        often, the oldest frames are dropped and counted
+        (``audio_frames_dropped``).
         """
+        self._loop.deliver_audio(True)
         return [pcm for _kind, pcm in self._loop.read_frames()]
 
     # --- driving -----------------------------------------------------------------------

@@ -557,6 +557,9 @@ class NegotiatedMedia:
     type we accept to its codec, and ``receive_telephone_event_pt`` is the
     number the far end will use for events (ours, or theirs if they differ).
     ``direction`` is ours: ``"sendonly"`` means we send and do not receive.
+    ``remote_address`` is what the SDP says: usually an IP literal, but
+    RFC 4566 allows a host name, which the caller must resolve before
+    handing the media to ``gosipd.media`` (this module does no DNS).
     """
 
     remote_address: str

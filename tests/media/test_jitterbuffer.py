@@ -264,3 +264,26 @@ def test_frame_kinds_and_limits() -> None:
         JitterBuffer(1000)
     with pytest.raises(ValueError, match="delays"):
         JitterBuffer(min_delay_ms=100, max_delay_ms=50)
+
+
+def test_playout_that_fell_far_behind_catches_up_at_once() -> None:
+    """The player stalls for 400 ms (a suspended process); packets kept coming."""
+    jb = JitterBuffer(160, seed=1)
+    ts = 1000
+    t = 0
+    kinds_after = []
+    for k in range(150):
+        t = k * TICK
+        jb.push(
+            bytes([CODES[k % len(CODES)]]) * 160,
+            timestamp=ts + 160 * k,
+            ssrc=1,
+            arrival_ns=t + 20 * MS,
+        )
+        stalled = 50 <= k < 70
+        if not stalled:
+            kind, _ = jb.pop(t + 25 * MS)
+            if k >= 70:
+                kinds_after.append((FRAME_KINDS[kind], jb.depth_ms))
+    assert all(kind == "audio" for kind, _ in kinds_after[1:])
+    assert all(depth <= 60 for _, depth in kinds_after[1:])  # not 400 ms behind any more

@@ -32,7 +32,9 @@ def spectrum_peak(pcm: bytes) -> float:
 def test_our_1khz_tone_comes_back_from_sipp_rtp_echo(sipp_echo: SippEcho, codec: str) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
-    session = MediaSession(sock, negotiated(sipp_echo.media_port, codec=codec), media_timeout=2.0)
+    session = MediaSession(
+        sock, negotiated(sipp_echo.media_port, codec=codec), media_timeout=2.0, receive_audio=True
+    )
     session.play(_dsp.ToneGenerator(1000, -10.0).frame(8000))  # one second
     session.start()
     frames: list[bytes] = []
@@ -56,7 +58,9 @@ def test_our_1khz_tone_comes_back_from_sipp_rtp_echo(sipp_echo: SippEcho, codec:
 async def test_trio_drives_a_session_until_playback_drains(sipp_echo: SippEcho) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
-    session = MediaSession(sock, negotiated(sipp_echo.media_port), media_timeout=2.0)
+    session = MediaSession(
+        sock, negotiated(sipp_echo.media_port), media_timeout=2.0, receive_audio=True
+    )
     session.play(_dsp.ToneGenerator(440, -12.0).frame(4000))
     session.start()
     with trio.fail_after(3):

@@ -136,7 +136,7 @@ def session_to(udp: UDP) -> Callable[..., MediaSession]:
         options = {
             k: kw.pop(k)
             for k in list(kw)
-            if k in ("media_timeout", "symmetric", "rtcp_sock", "rtcp_interval")
+            if k in ("media_timeout", "symmetric", "rtcp_sock", "receive_audio")
         }
         s = MediaSession(udp(), negotiated(peer.getsockname()[1], **kw), **options)  # type: ignore[arg-type]
         made.append(s)
@@ -190,6 +190,18 @@ def test_playback_is_sent_in_order_then_drained_then_comfort_noise(
     tail = b"".join(_dsp.ulaw_decode(p.payload) for _, p, _ in got[151:])
     assert _dsp.rms_dbov(tail) < -50  # comfort noise, not silence and not audio
     assert _dsp.rms_dbov(tail) > -75
+
+
+def test_received_audio_is_kept_only_once_asked_for(
+    udp: UDP, session_to: Callable[..., MediaSession]
+) -> None:
+    peer = udp()
+    session = session_to(peer)
+    session.start()
+    Sender(peer, session._sock.getsockname()).stream(0.2)
+    assert session.read_audio() == []  # nobody asked: nothing was copied
+    time.sleep(0.2)
+    assert 8 <= len(session.read_audio()) <= 12  # from the first read on
 
 
 def test_pcma_is_sent_with_payload_type_8(
@@ -251,7 +263,7 @@ def test_sendonly_direction_from_sdp_receives_nothing_into_the_app(
     udp: UDP, session_to: Callable[..., MediaSession]
 ) -> None:
     peer = udp()
-    session = session_to(peer, direction="sendonly")
+    session = session_to(peer, direction="sendonly", receive_audio=True)
     session.start()
     Sender(peer, session._sock.getsockname()).stream(0.3)
     assert receive(peer, 3)  # we still send
@@ -265,7 +277,7 @@ def test_received_audio_is_decoded_and_played_out(
     udp: UDP, session_to: Callable[..., MediaSession]
 ) -> None:
     peer = udp()
-    session = session_to(peer)
+    session = session_to(peer, receive_audio=True)
     session.start()
     tone = _dsp.ToneGenerator(697, -12)
     sender = Sender(peer, session._sock.getsockname())
@@ -288,7 +300,7 @@ def test_unread_audio_keeps_the_newest_second_and_counts_the_rest(
     udp: UDP, session_to: Callable[..., MediaSession]
 ) -> None:
     peer = udp()
-    session = session_to(peer)
+    session = session_to(peer, receive_audio=True)
     session.start()
     time.sleep(1.6)
     frames = session.read_audio()
@@ -559,3 +571,46 @@ def test_bad_use_is_refused_with_clear_errors(udp: UDP) -> None:
     session.close()
     with pytest.raises(MediaError, match="closed"):
         session.start()
+
+
+def test_rtcp_multiplexed_on_the_rtp_port_measures_round_trip(udp: UDP) -> None:
+    a_sock, b_sock = udp(), udp()
+    a = MediaSession(a_sock, negotiated(b_sock.getsockname()[1], rtcp_mux=True), media_timeout=0)
+    b = MediaSession(b_sock, negotiated(a_sock.getsockname()[1], rtcp_mux=True), media_timeout=0)
+    for s in (a, b):
+        s.rtcp.min_interval = 0.5
+        s.start()
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline and a.rtcp.rtt is None:
+        a.process()
+        b.process()
+        time.sleep(0.01)
+    a_stats, b_stats = a.close(), b.close()
+    assert a_stats.rtt_ms is not None and a_stats.rtt_ms < 20
+    assert a_stats.malformed == 0 and b_stats.malformed == 0  # RTCP was not taken for RTP
+    assert a.rtcp.reports_received >= 1
+
+
+def test_a_new_source_takes_over_after_the_latched_one_falls_silent(
+    udp: UDP, session_to: Callable[..., MediaSession]
+) -> None:
+    sdp_address, first, rebound = udp(), udp(), udp()
+    session = session_to(sdp_address)
+    session.start()
+    talker = Sender(first, session._sock.getsockname())
+    for _ in range(3):
+        talker.send()
+    wait_for(lambda: session._loop.counters()["latches"] == 1)
+    late_comer = Sender(rebound, session._sock.getsockname())
+    for _ in range(3):
+        late_comer.send()
+    time.sleep(0.1)
+    assert session._loop.counters()["latches"] == 1  # the latched source spoke recently
+    time.sleep(_media.RELATCH_AFTER)
+    for _ in range(3):  # the NAT binding changed: the same far end, from a new port
+        late_comer.send()
+    wait_for(lambda: session._loop.counters()["latches"] == 2)
+    drain(rebound)
+    assert receive(rebound, 2)
+    latched = [e for e in session.process() if isinstance(e, RemoteLatched)]
+    assert latched[-1].address == rebound.getsockname() == session.remote
