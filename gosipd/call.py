@@ -67,15 +67,21 @@ from gosipd.sip import URI, NameAddr, SIPParseError
 from gosipd.sip import events as ev
 from gosipd.sip.digest import Credentials
 from gosipd.sip.timers import Timers
+from gosipd.sip.transaction import ProtocolError
 from gosipd.sip.ua import CallState, UAConfig, UserAgent
 
-__all__ = ["Call", "CallError", "CallRuntime", "CallSpec", "resolve_app"]
+__all__ = ["Call", "CallError", "CallRuntime", "CallSpec", "dtmf_from_info", "resolve_app"]
 
 #: How long a finished call keeps answering retransmissions before its process exits.
 LINGER_S = 2.0
+#: How long a hangup waits for the BYE's answer before the call counts as ended anyway
+#: (the far end may have vanished; the BYE is still retransmitted while the worker lingers).
+BYE_ANSWER_WAIT_S = 4.0
 #: Received audio frames an ``audio()`` reader may fall behind by before old ones are dropped.
 AUDIO_QUEUE_FRAMES = 250
 DTMF_QUEUE = 64
+#: Bodies we take: SDP, and the DTMF bodies of SIP INFO (old trunks send digits that way).
+ACCEPTED_BODIES = ("application/sdp", "application/dtmf-relay", "application/dtmf")
 
 App = Callable[["Call"], Awaitable[None]]
 
@@ -199,6 +205,21 @@ class Call:
             await drained.wait()
             self._runtime.check_alive()
 
+    async def hold(self) -> None:
+        """Put the far end on hold (a ``sendonly`` re-INVITE: we may still play to it);
+        returns when it has answered. ``call.hold`` with ``by: "local"`` follows."""
+        await self._runtime.reoffer_hold(True)
+
+    async def resume(self) -> None:
+        """Take the far end off hold (a ``sendrecv`` re-INVITE)."""
+        await self._runtime.reoffer_hold(False)
+
+    def media_statistics(self) -> dict[str, Any]:
+        """The call's media figures so far (packets, loss, jitter, MOS...); empty before
+        the media starts."""
+        session = self._runtime.session
+        return session.statistics().as_dict() if session is not None else {}
+
     async def stop_playback(self) -> None:
         self._runtime.require_media().stop_playback()
 
@@ -309,6 +330,31 @@ class Call:
         await self._runtime.ended.wait()
 
 
+DTMF_SYMBOLS = "0123456789*#ABCD"
+#: RFC 4733 event codes 10 and 11 are * and #; some trunks send the code as the signal.
+_INFO_EVENT_CODES = {str(code): digit for code, digit in enumerate(DTMF_SYMBOLS)}
+
+
+def dtmf_from_info(content_type: str | None, body: bytes) -> str | None:
+    """The digit an INFO request carries, or None when it carries none."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    text = body.decode("utf-8", errors="replace").strip()
+    signal: str | None = None
+    if kind == "application/dtmf-relay":
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip().lower() == "signal":
+                signal = value.strip()
+    elif kind == "application/dtmf":
+        signal = text
+    if not signal:
+        return None
+    signal = signal.upper()
+    if len(signal) == 1 and signal in DTMF_SYMBOLS:
+        return signal
+    return _INFO_EVENT_CODES.get(signal) if signal.isdigit() else None
+
+
 def _load(source: str | Path) -> bytes:
     try:
         return load_wav(source)
@@ -361,8 +407,12 @@ class CallRuntime:
         self.endpoint: UdpEndpoint | None = None
         self.session: media.MediaSession | None = None
         self.failover: Failover | None = None
+        #: The offer we sent last and whose answer we await (INVITE, re-INVITE or a 200).
         self._offer: sdp.SessionDescription | None = None
+        #: Our current description of the session (the base of every re-offer and answer).
         self._local_sdp: sdp.SessionDescription | None = None
+        self._offer_waiters: list[trio.Event] = []
+        self._offer_refusal: int | None = None
         self._rtp: tuple[socket.socket, socket.socket | None] | None = None
         self._local_ip = "127.0.0.1"
         self._wakeup = trio.Event()
@@ -379,7 +429,9 @@ class CallRuntime:
         self._redirects = 0
         self._locator: Locator | None = None
         self._media_stats: dict[str, Any] | None = None
-        self._held = False
+        self._held_by_remote = False
+        self._held_by_us = False
+        self._bye_deadline = math.inf
         self._audio_wanted = False
         self._end_event: dict[str, Any] | None = None
 
@@ -469,6 +521,7 @@ class CallRuntime:
             timers=Timers(self.config.t1, self.config.t2, self.config.t4),
             credentials=credentials,
             outbound_proxy=outbound,
+            accept=ACCEPTED_BODIES,
         )
 
     def _request_uri(self) -> tuple[URI, str, int | None]:
@@ -610,7 +663,7 @@ class CallRuntime:
         request = event.request
         self.remote_uri = str(request.from_.uri)
         self.publication.publish(sip_call_id=request.call_id, caller=str(request.from_.uri))
-        if self.spec.app is None:
+        if self.spec.app is None and self._app is None:
             self.ua.reject(trio.current_time(), self.config.inbound.unrouted_status)
             await self._pump()
             return
@@ -624,6 +677,7 @@ class CallRuntime:
                 )
             else:
                 local, negotiated = sdp.make_offer(self._local_ip, port), None
+                self._offer = local  # the answer comes in the ACK
         except sdp.SDPError as exc:
             self.log.info("call.bad_offer", reason=str(exc))
             self.ua.reject(now, 488, "Not Acceptable Here")
@@ -695,7 +749,7 @@ class CallRuntime:
             await self._pump()
 
     def _next_deadline(self) -> float:
-        deadlines = [self._ring_deadline, self._duration_deadline]
+        deadlines = [self._ring_deadline, self._duration_deadline, self._bye_deadline]
         if self.ua is not None and (t := self.ua.next_timer()) is not None:
             deadlines.append(t)
         if self.failover is not None and (t := self.failover.next_timer()) is not None:
@@ -724,6 +778,10 @@ class CallRuntime:
             if now >= self._duration_deadline:
                 self._duration_deadline = math.inf
                 self.hangup("max_duration")
+            if now >= self._bye_deadline:
+                self._bye_deadline = math.inf
+                self.log.info("call.bye_unanswered", waited_s=BYE_ANSWER_WAIT_S)
+                self._finish(self._cause or "local_hangup", self._sip_status, "BYE unanswered")
             await self._pump()
 
     def poke(self) -> None:
@@ -793,6 +851,7 @@ class CallRuntime:
                 negotiated = self._negotiate(body) if body else None
                 if negotiated is not None:
                     self._start_media(negotiated)
+                self._local_sdp = self._offer
                 self.emit("call.answered", sip_status=status, setup_ms=setup_ms)
                 self._start_duration_timer()
                 self._start_app()
@@ -815,7 +874,11 @@ class CallRuntime:
                 )
                 assert self._nursery is not None
                 self._nursery.start_soon(self._answer_incoming, incoming)
-            case ev.AckReceived():
+            case ev.AckReceived(sdp=body):
+                if body and self._offer is not None and self.session is None:
+                    negotiated = self._negotiate(body)  # we offered in the 200
+                    if negotiated is not None:
+                        self._start_media(negotiated)
                 self._answered_at = now
                 self.emit("call.answered", sip_status=200, setup_ms=setup_ms)
                 self._start_duration_timer()
@@ -825,12 +888,12 @@ class CallRuntime:
             case ev.RemoteOffer(sdp=body):
                 self._on_remote_offer(body)
             case ev.OfferAnswered(sdp=body):
-                if body and self.session is not None:
-                    negotiated = self._negotiate(body)
-                    if negotiated is not None:
-                        self.session.update(negotiated)
-            case ev.OfferRejected(status=status):
-                self.log.info("call.offer_rejected", sip_status=status)
+                self._on_offer_answered(body)
+            case ev.OfferRejected(status=status, reason=reason):
+                self.log.info("call.offer_rejected", sip_status=status, reason=reason)
+                self._offer = None
+                self._offer_refusal = status
+                self._wake_offer_waiters()
             case ev.InfoReceived(content_type=content_type, body=body):
                 self._on_info(content_type, body)
             case ev.Ended(cause=cause, status=status, reason=reason):
@@ -906,7 +969,9 @@ class CallRuntime:
         assert self.ua is not None and self._rtp is not None
         now = trio.current_time()
         if body is None:
+            # a re-INVITE without SDP asks for our offer; its answer comes in the ACK
             local = self._local_sdp or self._offer
+            self._offer = local
             self.ua.answer_offer(bytes(local) if local is not None else None, now)
             return
         try:
@@ -923,28 +988,76 @@ class CallRuntime:
             return
         self._local_sdp = local
         self.ua.answer_offer(bytes(local), now)
-        held = not negotiated.sending
         if self.session is None:
             self._start_media(negotiated)
         else:
             self.session.update(negotiated)
-        if held != self._held:
-            self._held = held
-            self.emit("call.hold" if held else "call.resume")
+        # the far end holds us when its offer lets us send nothing (sendonly, inactive,
+        # or the RFC 2543 c=0.0.0.0)
+        self._set_held(remote=not negotiated.sending)
+
+    def _on_offer_answered(self, body: bytes | None) -> None:
+        """The answer to our re-offer (in a 200), or to the offer of our 200 (in an ACK)."""
+        offer = self._offer
+        if body and offer is not None:
+            negotiated = self._negotiate(body)
+            if negotiated is not None:
+                self._local_sdp = offer
+                if self.session is None:
+                    self._start_media(negotiated)
+                else:
+                    self.session.update(negotiated)
+                direction = offer.direction_of(offer.media[0]) if offer.media else "sendrecv"
+                self._set_held(local=direction in ("sendonly", "inactive"))
+        self._offer = None
+        self._wake_offer_waiters()
+
+    def _wake_offer_waiters(self) -> None:
+        waiters, self._offer_waiters = self._offer_waiters, []
+        for waiter in waiters:
+            waiter.set()
+
+    def _set_held(self, *, remote: bool | None = None, local: bool | None = None) -> None:
+        """Emit ``call.hold`` / ``call.resume`` when either side's hold changes."""
+        if remote is not None and remote != self._held_by_remote:
+            self._held_by_remote = remote
+            self.emit("call.hold" if remote else "call.resume", by="remote")
+        if local is not None and local != self._held_by_us:
+            self._held_by_us = local
+            self.emit("call.hold" if local else "call.resume", by="local")
+
+    async def reoffer_hold(self, held: bool) -> None:
+        """Put the far end on hold (``sendonly``) or take it off (a re-INVITE), and wait
+        for its answer. Raises ``CallError`` when the far end refuses."""
+        self.check_alive()
+        if self.ua is None or self.ua.state is not CallState.CONFIRMED or self._local_sdp is None:
+            raise CallError("only an answered call can be held or resumed")
+        if held == self._held_by_us:
+            return
+        previous = self._local_sdp
+        offer = sdp.hold(previous) if held else sdp.resume(previous, self._local_ip)
+        waiter = trio.Event()
+        try:
+            self.ua.reinvite(bytes(offer), trio.current_time())
+        except ProtocolError as exc:
+            raise CallError(f"cannot {'hold' if held else 'resume'} now: {exc}") from None
+        self._offer = offer
+        self._offer_refusal = None
+        self._offer_waiters.append(waiter)
+        await self._pump()
+        await waiter.wait()
+        self.check_alive()
+        if self._offer_refusal is not None:
+            raise CallError(
+                f"the far end refused to {'hold' if held else 'resume'}: {self._offer_refusal}"
+            )
 
     def _on_info(self, content_type: str | None, body: bytes) -> None:
-        """SIP INFO DTMF (application/dtmf-relay or application/dtmf), for old trunks."""
-        if content_type is None or "dtmf" not in content_type.lower():
-            return
-        text = body.decode(errors="replace")
-        digit = None
-        for line in text.splitlines():
-            key, _, value = line.partition("=")
-            if key.strip().lower() == "signal":
-                digit = value.strip()[:1].upper()
-        if content_type.lower().startswith("application/dtmf") and digit is None:
-            digit = text.strip()[:1].upper()
-        if digit and digit in "0123456789*#ABCD":
+        """SIP INFO DTMF, for trunks that still send it: ``application/dtmf-relay``
+        (``Signal=5``) or ``application/dtmf`` (the digit alone). Other INFOs are
+        answered 200 by the engine and otherwise ignored."""
+        digit = dtmf_from_info(content_type, body)
+        if digit is not None:
             self.emit("call.dtmf", digit=digit, via="info")
             self.call._deliver_dtmf(digit)
 
@@ -1064,7 +1177,10 @@ class CallRuntime:
         if self.ua is None or self.ua.state in (CallState.IDLE, CallState.TERMINATED):
             self._finish(cause, None, "")
             return
-        self.ua.hangup(trio.current_time())
+        now = trio.current_time()
+        self.ua.hangup(now)
+        if self.ua.state is CallState.TERMINATING:
+            self._bye_deadline = now + BYE_ANSWER_WAIT_S
         if self._nursery is not None:
             self._nursery.start_soon(self._pump)
 
