@@ -214,6 +214,10 @@ class Call:
         """Take the far end off hold (a ``sendrecv`` re-INVITE)."""
         await self._runtime.reoffer_hold(False)
 
+    def status(self) -> dict[str, Any]:
+        """What the ``status`` control op answers: state, remote, SIP and media figures."""
+        return self._runtime.status()
+
     def media_statistics(self) -> dict[str, Any]:
         """The call's media figures so far (packets, loss, jitter, MOS...); empty before
         the media starts."""
@@ -434,6 +438,7 @@ class CallRuntime:
         self._bye_deadline = math.inf
         self._audio_wanted = False
         self._end_event: dict[str, Any] | None = None
+        self._app_error: str | None = None
 
     # ======================================================================
     # running
@@ -1154,10 +1159,12 @@ class CallRuntime:
             await app(self.call)
         except CallError as exc:
             if not self.ended.is_set():
+                self._app_error = str(exc)
                 self.log.warning("call.app_error", error=str(exc))
                 self.hangup("app_error")
             return
         except Exception as exc:  # an app's bug ends its call, never the process
+            self._app_error = repr(exc)
             self.log.error("call.app_error", error=repr(exc), exc_info=True)
             self.hangup("app_error")
             return
@@ -1191,6 +1198,7 @@ class CallRuntime:
         now = trio.current_time()
         duration = now - self._answered_at if self._answered_at is not None else 0.0
         media_stats = self._media_stats or {}
+        extra = {"app_error": self._app_error} if self._app_error is not None else {}
         event = self.emit(
             "call.ended",
             cause=cause,
@@ -1202,6 +1210,7 @@ class CallRuntime:
             if self._answered_at is not None
             else None,
             version=__version__,
+            sip=self._sip_figures(),
             media={
                 "packets_sent": media_stats.get("packets_sent", 0),
                 "packets_received": media_stats.get("packets_received", 0),
@@ -1210,6 +1219,7 @@ class CallRuntime:
                 "mos": round(float(media_stats.get("mos", 0.0)), 2) if media_stats else None,
                 "rtt_ms": media_stats.get("rtt_ms"),
             },
+            **extra,
         )
         self._end_event = event
         self.publication.publish(ended=True, dialog=None)
@@ -1217,6 +1227,13 @@ class CallRuntime:
         for waiter in self._playback_waiters:
             waiter.set()
         self.ended.set()
+
+    def _sip_figures(self) -> dict[str, Any]:
+        local = self.endpoint.local_address if self.endpoint is not None else None
+        return {
+            "local": list(local) if local is not None else None,
+            "malformed": self.ua.malformed if self.ua is not None else 0,
+        }
 
     def _publish_dialog(self) -> None:
         """Publish the confirmed dialog so a supervisor can BYE it if we die."""
@@ -1297,6 +1314,8 @@ class CallRuntime:
             "app": self.spec.app or "echo",
             "age_s": round(trio.current_time() - self._started, 3),
             "answered": self._answered_at is not None,
+            "held": {"by_us": self._held_by_us, "by_remote": self._held_by_remote},
+            "sip": self._sip_figures(),
         }
         if self.session is not None:
             stats = self.session.statistics()
