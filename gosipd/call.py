@@ -885,6 +885,7 @@ class CallRuntime:
                     if negotiated is not None:
                         self._start_media(negotiated)
                 self._answered_at = now
+                self._sip_status = 200
                 self.emit("call.answered", sip_status=200, setup_ms=setup_ms)
                 self._start_duration_timer()
                 self._start_app()

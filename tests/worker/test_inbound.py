@@ -1,0 +1,121 @@
+"""Inbound calls: a real SIPp or baresip dials us, the worker answers and runs the app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trio
+
+from gosipd.call import Call
+from gosipd.config import Config
+from tests.peers import MEDIA_DIR, read_wav_mono, tone_ratio
+from tests.worker.conftest import TEST_CONFIG, config_with, ended_event, events_named
+from tests.worker.inbound_front import App, InboundFront
+
+pytestmark = pytest.mark.interop
+
+PROMPT_HZ = 600
+
+
+@asynccontextmanager
+async def answering(
+    tmp_path: Path, app: App | None, config: Config = TEST_CONFIG
+) -> AsyncIterator[InboundFront]:
+    front = InboundFront(config, tmp_path / "run", app)
+    await front.bind()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(front.serve)
+        yield front
+        nursery.cancel_scope.cancel()
+
+
+def dominant_hz(samples: np.ndarray, rate: int = 8000) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+
+
+async def test_a_sipp_caller_is_answered_and_the_app_hears_its_pcmu(sipp_uac, tmp_path):
+    recording = tmp_path / "caller.wav"
+
+    async def app(call: Call) -> None:
+        async with call.record(recording):
+            await call.wait_ended()
+
+    async with answering(tmp_path, app) as front:
+        host, port = front.address
+        result = await sipp_uac(
+            "uac_pcmu", f"{host}:{port}", call_ms=2000, pcap=MEDIA_DIR / "pcmu_tone1k_5s.pcap"
+        ).wait()
+        with trio.fail_after(5):
+            await front.ended.wait()
+
+    assert result.ok, result.errors
+    assert result.received("200") == 2  # our answer to the INVITE, then to its BYE
+    runtime = front.only_call()
+    (incoming,) = events_named(runtime, "call.incoming")
+    assert incoming["caller"].startswith("sip:sipp@")
+    end = ended_event(runtime)
+    assert end["cause"] == "remote_hangup" and end["answered"]
+    assert end["sip_status"] == 200
+    assert end["setup_ms"] < 200
+    samples, rate = read_wav_mono(recording)
+    assert len(samples) >= 1.8 * rate
+    assert abs(dominant_hz(samples[rate // 2 : 3 * rate // 2]) - 1000) < 5
+
+
+async def test_a_call_to_a_user_without_a_route_is_refused_with_the_configured_status(
+    sipp_uac, tmp_path
+):
+    config = config_with(inbound=TEST_CONFIG.inbound.__class__(unrouted_status=480))
+    async with answering(tmp_path, None, config) as front:
+        host, port = front.address
+        result = await sipp_uac("uac_pcmu", f"{host}:{port}", timeout=4).wait()
+        with trio.fail_after(5):
+            await front.ended.wait()
+
+    assert not result.ok
+    assert "SIP/2.0 480" in result.messages
+    end = ended_event(front.only_call())
+    assert end["cause"] == "rejected" and end["sip_status"] == 480
+
+
+async def test_a_baresip_caller_hears_our_prompt_and_its_digits_are_collected_once_each(
+    baresip_uas, tmp_path
+):
+    alice = baresip_uas("uas", tone_hz=440, record=True)
+    digits: list[str] = []
+    heard = tmp_path / "alice.wav"
+
+    async def app(call: Call) -> None:
+        async with call.record(heard):
+            await call.play_tones(f"{PROMPT_HZ}:1500")
+        digits.append(await call.collect_dtmf(max_digits=4, timeout=8, terminator="#"))
+        await call.hangup()
+
+    async with answering(tmp_path, app) as front:
+        await alice.ctrl("dial", front.uri("ivr"))
+        await alice.wait_event("CALL_ESTABLISHED")
+        await trio.sleep(1.7)  # the prompt
+        for digit in "4711#":
+            await alice.ctrl("sndcode", digit)
+            await trio.sleep(0.3)
+        with trio.fail_after(10):
+            await front.ended.wait()
+        await alice.wait_event("CALL_CLOSED", timeout=5)
+
+    assert digits == ["4711"]
+    runtime = front.only_call()
+    assert [e["digit"] for e in events_named(runtime, "call.dtmf")] == list("4711")
+    assert ended_event(runtime)["cause"] == "local_hangup"
+    # what alice sent us (her 440 Hz) and what she heard from us (the prompt)
+    ours, rate = read_wav_mono(heard)
+    assert tone_ratio(ours, rate, 440) > 0.8
+    theirs, their_rate = read_wav_mono(alice.recording_path)
+    loud = np.flatnonzero(np.abs(theirs) > 1000)
+    assert len(loud) > 1.0 * their_rate, "baresip heard at least a second of our prompt"
+    prompt = theirs[loud[0] : loud[0] + their_rate]
+    assert abs(dominant_hz(prompt, their_rate) - PROMPT_HZ) < 10
