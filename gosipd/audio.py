@@ -9,14 +9,24 @@ not per frame, so clarity beats speed here.
 from __future__ import annotations
 
 import re
+import struct
 import wave
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from gosipd import _dsp
 
-__all__ = ["RATE", "AudioError", "WavWriter", "load_wav", "resample", "tones_from_spec"]
+__all__ = [
+    "RATE",
+    "AudioError",
+    "WavWriter",
+    "load_wav",
+    "read_wav",
+    "resample",
+    "tones_from_spec",
+]
 
 RATE = 8000
 FRAME_SAMPLES = 160
@@ -58,42 +68,136 @@ def resample(samples: np.ndarray, rate_in: int, rate_out: int = RATE) -> np.ndar
     return out
 
 
-def load_wav(path: str | Path) -> bytes:
-    """A WAV file as 8 kHz mono int16 PCM (native endian), whatever its rate and channels."""
+#: WAVE format tags (RFC 2361) we read; WAVE_FORMAT_EXTENSIBLE names one of them by GUID.
+FORMAT_PCM = 0x0001
+FORMAT_FLOAT = 0x0003
+FORMAT_ALAW = 0x0006
+FORMAT_MULAW = 0x0007
+FORMAT_EXTENSIBLE = 0xFFFE
+FORMAT_NAMES = {
+    FORMAT_PCM: "PCM",
+    FORMAT_FLOAT: "IEEE float",
+    FORMAT_ALAW: "A-law",
+    FORMAT_MULAW: "µ-law",
+}
+#: The tail every KSDATAFORMAT_SUBTYPE GUID shares; its first two bytes are the format tag.
+_SUBTYPE_TAIL = bytes.fromhex("000000001000800000aa00389b71")
+MAX_CHANNELS = 32
+MIN_RATE, MAX_RATE = 1000, 384_000
+MAX_CHUNKS = 1000
+
+
+class WavFormat(NamedTuple):
+    tag: int
+    channels: int
+    rate: int
+    bits: int
+
+
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """A WAV file as float64 samples (frames × channels, full scale ±32768) and its rate.
+
+    Reads RIFF/WAVE with PCM (8-bit unsigned, 16, 24 or 32-bit), IEEE float (32 or
+    64-bit), µ-law or A-law data, plain or WAVE_FORMAT_EXTENSIBLE; anything else is an
+    ``AudioError`` that says what the file is and why it cannot be used.
+    """
     try:
-        with wave.open(str(path), "rb") as wav:
-            channels = wav.getnchannels()
-            width = wav.getsampwidth()
-            rate = wav.getframerate()
-            frames = wav.getnframes()
-            if frames > rate * MAX_FILE_SECONDS:
-                raise AudioError(f"{path}: longer than {MAX_FILE_SECONDS} s")
-            raw = wav.readframes(frames)
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise AudioError(f"{path}: no such file") from None
-    except (wave.Error, EOFError) as exc:
-        raise AudioError(f"{path}: not a PCM WAV file we can read ({exc})") from None
-    if width == 1:
-        data = (np.frombuffer(raw, np.uint8).astype(np.float64) - 128.0) * 256.0
-    elif width == 2:
-        data = np.frombuffer(raw, "<i2").astype(np.float64)
-    elif width == 3:
-        bytes3 = np.frombuffer(raw, np.uint8).reshape(-1, 3)
-        ints = (
-            bytes3[:, 0].astype(np.int32)
-            | (bytes3[:, 1].astype(np.int32) << 8)
-            | (bytes3[:, 2].astype(np.int32) << 16)
+    except IsADirectoryError:
+        raise AudioError(f"{path}: is a directory, not a WAV file") from None
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot read it ({exc.strerror})") from None
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise AudioError(f"{path}: not a WAV file (no RIFF/WAVE header)")
+    fmt: WavFormat | None = None
+    offset = 12
+    for _ in range(MAX_CHUNKS):
+        if offset + 8 > len(data):
+            break
+        chunk_id = data[offset : offset + 4]
+        (size,) = struct.unpack_from("<I", data, offset + 4)
+        body = data[offset + 8 : offset + 8 + size]
+        if chunk_id == b"fmt ":
+            fmt = _wav_format(path, body)
+        elif chunk_id == b"data":
+            if fmt is None:
+                raise AudioError(f"{path}: the data chunk comes before any fmt chunk")
+            return _decode(path, fmt, body), fmt.rate
+        offset += 8 + size + (size & 1)  # chunks are padded to an even size
+    raise AudioError(f"{path}: no {'fmt' if fmt is None else 'data'} chunk in the file")
+
+
+def _wav_format(path: str | Path, body: bytes) -> WavFormat:
+    if len(body) < 16:
+        raise AudioError(f"{path}: fmt chunk of {len(body)} bytes is too short (16 needed)")
+    tag, channels, rate, _, block_align, bits = struct.unpack_from("<HHIIHH", body)
+    if tag == FORMAT_EXTENSIBLE:
+        if len(body) < 40:
+            raise AudioError(f"{path}: WAVE_FORMAT_EXTENSIBLE fmt chunk is too short")
+        subformat = body[24:40]
+        if subformat[2:] != _SUBTYPE_TAIL:
+            raise AudioError(f"{path}: unknown WAVE_FORMAT_EXTENSIBLE subformat {subformat.hex()}")
+        (tag,) = struct.unpack_from("<H", subformat)
+    if tag not in FORMAT_NAMES:
+        raise AudioError(
+            f"{path}: WAV format tag 0x{tag:04x} is not supported "
+            f"(only {', '.join(FORMAT_NAMES.values())})"
         )
-        ints = np.where(ints >= 1 << 23, ints - (1 << 24), ints)
-        data = ints.astype(np.float64) / 256.0
-    elif width == 4:
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(f"{path}: {channels} channels (1 to {MAX_CHANNELS} are readable)")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(f"{path}: sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
+    allowed = {
+        FORMAT_PCM: (8, 16, 24, 32),
+        FORMAT_FLOAT: (32, 64),
+        FORMAT_ALAW: (8,),
+        FORMAT_MULAW: (8,),
+    }[tag]
+    if bits not in allowed:
+        raise AudioError(f"{path}: {bits}-bit {FORMAT_NAMES[tag]} samples are not supported")
+    if block_align != channels * bits // 8:
+        raise AudioError(
+            f"{path}: block align {block_align} does not match {channels} channels "
+            f"of {bits} bits"
+        )
+    return WavFormat(tag, channels, rate, bits)
+
+
+def _decode(path: str | Path, fmt: WavFormat, raw: bytes) -> np.ndarray:
+    frame_bytes = fmt.channels * fmt.bits // 8
+    frames = len(raw) // frame_bytes
+    if frames > fmt.rate * MAX_FILE_SECONDS:
+        raise AudioError(f"{path}: longer than {MAX_FILE_SECONDS} s")
+    raw = raw[: frames * frame_bytes]  # a truncated last frame is dropped
+    if fmt.tag == FORMAT_PCM and fmt.bits == 8:
+        data = (np.frombuffer(raw, np.uint8).astype(np.float64) - 128.0) * 256.0
+    elif fmt.tag == FORMAT_PCM and fmt.bits == 16:
+        data = np.frombuffer(raw, "<i2").astype(np.float64)
+    elif fmt.tag == FORMAT_PCM and fmt.bits == 24:
+        triples = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        ints = triples[:, 0] | (triples[:, 1] << 8) | (triples[:, 2] << 16)
+        data = np.where(ints >= 1 << 23, ints - (1 << 24), ints).astype(np.float64) / 256.0
+    elif fmt.tag == FORMAT_PCM:
         data = np.frombuffer(raw, "<i4").astype(np.float64) / 65536.0
+    elif fmt.tag == FORMAT_FLOAT:
+        floats = np.frombuffer(raw, "<f4" if fmt.bits == 32 else "<f8").astype(np.float64)
+        data = np.nan_to_num(floats, nan=0.0, posinf=1.0, neginf=-1.0) * 32768.0
+    elif fmt.tag == FORMAT_MULAW:
+        data = np.frombuffer(_dsp.ulaw_decode(raw), "<i2").astype(np.float64)
     else:
-        raise AudioError(f"{path}: {width * 8}-bit samples are not supported")
-    if channels > 1:
-        data = data[: data.size - data.size % channels].reshape(-1, channels).mean(axis=1)
-    data = resample(data, rate, RATE)
-    return np.clip(np.round(data), -32768, 32767).astype(np.int16).tobytes()
+        data = np.frombuffer(_dsp.alaw_decode(raw), "<i2").astype(np.float64)
+    return data.reshape(frames, fmt.channels)
+
+
+def load_wav(path: str | Path) -> bytes:
+    """A WAV file as 8 kHz mono int16 PCM (native endian), whatever its rate and channels
+    (see ``read_wav`` for the encodings); channels are averaged."""
+    frames, rate = read_wav(path)
+    mono = frames.mean(axis=1) if frames.shape[1] > 1 else frames[:, 0]
+    out = resample(mono, rate, RATE)
+    return np.clip(np.round(out), -32768, 32767).astype(np.int16).tobytes()
 
 
 _SEGMENT = re.compile(r"^\s*(\d+(?:\.\d+)?(?:\s*\+\s*\d+(?:\.\d+)?)*)\s*:\s*(\d+)\s*$")

@@ -161,8 +161,8 @@ class Call:
         self._dtmf_send, self._dtmf_receive = trio.open_memory_channel[str](DTMF_QUEUE)
         self._audio_readers: list[deque[bytes]] = []
         self._audio_wakeup = trio.Event()
-        self._recorders: list[tuple[WavWriter, deque[bytes]]] = []
-        self._sent_tap: deque[bytes] = deque(maxlen=500)
+        self._recorders: list[WavWriter] = []
+        self._sent = _SentAudio()
 
     # --- identity ---------------------------------------------------------------------
 
@@ -191,16 +191,23 @@ class Call:
 
     def write(self, pcm: bytes) -> None:
         """Queue 8 kHz int16 PCM without waiting (echo apps, generated audio)."""
+        self._queue_pcm(pcm)
+
+    def _queue_pcm(self, pcm: bytes) -> None:
         session = self._runtime.require_media()
-        session.play(pcm)
-        self._sent_tap.append(pcm)
+        try:
+            session.play(pcm)
+        except media.MediaError as exc:
+            raise CallError(str(exc)) from None
+        self._sent.queued(pcm, session.playback_queued, recording=self._stereo_recording)
+
+    @property
+    def _stereo_recording(self) -> bool:
+        return any(writer.stereo for writer in self._recorders)
 
     async def _play_pcm(self, pcm: bytes, wait: bool) -> None:
-        session = self._runtime.require_media()
         drained = self._runtime.playback_drained_event()
-        session.play(pcm)
-        for offset in range(0, len(pcm), 320):
-            self._sent_tap.append(pcm[offset : offset + 320])
+        self._queue_pcm(pcm)
         if wait:
             await drained.wait()
             self._runtime.check_alive()
@@ -225,7 +232,9 @@ class Call:
         return session.statistics().as_dict() if session is not None else {}
 
     async def stop_playback(self) -> None:
+        """Drop whatever is still queued for playback (barge-in)."""
         self._runtime.require_media().stop_playback()
+        self._sent.clear()
 
     async def send_dtmf(self, digits: str, *, duration_ms: int = 100) -> None:
         """Send DTMF: RFC 4733 events when negotiated, else in-band tones."""
@@ -283,32 +292,37 @@ class Call:
     @asynccontextmanager
     async def record(self, path: str | Path, *, stereo: bool = False) -> AsyncIterator[WavWriter]:
         """Record what the far end says (and, with ``stereo``, what we sent, on the right)."""
-        writer = WavWriter(path, stereo=stereo)
-        self._sent_tap.clear()
-        entry = (writer, self._sent_tap)
-        self._recorders.append(entry)
-        self._runtime.want_audio(True)
+        writer = self.start_recording(path, stereo=stereo)
         try:
             yield writer
         finally:
-            if entry in self._recorders:
-                self._recorders.remove(entry)
+            if writer in self._recorders:
+                self._recorders.remove(writer)
             writer.close()
             self._runtime.want_audio(bool(self._audio_readers or self._recorders))
 
     def start_recording(self, path: str | Path, *, stereo: bool = False) -> WavWriter:
         """Record until the call ends (the ``record`` control op)."""
-        writer = WavWriter(path, stereo=stereo)
-        self._recorders.append((writer, self._sent_tap))
+        try:
+            writer = WavWriter(path, stereo=stereo)
+        except OSError as exc:
+            raise CallError(f"{path}: cannot record there ({exc.strerror})") from None
+        if stereo and not self._stereo_recording:
+            session = self._runtime.session
+            self._sent.start(session.playback_queued if session is not None else 0)
+        self._recorders.append(writer)
         self._runtime.want_audio(True)
         return writer
 
     def _deliver_audio(self, frames: list[bytes]) -> None:
         for queue in self._audio_readers:
             queue.extend(frames)
-        for writer, tap in self._recorders:
+        if self._recorders:
+            stereo = self._stereo_recording
             for frame in frames:
-                writer.write(frame, tap.popleft() if tap else None)
+                sent = self._sent.take(len(frame)) if stereo else None
+                for writer in self._recorders:
+                    writer.write(frame, sent)
         self._audio_wakeup.set()
         self._audio_wakeup = trio.Event()
 
@@ -319,7 +333,7 @@ class Call:
     def _close(self) -> None:
         self._dtmf_send.close()
         self._audio_wakeup.set()
-        for writer, _ in list(self._recorders):
+        for writer in list(self._recorders):
             writer.close()
         self._recorders.clear()
 
@@ -332,6 +346,41 @@ class Call:
 
     async def wait_ended(self) -> None:
         await self._runtime.ended.wait()
+
+
+class _SentAudio:
+    """What we queued to send, for the right channel of a stereo recording.
+
+    The media loop sends one frame per tick and delivers one received frame per tick, so
+    taking one frame of this per received frame keeps the channels in step. It holds
+    only what is not yet sent (``unsent`` from the session) unless a stereo recording
+    is reading it.
+    """
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+
+    def start(self, unsent_samples: int) -> None:
+        """A stereo recording starts: keep what is still to be sent, in order."""
+        self._trim(unsent_samples)
+
+    def queued(self, pcm: bytes, unsent_samples: int, *, recording: bool) -> None:
+        self._pending += pcm
+        if not recording:
+            self._trim(unsent_samples)
+
+    def take(self, size: int) -> bytes:
+        chunk = bytes(self._pending[:size])
+        del self._pending[:size]
+        return chunk + bytes(size - len(chunk))
+
+    def clear(self) -> None:
+        self._pending.clear()
+
+    def _trim(self, unsent_samples: int) -> None:
+        keep = max(0, unsent_samples) * 2
+        if len(self._pending) > keep:
+            del self._pending[: len(self._pending) - keep]
 
 
 DTMF_SYMBOLS = "0123456789*#ABCD"
@@ -1326,8 +1375,8 @@ class CallRuntime:
             case "record":
                 try:
                     self.require_media()
-                    self.call.start_recording(args["file"])
-                except (CallError, OSError) as exc:
+                    self.call.start_recording(args["file"], stereo=bool(args.get("stereo")))
+                except CallError as exc:
                     raise ControlError("bad_state", str(exc)) from None
                 return {}
             case "dialog":

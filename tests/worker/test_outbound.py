@@ -6,6 +6,8 @@ user of gosipd sees (the events, the recorded audio) and what the far end saw.
 
 from __future__ import annotations
 
+import wave
+
 import numpy as np
 import pytest
 import trio
@@ -233,3 +235,34 @@ async def test_max_duration_hangs_up_with_its_own_cause(sipp_uas, place_call):
     assert end["cause"] == "max_duration"
     assert 1.0 <= end["duration_s"] < 1.5
     assert echo.received("BYE") == 1
+
+
+def onset_s(samples: np.ndarray, rate: int, threshold: float = 2000.0) -> float:
+    loud = np.flatnonzero(np.abs(samples) > threshold)
+    assert len(loud), "no audio above the threshold"
+    return float(loud[0] / rate)
+
+
+async def test_a_stereo_recording_has_the_far_end_left_and_us_right_in_step(
+    sipp_uas, place_call, tmp_path
+):
+    echo = sipp_uas("echo")
+    recording = tmp_path / "stereo.wav"
+
+    async def app(call: Call) -> None:
+        await call.play_tones("0:200", wait=True)  # something is playing when we start
+        async with call.record(recording, stereo=True):
+            await call.play_tones("0:300,1000:1000,0:300")
+
+    await place_call(echo.uri(), app)
+
+    with wave.open(str(recording)) as w:
+        assert (w.getnchannels(), w.getframerate(), w.getsampwidth()) == (2, 8000, 2)
+        frames = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2)
+    far, ours = frames[:, 0].astype(float), frames[:, 1].astype(float)
+    assert abs(onset_s(ours, 8000) - 0.3) < 0.03  # what we sent, when we sent it
+    lag = onset_s(far, 8000) - onset_s(ours, 8000)
+    print(f"echo lag in the stereo recording: {lag * 1000:.0f} ms")
+    assert 0.0 <= lag < 0.2  # the echo: a round trip and a jitter buffer later
+    assert tone_ratio(ours[2400:10400], 8000, 1000) > 0.95
+    assert tone_ratio(far[3200:10400], 8000, 1000) > 0.9
