@@ -159,8 +159,7 @@ def _wav_format(path: str | Path, body: bytes) -> WavFormat:
         raise AudioError(f"{path}: {bits}-bit {FORMAT_NAMES[tag]} samples are not supported")
     if block_align != channels * bits // 8:
         raise AudioError(
-            f"{path}: block align {block_align} does not match {channels} channels "
-            f"of {bits} bits"
+            f"{path}: block align {block_align} does not match {channels} channels of {bits} bits"
         )
     return WavFormat(tag, channels, rate, bits)
 

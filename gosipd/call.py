@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import ipaddress
 import math
 import os
+import pkgutil
 import random
 import secrets
 import socket
@@ -45,8 +47,9 @@ from typing import Any
 import trio
 
 from gosipd import __version__, media, sdp
+from gosipd import apps as apps_package
 from gosipd.audio import AudioError, WavWriter, load_wav, tones_from_spec
-from gosipd.config import Config, parse_hostport
+from gosipd.config import Config
 from gosipd.control import ControlError, ControlRequest, ok_reply
 from gosipd.locate import (
     Datagram,
@@ -63,12 +66,13 @@ from gosipd.locate import (
 )
 from gosipd.log import get_logger
 from gosipd.publication import CallPublication, EventBus, serve_stream
-from gosipd.sip import URI, NameAddr, SIPParseError
+from gosipd.sip import URI
 from gosipd.sip import events as ev
 from gosipd.sip.digest import Credentials
 from gosipd.sip.timers import Timers
 from gosipd.sip.transaction import ProtocolError
 from gosipd.sip.ua import CallState, UAConfig, UserAgent
+from gosipd.trunk import DialError, caller_identity, dial_target
 
 __all__ = ["Call", "CallError", "CallRuntime", "CallSpec", "dtmf_from_info", "resolve_app"]
 
@@ -128,25 +132,44 @@ class CallSpec:
 
 
 def resolve_app(name: str | None) -> tuple[App, str | None]:
-    """``echo``, ``play:FILE``, ``tone:HZ``... or ``package.module:function[:ARG]``."""
-    name = name or "echo"
-    builtin, _, arg = name.partition(":")
-    if builtin.isidentifier():
+    """The app a name means, and its argument (None when the name has none).
+
+    ``echo``, ``play:FILE``, ``tone:HZ``... name a built-in (``gosipd.apps.<name>.run``
+    with the rest as its argument); anything else is ``module:function[:ARG]`` (or
+    ``module`` for its ``run``). The function must be ``async def app(call)``.
+    """
+    name = (name or "echo").strip()
+    head, _, rest = name.partition(":")
+    if head.isidentifier():
+        builtin = f"gosipd.apps.{head}"
         try:
-            module = importlib.import_module(f"gosipd.apps.{builtin}")
-        except ModuleNotFoundError:
-            raise CallError(f"no built-in app {builtin!r}") from None
-        return module.run, arg or None
-    module_name, _, rest = name.partition(":")
+            return _async_app(name, importlib.import_module(builtin).run), rest or None
+        except ModuleNotFoundError as exc:
+            if exc.name != builtin:
+                raise CallError(f"built-in app {head!r} cannot load: {exc}") from None
+        except AttributeError:
+            raise CallError(f"built-in app {head!r} has no run()") from None
     function, _, arg = rest.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(head)
+    except ImportError as exc:
+        known = sorted(m.name for m in pkgutil.iter_modules(apps_package.__path__))
+        raise CallError(
+            f"no app {name!r}: no built-in {head!r} (built-ins: {', '.join(known)}) "
+            f"and no module to import ({exc})"
+        ) from None
+    try:
         app = getattr(module, function or "run")
-    except (ImportError, AttributeError) as exc:
-        raise CallError(f"cannot load app {name!r}: {exc}") from None
-    if not callable(app):
-        raise CallError(f"app {name!r} is not callable")
-    return app, arg or None
+    except AttributeError:
+        raise CallError(f"no app {name!r}: {head} has no {function or 'run'!r}") from None
+    return _async_app(name, app), arg or None
+
+
+def _async_app(name: str, app: Any) -> App:
+    call_method = getattr(app, "__call__", None)  # noqa: B004 - an instance with async __call__
+    if not (inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call_method)):
+        raise CallError(f"app {name!r} is not an async function (async def app(call): ...)")
+    return app  # type: ignore[no-any-return]
 
 
 class Call:
@@ -593,16 +616,15 @@ class CallRuntime:
     # outbound
     # ======================================================================
 
-    def _ua_config(self, local: tuple[str, int]) -> UAConfig:
+    def _ua_config(
+        self, local: tuple[str, int], outbound: tuple[str, int] | None = None
+    ) -> UAConfig:
+        """``outbound``: the located trunk proxy, where requests go when the dialog's
+        next hop is a name we did not locate."""
         trunk = self.config.trunk
         credentials = None
         if trunk.username and trunk.password:
             credentials = Credentials(trunk.username, trunk.password, trunk.realm)
-        outbound = None
-        if trunk.proxy:
-            host, port = parse_hostport(trunk.proxy, 5060, "trunk.proxy")
-            if _routable_host(host):
-                outbound = (host, port)
         return UAConfig(
             local_address=local,
             contact_user="gosipd",
@@ -611,32 +633,6 @@ class CallRuntime:
             outbound_proxy=outbound,
             accept=ACCEPTED_BODIES,
         )
-
-    def _request_uri(self) -> tuple[URI, str, int | None]:
-        """The Request-URI, and the host (and port) to locate."""
-        target = self.spec.to.strip()
-        trunk = self.config.trunk
-        if target.startswith(("sip:", "sips:")):
-            try:
-                uri = URI.parse(target)
-            except SIPParseError as exc:
-                raise CallError(f"{target!r} is not a SIP URI: {exc.reason}") from None
-            if trunk.proxy:
-                host, port = parse_hostport(trunk.proxy, 5060, "trunk.proxy")
-                return uri, host, port
-            return uri, uri.host, uri.port
-        number = target.removeprefix("tel:")
-        if not trunk.configured:
-            raise CallError(
-                f"{target!r} is a number, and no trunk is configured to dial it "
-                "(give a full SIP URI, or set [trunk] domain/proxy)"
-            )
-        domain = trunk.domain or parse_hostport(trunk.proxy or "", 5060, "trunk.proxy")[0]
-        uri = URI(scheme="sip", user=f"{trunk.prefix}{number}", host=domain)
-        if trunk.proxy:
-            host, port = parse_hostport(trunk.proxy, 5060, "trunk.proxy")
-            return uri, host, port
-        return uri, domain, None
 
     async def _locate(self, host: str, port: int | None, secure: bool) -> list[Target]:
         if self._locator is None:
@@ -654,8 +650,12 @@ class CallRuntime:
         return list(location.targets)
 
     async def _start_outbound(self) -> None:
-        request_uri, host, port = self._request_uri()
-        targets = await self._locate(host, port, request_uri.scheme == "sips")
+        try:
+            dial = dial_target(self.spec.to, self.config.trunk)
+        except DialError as exc:
+            raise CallError(str(exc)) from None
+        request_uri = dial.request_uri
+        targets = await self._locate(dial.host, dial.port, dial.secure)
         first = targets[0].address
         self._local_ip = self._advertised_ip(first)
         bind_host = (
@@ -663,7 +663,8 @@ class CallRuntime:
         )
         self.endpoint = UdpEndpoint(bind_host, 0)
         local = (self._local_ip, self.endpoint.local_address[1])
-        self.ua = _FailoverUserAgent(self._ua_config(local), rng=self.rng)
+        outbound = targets[0].endpoint if dial.via_proxy else None
+        self.ua = _FailoverUserAgent(self._ua_config(local, outbound), rng=self.rng)
         self._rtp = media.bind_rtp_pair(
             self._bind_ip(), range(self.config.rtp_port_min, self.config.rtp_port_max, 2)
         )
@@ -677,11 +678,10 @@ class CallRuntime:
         self._log_failover()
         if target is None:
             raise CallError("no target to call")
-        trunk = self.config.trunk
-        from_text = self.spec.from_ or trunk.from_uri or f"sip:gosipd@{self._local_ip}"
-        from_ = NameAddr.parse(from_text if "<" in from_text else f"<{from_text}>")
-        if trunk.caller_id and from_.display_name is None:
-            from_ = from_.replace(display_name=trunk.caller_id)
+        try:
+            from_ = caller_identity(self.spec.from_, self.config.trunk, self._local_ip)
+        except DialError as exc:
+            raise CallError(str(exc)) from None
         self.remote_uri = str(request_uri)
         ring_timeout = self.spec.ring_timeout or self.config.limits.ring_timeout_s
         self._ring_deadline = trio.current_time() + ring_timeout

@@ -3,6 +3,7 @@ tone specs; recordings. Judged with FFTs, not by comparing bytes."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import struct
 import wave
@@ -234,10 +235,8 @@ def test_a_directory_is_not_a_wav_file(tmp_path):
 def test_garbage_after_a_riff_header_raises_audio_error_or_loads(tmp_path_factory, blob):
     path = tmp_path_factory.mktemp("fuzz") / "x.wav"
     path.write_bytes(b"RIFF" + struct.pack("<I", len(blob) + 4) + b"WAVE" + blob)
-    try:
+    with contextlib.suppress(AudioError):  # anything else (a crash) fails the test
         load_wav(path)
-    except AudioError:
-        pass
 
 
 # --------------------------------------------------------------------------- tone specs

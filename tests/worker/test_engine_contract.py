@@ -17,7 +17,10 @@ from gosipd.sip.ua import UAConfig, UserAgent
 
 ALICE = ("192.0.2.10", 5060)
 SERVER = ("192.0.2.20", 5060)
-OFFER = b"v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
+OFFER = (
+    b"v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\n"
+    b"t=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
+)
 
 
 def dial(ua: UserAgent) -> Request:

@@ -28,9 +28,7 @@ async def answer_one_bye(sock: trio.socket.SocketType, seen: list[Request]) -> N
                 await sock.sendto(bytes(Response.for_request(message, 200)), source)
 
 
-async def test_a_far_end_that_vanishes_mid_call_is_hung_up_on_media_timeout(
-    sipp_uas, place_call
-):
+async def test_a_far_end_that_vanishes_mid_call_is_hung_up_on_media_timeout(sipp_uas, place_call):
     echo = sipp_uas("echo")
     config = config_with(limits={"media_timeout_s": 1.0})
     requests: list[Request] = []

@@ -67,9 +67,7 @@ async def test_a_reinvite_that_moves_the_media_sends_our_audio_to_the_new_addres
     assert end["duration_s"] >= 3 * PAUSE_MS / 1000
 
 
-async def test_a_far_end_hold_stops_our_audio_and_a_resume_restarts_it(
-    sipp_uas, place_call
-):
+async def test_a_far_end_hold_stops_our_audio_and_a_resume_restarts_it(sipp_uas, place_call):
     sink = await RtpSink.bind()
     uas = sipp_uas(
         "reinvite",

@@ -129,9 +129,7 @@ async def test_a_401_is_answered_with_the_trunk_credentials(sipp_uas, place_call
     assert end["answered"] and end["cause"] == "local_hangup"
 
 
-async def test_a_401_with_wrong_credentials_fails_the_call_without_looping(
-    sipp_uas, place_call
-):
+async def test_a_401_with_wrong_credentials_fails_the_call_without_looping(sipp_uas, place_call):
     uas = sipp_uas("auth401", user="trunkuser", password="s3cret")
     config = config_with(trunk=TrunkConfig(username="trunkuser", password="wrong"))
 
