@@ -618,3 +618,31 @@ def test_a_new_source_takes_over_after_the_latched_one_falls_silent(
     assert receive(rebound, 2)
     latched = [e for e in session.process() if isinstance(e, RemoteLatched)]
     assert latched[-1].address == rebound.getsockname() == session.remote
+
+
+def test_ipv6_media_both_ways() -> None:
+    try:
+        a_sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        a_sock.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this host")
+    b_sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    b_sock.bind(("::1", 0))
+    a = MediaSession(
+        a_sock, negotiated(b_sock.getsockname()[1], remote_address="::1"), media_timeout=0
+    )
+    b = MediaSession(
+        b_sock, negotiated(a_sock.getsockname()[1], remote_address="::1"), media_timeout=0
+    )
+    a.start()
+    b.start()
+    time.sleep(0.5)
+    latched = [e for e in a.process() if isinstance(e, RemoteLatched)]
+    b_address = b_sock.getsockname()[:2]
+    stats = a.close()
+    b.close()
+    a_sock.close()
+    b_sock.close()
+    assert stats.packets_received >= 20 and stats.packets_lost == 0
+    assert latched == [RemoteLatched(b_address)]
+    assert stats.as_dict()["packets_received"] == stats.packets_received
