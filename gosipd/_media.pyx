@@ -808,7 +808,6 @@ cdef class MediaLoop:
     cdef RecvStats _stats
     cdef uint8_t _out[12 + 4 * JB_MAX_FRAME]
     cdef int16_t _pcm[JB_MAX_FRAME]
-    cdef int16_t _tone_pcm[JB_MAX_FRAME]
     cdef uint16_t _seq
     cdef uint32_t _ts
     cdef uint32_t _ssrc
