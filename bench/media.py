@@ -33,11 +33,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import mmap
 import os
 import resource
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -97,15 +99,39 @@ def _media_to(port: int) -> NegotiatedMedia:
 # ---------------------------------------------------------------------------
 
 
+class Window:
+    """The measurement window, shared with the forked call processes.
+
+    The parent publishes it once every process is forked and running, so a
+    slow fork on a busy host shortens nobody's window.
+    """
+
+    def __init__(self) -> None:
+        self._memory = mmap.mmap(-1, 16)  # anonymous and shared across fork
+
+    def publish(self, t0: float, t1: float) -> None:
+        self._memory[8:16] = struct.pack("d", t1)
+        self._memory[0:8] = struct.pack("d", t0)  # t0 last: non-zero means complete
+
+    def read(self) -> tuple[float, float] | None:
+        t0 = struct.unpack("d", self._memory[0:8])[0]
+        return None if t0 == 0.0 else (t0, struct.unpack("d", self._memory[8:16])[0])
+
+    async def wait(self) -> tuple[float, float]:
+        while (window := self.read()) is None:
+            await trio.sleep(0.05)
+        return window
+
+
 #: SCHED_FIFO priority for the media threads in a level (None: normal scheduling).
 REALTIME: int | None = None
 
 
-def _call_process(echo_port: int, t0: float, t1: float, out: Path) -> None:
+def _call_process(echo_port: int, window: Window, out: Path) -> None:
     """The body of one forked call process (never returns)."""
     status = 0
     try:
-        result = trio.run(_call, echo_port, t0, t1)
+        result = trio.run(_call, echo_port, window)
         out.write_text(json.dumps(result))
     except BaseException as exc:  # report, never hang the bench
         out.write_text(json.dumps({"error": repr(exc)}))
@@ -113,7 +139,7 @@ def _call_process(echo_port: int, t0: float, t1: float, out: Path) -> None:
     os._exit(status)
 
 
-async def _call(echo_port: int, t0: float, t1: float) -> dict[str, object]:
+async def _call(echo_port: int, window: Window) -> dict[str, object]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     session = MediaSession(sock, _media_to(echo_port), media_timeout=0, realtime_priority=REALTIME)
@@ -128,6 +154,8 @@ async def _call(echo_port: int, t0: float, t1: float) -> dict[str, object]:
                 pass
 
         nursery.start_soon(drive)
+        t0, t1 = await window.wait()
+        result["late_start_s"] = max(0.0, time.monotonic() - t0)  # > 0: a partial window
         await trio.sleep(max(0.0, t0 - time.monotonic()))
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
         counters0 = loop.counters()
@@ -137,9 +165,14 @@ async def _call(echo_port: int, t0: float, t1: float) -> dict[str, object]:
         counters1 = loop.counters()
         hist1 = loop.lateness_histogram()[1]
         result["uss_kb"] = _uss_kb()
+        result["window_sent"] = counters1["packets_sent"] - counters0["packets_sent"]
         session.hold()  # stop sending, then let the echoes in flight come back
-        await trio.sleep(0.4)
+        await trio.sleep(0.2)
         final = loop.counters()
+        give_up = time.monotonic() + 3.0
+        while final["packets_received"] < final["packets_sent"] and time.monotonic() < give_up:
+            await trio.sleep(0.1)
+            final = loop.counters()
         nursery.cancel_scope.cancel()
     session.close()
     ticks = counters1["ticks"] - counters0["ticks"]
@@ -162,18 +195,19 @@ async def _call(echo_port: int, t0: float, t1: float) -> dict[str, object]:
 # ---------------------------------------------------------------------------
 
 
-def _trio_pacer_process(echo_port: int, t0: float, t1: float, out: Path) -> None:
+def _trio_pacer_process(echo_port: int, window: Window, out: Path) -> None:
     status = 0
     try:
-        out.write_text(json.dumps(trio.run(_trio_pacer, echo_port, t0, t1)))
+        out.write_text(json.dumps(trio.run(_trio_pacer, echo_port, window)))
     except BaseException as exc:
         out.write_text(json.dumps({"error": repr(exc)}))
         status = 1
     os._exit(status)
 
 
-async def _trio_pacer(echo_port: int, t0: float, t1: float) -> dict[str, object]:
+async def _trio_pacer(echo_port: int, window: Window) -> dict[str, object]:
     """The same work as one tick of the native loop, paced by ``trio.sleep_until``."""
+    t0, t1 = await window.wait()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
@@ -336,8 +370,8 @@ class Level:
     p50_ms: float
     p99_ms: float
     max_ms: float
-    sent: int
-    lost: int
+    sent: int  # in the window
+    lost: int  # of everything sent
     cpu_us_per_tick: float
     thread_us_per_tick: float
     uss_mean_mb: float
@@ -345,6 +379,7 @@ class Level:
     reflector_cpu_pct: float
     machine_busy_pct: float
     errors: int
+    late_starts: int
 
 
 _EDGES_US = [10 * (i + 1) for i in range(500)] + [5000 + 1000 * (i + 1) for i in range(100)]
@@ -361,20 +396,21 @@ def _percentile(counts: np.ndarray, q: float) -> float:
 def run_level(
     calls: int, seconds: float, reflector: Reflector, workdir: Path, *, body: object = None
 ) -> list[dict[str, object]]:
-    """Fork ``calls`` processes; every one measures [t0, t1]. Returns their reports."""
+    """Fork ``calls`` processes; every one measures the same window. Returns their reports."""
     target = body or _call_process
+    window = Window()
     gc.collect()
     gc.freeze()
-    settle = 2.0 + calls * 0.004
-    t0 = time.monotonic() + settle
-    t1 = t0 + seconds
     pids = []
     for i in range(calls):
         pid = os.fork()
         if pid == 0:
-            target(reflector.port, t0, t1, workdir / f"call-{i}.json")  # type: ignore[operator]
+            target(reflector.port, window, workdir / f"call-{i}.json")  # type: ignore[operator]
         pids.append(pid)
     gc.unfreeze()
+    t0 = time.monotonic() + 1.0 + calls * 0.002  # every call is running by then
+    t1 = t0 + seconds
+    window.publish(t0, t1)
     time.sleep(max(0.0, t0 - time.monotonic()))
     cpu0, busy0 = _process_cpu(reflector.process.pid), _machine_busy()
     time.sleep(max(0.0, t1 - time.monotonic()))
@@ -386,10 +422,10 @@ def run_level(
         path = workdir / f"call-{i}.json"
         reports.append(json.loads(path.read_text()) if path.exists() else {"error": "no report"})
         path.unlink(missing_ok=True)
-    window = t1 - t0
+    span = t1 - t0
     reports.append(
         {
-            "reflector_cpu_pct": 100 * (cpu1 - cpu0) / window,
+            "reflector_cpu_pct": 100 * (cpu1 - cpu0) / span,
             "machine_busy_pct": 100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]),
         }
     )
@@ -406,6 +442,7 @@ def summarise(calls: int, reports: list[dict[str, object]]) -> Level:
     ticks = sum(int(r["ticks"]) for r in good)  # type: ignore[call-overload]
     sent = sum(int(r["sent"]) for r in good)  # type: ignore[call-overload]
     received = sum(int(r["received"]) for r in good)  # type: ignore[call-overload]
+    window_sent = sum(int(r["window_sent"]) for r in good)  # type: ignore[call-overload]
     uss = [int(r["uss_kb"]) / 1024 for r in good]  # type: ignore[call-overload]
     max_index = int(np.nonzero(counts)[0].max()) if counts.any() else 0
     return Level(
@@ -413,7 +450,7 @@ def summarise(calls: int, reports: list[dict[str, object]]) -> Level:
         p50_ms=_percentile(counts, 0.5),
         p99_ms=_percentile(counts, 0.99),
         max_ms=_EDGES_US[max_index] / 1000 if max_index < len(_EDGES_US) else float("inf"),
-        sent=sent,
+        sent=window_sent,
         lost=sent - received,
         cpu_us_per_tick=1e6 * sum(float(r["cpu_s"]) for r in good) / max(1, ticks),  # type: ignore[arg-type]
         thread_us_per_tick=1e6 * sum(float(r["thread_cpu_s"]) for r in good) / max(1, ticks),  # type: ignore[arg-type]
@@ -422,6 +459,7 @@ def summarise(calls: int, reports: list[dict[str, object]]) -> Level:
         reflector_cpu_pct=float(meta["reflector_cpu_pct"]),  # type: ignore[arg-type]
         machine_busy_pct=float(meta["machine_busy_pct"]),  # type: ignore[arg-type]
         errors=len(reports) - 1 - len(good),
+        late_starts=sum(1 for r in good if float(r["late_start_s"]) > 0.0),  # type: ignore[arg-type]
     )
 
 
@@ -442,8 +480,10 @@ def warm_up(port: int) -> None:
     parent before ``gc.freeze()``, those pages stay shared with every child
     instead of being copied into each one.
     """
+    window = Window()
     now = time.monotonic()
-    trio.run(_call, port, now + 0.2, now + 0.4)
+    window.publish(now + 0.2, now + 0.4)
+    trio.run(_call, port, window)
 
 
 def _udp_drops() -> int:
@@ -506,6 +546,7 @@ def main(
             f" {r.uss_mean_mb:>5.2f}/{r.uss_max_mb:<5.2f}"
             f" {r.reflector_cpu_pct:>8.1f}% {r.machine_busy_pct:>7.1f}%"
             + (f"  ({r.errors} call processes failed)" if r.errors else "")
+            + (f"  ({r.late_starts} started late)" if r.late_starts else "")
         )
     print("(µs/tick, %core: CPU of one call process, all threads; thread: its media thread;")
     print(" drops: UDP receive-buffer drops on the host; reflector: % of one core;")

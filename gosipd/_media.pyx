@@ -19,10 +19,12 @@ timestamp still advances by the real time elapsed) instead of bursting.
 1. Apply a new configuration if Python published one (a seqlock-protected
    block: remote address, direction, payload types, ptime, timeout...).
 2. Send: an RFC 4733 packet if the event script has one for this tick, else
-   audio: in-band DTMF tones if queued, else the app's playback, else
-   comfort noise; G.711-encoded with ``_dsp``'s tables. The timestamp
-   advances by one frame every tick whatever is sent (and on hold, when
-   nothing is sent), so audio after DTMF or hold is correctly timed.
+   audio: in-band DTMF tones if queued, else the app's playback,
+   G.711-encoded with ``_dsp``'s tables, and comfort noise for whatever the
+   app did not supply (copied from a table encoded once at import, which
+   every forked call process shares). The timestamp advances by one frame
+   every tick whatever is sent (and on hold, when nothing is sent), so audio
+   after DTMF or hold is correctly timed.
 3. Receive: drain the socket with ``recvmmsg`` (non-blocking, 8 at a time),
    with kernel arrival times (``SO_TIMESTAMPNS``) so that jitter is
    measured on real arrivals, not on tick boundaries. Each datagram is
@@ -30,13 +32,14 @@ timestamp still advances by the real time elapsed) instead of bursting.
    RTCP on a muxed port goes to Python), checked against the symmetric-RTP
    latch, counted in the RFC 3550 A.1/A.8 statistics, and its payload goes
    to the jitter buffer (audio) or to Python (telephone events).
-4. Play out one frame from the jitter buffer into the received-audio ring,
-   and through the in-band DTMF detector when no telephone-event was
-   negotiated.
+4. Play out one frame from the jitter buffer (into the received-audio ring
+   if the app asked for audio), and through the in-band DTMF detector when
+   no telephone-event was negotiated.
 5. Raise events (media timeout, playback low/drained, DTMF script done,
    in-band digit) and, if any, write the eventfd once.
 
-**Python and the thread share only lock-free rings**, each with one writer:
+**Python and the thread share only lock-free rings**, each with one writer,
+all in one anonymous mapping whose pages cost memory only once written:
 playback PCM, in-band tone PCM and the RFC 4733 tick script go in
 (single-producer/single-consumer, acquire/release indices); received frames
 come out through a ring whose slots carry a sequence number (a per-slot
@@ -44,6 +47,12 @@ seqlock), so the thread overwrites the oldest frame when the app does not
 read and the reader detects and counts what it lost; events and packets for
 Python come out through SPSC rings. Counters are single-writer 64-bit words.
 Python never blocks the thread and the thread never waits for Python.
+
+**Priority.** By default the thread is an ordinary SCHED_OTHER thread; with
+``realtime_priority`` it runs under SCHED_FIFO (when the process may), so
+that other work on the host cannot delay a tick: measured on the shared
+2-core bench host with 500 calls, p99 send lateness is 0.06 ms under FIFO
+against tens of ms at normal priority while other tenants load the CPUs.
 
 **The eventfd** (``fileno()``) is what trio waits on
 (``trio.lowlevel.wait_readable``); the Python side (``gosipd.media``) reads
@@ -799,7 +808,6 @@ cdef class MediaLoop:
     cdef RecvStats _stats
     cdef uint8_t _out[12 + 4 * JB_MAX_FRAME]
     cdef int16_t _pcm[JB_MAX_FRAME]
-    cdef int16_t _tone_pcm[JB_MAX_FRAME]
     cdef uint16_t _seq
     cdef uint32_t _ts
     cdef uint32_t _ssrc

@@ -8,11 +8,15 @@ CSeq, Contact, Max-Forwards). Both are written here, as C loops over the raw oct
 because a pure-Python parser costs 20-80 µs per message and ours must stay under 5.
 
 Speed comes from not building what nobody reads. ``parse_message`` frames the datagram,
-checks the start line and the header names, and stores each header field as one
-string. A typed value (a Via, a NameAddr, a URI) is a *view* of its text: parsing it
-validates the whole ABNF production in one pass without allocating, and remembers
-where the parts are; ``via.branch`` or ``name_addr.tag`` are then found in the text
-when asked for, and the full ``params`` mapping is built only if someone wants it.
+checks the start line and the header names, and records where each header field's
+value lies in the datagram (a string is made when someone reads it); it also notes
+where the headers the engine always reads are, so that reading them needs no search.
+A typed value (a Via, a NameAddr, a URI) is a *view* of its text: parsing it validates
+the whole ABNF production in one pass without allocating, and remembers where the
+parts are; ``via.branch`` or ``name_addr.tag`` are then cut out when asked for, and
+the full ``params`` mapping is built only if someone wants it. ``Headers`` and the
+core of a message (``MessageCore``) live here too, so that ``msg.via`` is a C call;
+``gosipd.sip`` subclasses them with the builders and the less frequent headers.
 
 The grammar is RFC 3261 §25 (with RFC 3966 for tel: URIs and RFC 5118 for IPv6
 references). Everything raises ``SIPParseError`` (a ValueError) and nothing else, for
@@ -67,7 +71,8 @@ cdef extern from "Python.h":
 
 #: The largest datagram we accept (64 KiB); UDP cannot carry more anyway.
 MAX_MESSAGE_SIZE = 65_536
-#: The most header fields (lines, after unfolding) one message may carry.
+#: The most header fields (lines, after unfolding) one message may carry, besides
+#: Content-Length.
 MAX_HEADERS = 256
 
 DEF C_MAX_MESSAGE = 65536
@@ -2974,7 +2979,7 @@ cdef class Headers:
 
     # -- writing
 
-    def serialize(self, str start_line, bytes body):
+    def serialize(self, str start_line not None, bytes body not None):
         """The message as bytes: start line, fields, a Content-Length computed from
         ``body`` (where the first one was, else last), the empty line, the body.
 
@@ -3048,6 +3053,12 @@ cdef object _missing(str name):
     return SIPParseError(f"missing header {name!r}", -1, header=name)
 
 
+cdef object _via_arg(object value):
+    if isinstance(value, Via):
+        return value
+    raise TypeError(f"expected a Via, not {type(value).__name__}")
+
+
 cdef object _name_addr_arg(object value):
     if isinstance(value, NameAddr):
         return value
@@ -3064,11 +3075,36 @@ cdef class MessageCore:
     change a message through the setters and ``push_via``/``pop_via``.
     """
 
-    cdef public Headers headers
-    cdef public bytes body
+    cdef Headers _headers
+    cdef bytes _body
+
+    cdef inline Headers _hd(self):
+        if self._headers is None:
+            raise TypeError(f"this {type(self).__name__} has no headers (made without __init__)")
+        return self._headers
+
+    @property
+    def headers(self):
+        """The header fields (a Headers)."""
+        return self._hd()
+
+    @headers.setter
+    def headers(self, Headers value not None):
+        self._headers = value
+
+    @property
+    def body(self):
+        """The message body (bytes; Content-Length is written from it)."""
+        return self._body if self._body is not None else b""
+
+    @body.setter
+    def body(self, value):
+        if not isinstance(value, (bytes, bytearray)):
+            raise TypeError(f"body must be bytes, not {type(value).__name__}")
+        self._body = bytes(value)
 
     def __bytes__(self):
-        return self.headers.serialize(self.start_line(), self.body)
+        return self._hd().serialize(self.start_line(), self.body)
 
     def start_line(self):
         raise NotImplementedError
@@ -3078,28 +3114,28 @@ cdef class MessageCore:
     @property
     def via(self):
         """The Via hops, top (most recent) first."""
-        return list(self.headers._via())
+        return list(self._hd()._via())
 
     @via.setter
     def via(self, hops):
-        self.headers.set_typed("Via", hops)
+        self._hd().set_typed("Via", [_via_arg(hop) for hop in hops])
 
     @property
     def top_via(self):
         """The first Via hop, or None."""
-        cdef tuple hops = self.headers._via()
+        cdef tuple hops = self._hd()._via()
         return hops[0] if hops else None
 
-    def push_via(self, Via hop):
+    def push_via(self, Via hop not None):
         """Add a Via hop on top (a UAC or proxy sending the request on)."""
-        self.headers.set_typed("Via", (hop,) + self.headers._via())
+        self._hd().set_typed("Via", (hop,) + self._hd()._via())
 
     def pop_via(self):
         """Remove and return the top Via hop."""
-        cdef tuple hops = self.headers._via()
+        cdef tuple hops = self._hd()._via()
         if not hops:
             raise _missing("Via")
-        self.headers.set_typed("Via", hops[1:])
+        self._hd().set_typed("Via", hops[1:])
         return hops[0]
 
     # -- the dialog identifiers
@@ -3107,30 +3143,30 @@ cdef class MessageCore:
     @property
     def from_(self):
         """The From address (SIPParseError if missing or malformed)."""
-        value = self.headers._from()
+        value = self._hd()._from()
         if value is None:
             raise _missing("From")
         return value
 
     @from_.setter
     def from_(self, value):
-        self.headers.set_typed_one("From", _name_addr_arg(value))
+        self._hd().set_typed_one("From", _name_addr_arg(value))
 
     @property
     def to(self):
         """The To address (SIPParseError if missing or malformed)."""
-        value = self.headers._to()
+        value = self._hd()._to()
         if value is None:
             raise _missing("To")
         return value
 
     @to.setter
     def to(self, value):
-        self.headers.set_typed_one("To", _name_addr_arg(value))
+        self._hd().set_typed_one("To", _name_addr_arg(value))
 
     @property
     def call_id(self):
-        value = self.headers._call_id()
+        value = self._hd()._call_id()
         if value is None:
             raise _missing("Call-ID")
         return value
@@ -3143,11 +3179,11 @@ cdef class MessageCore:
             _call_id_of(p, 0, n)
         except SIPParseError as exc:
             raise ValueError(exc.reason) from None
-        self.headers.set_typed_one("Call-ID", value)
+        self._hd().set_typed_one("Call-ID", value)
 
     @property
     def cseq(self):
-        value = self.headers._cseq()
+        value = self._hd()._cseq()
         if value is None:
             raise _missing("CSeq")
         return value
@@ -3156,72 +3192,116 @@ cdef class MessageCore:
     def cseq(self, CSeq value):
         if value is None:
             raise TypeError("cseq must be a CSeq")
-        self.headers.set_typed_one("CSeq", value)
+        self._hd().set_typed_one("CSeq", value)
 
     # -- addresses and routes
 
     @property
     def contact(self):
         """The Contact addresses; empty when absent or when the value is ``*``."""
-        return [c for c in self.headers._contact() if c is not None]
+        return [c for c in self._hd()._contact() if c is not None]
 
     @contact.setter
     def contact(self, addresses):
-        self.headers.set_typed("Contact", [_name_addr_arg(a) for a in addresses])
+        self._hd().set_typed("Contact", [_name_addr_arg(a) for a in addresses])
 
     @property
     def contact_is_wildcard(self):
         """Whether Contact is ``*`` (REGISTER removing every binding, RFC 3261 §10.2.2)."""
-        return None in self.headers._contact()
+        return None in self._hd()._contact()
 
     @property
     def route(self):
-        return list(self.headers._route())
+        return list(self._hd()._route())
 
     @route.setter
     def route(self, addresses):
-        self.headers.set_typed("Route", [_name_addr_arg(a) for a in addresses])
+        self._hd().set_typed("Route", [_name_addr_arg(a) for a in addresses])
 
     @property
     def record_route(self):
-        return list(self.headers._record_route())
+        return list(self._hd()._record_route())
 
     @record_route.setter
     def record_route(self, addresses):
-        self.headers.set_typed("Record-Route", [_name_addr_arg(a) for a in addresses])
+        self._hd().set_typed("Record-Route", [_name_addr_arg(a) for a in addresses])
 
     @property
     def max_forwards(self):
-        return self.headers._max_forwards()
+        return self._hd()._max_forwards()
 
     @max_forwards.setter
     def max_forwards(self, value):
         if value is None:
-            self.headers.remove("Max-Forwards")
+            self._hd().remove("Max-Forwards")
             return
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
             raise ValueError(f"Max-Forwards must be an integer in 0..255, not {value!r}")
-        self.headers.set_typed_one("Max-Forwards", value)
+        self._hd().set_typed_one("Max-Forwards", value)
 
 
 cdef class RequestCore(MessageCore):
     """The part of a request the parser fills: ``method`` and ``uri`` (the Request-URI)."""
 
-    cdef public str method
-    cdef public URI uri
+    cdef str _method
+    cdef URI _uri
+
+    @property
+    def method(self):
+        return self._method
+
+    @method.setter
+    def method(self, str value not None):
+        if not is_token(value):
+            raise ValueError(f"method {value!r} is not a token")
+        self._method = value
+
+    @property
+    def uri(self):
+        """The Request-URI."""
+        return self._uri
+
+    @uri.setter
+    def uri(self, URI value not None):
+        self._uri = value
 
     def start_line(self):
-        return f"{self.method} {self.uri} SIP/2.0"
+        if self._method is None or self._uri is None:
+            raise TypeError("this request has no method or Request-URI (made without __init__)")
+        return f"{self._method} {self._uri} SIP/2.0"
 
 
 cdef class ResponseCore(MessageCore):
     """The part of a response the parser fills: ``status`` and ``reason``."""
 
-    cdef public int status
-    cdef public str reason
+    cdef int _status
+    cdef str _reason
+
+    @property
+    def status(self):
+        return self._status
+
+    @status.setter
+    def status(self, int value):
+        if not 100 <= value <= 699:
+            raise ValueError(f"status {value} is not a SIP status code (100..699)")
+        self._status = value
+
+    @property
+    def reason(self):
+        """The Reason-Phrase."""
+        return self._reason if self._reason is not None else ""
+
+    @reason.setter
+    def reason(self, str value not None):
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"reason phrase must not contain CR or LF: {value!r}")
+        self._reason = value
 
     def start_line(self):
-        return f"SIP/2.0 {self.status} {self.reason}"
+        if self._status == 0:
+            raise TypeError("this response has no status (made without __init__)")
+        return f"SIP/2.0 {self._status} {self.reason}"
 
 
 cdef object _REQUEST = RequestCore
@@ -3312,6 +3392,7 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
     cdef Py_ssize_t eol, end, ne, vs, ve, cs, ce, line_start
     cdef int high, value_line
     cdef int slot, hot
+    cdef Py_ssize_t lengths = 0    # Content-Length fields (the serialiser adds one)
     cdef unsigned int h
     cdef str key, name
     cdef list pieces
@@ -3398,11 +3479,13 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
                                   len(joined), value_line, name, line_start)
         elif high:
             value = _decode_value(p, vs, ve, value_line, name, line_start)
-        if headers._n >= C_MAX_HEADERS:
+        if key is K_CONTENT_LENGTH:
+            lengths += 1
+            if block.cl_index < 0:
+                block.cl_index = headers._n
+        elif headers._n - lengths >= C_MAX_HEADERS:
             raise SIPParseError(f"line {value_line}: more than {C_MAX_HEADERS} header fields "
                                 "(MAX_HEADERS)", line_start, line=value_line)
-        if block.cl_index < 0 and key is K_CONTENT_LENGTH:
-            block.cl_index = headers._n
         headers._append(key, name, value, vs, ve, value_line, hot)
     return block
 
@@ -3477,8 +3560,8 @@ cdef int _parse_request_line(RequestCore req, bytes data, const unsigned char* p
     if s.xa < s.xb and (s.kind == K_SIP or s.kind == K_SIPS):
         raise SIPParseError(f"line 1: Request-URI {_show(p, u, v)} has a header part ('?'), "
                             "which RFC 3261 §19.1.1 forbids in a Request-URI", u, line=1)
-    req.method = _ascii(p, a, m)
-    req.uri = _make_uri(data, p, &s)
+    req._method = _ascii(p, a, m)
+    req._uri = _make_uri(data, p, &s)
     return 0
 
 
@@ -3509,10 +3592,10 @@ cdef int _parse_status_line(ResponseCore resp, const unsigned char* p, Py_ssize_
                             line=1, status=0)
     r = c + 1 if c < b else b
     if _check_line(p, r, b, 1):
-        resp.reason = _decode_value(p, r, b, 1, "Reason-Phrase", r)
+        resp._reason = _decode_value(p, r, b, 1, "Reason-Phrase", r)
     else:
-        resp.reason = _ascii(p, r, b)
-    resp.status = status
+        resp._reason = _ascii(p, r, b)
+    resp._status = status
     return 0
 
 
@@ -3598,14 +3681,14 @@ def parse_message(data):
             _parse_request_line(<RequestCore>message, buf, p, sl_start, sl_end)
         if block.unterminated is not None:
             raise block.unterminated
-        message.body = _body(buf, n, block)
+        message._body = _body(buf, n, block)
     except SIPParseError as exc:
         exc.headers = block.headers
         exc.is_request = not is_response
         if is_response:
             exc.status = 0
         raise
-    message.headers = block.headers
+    message._headers = block.headers
     return message
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -62,8 +62,10 @@ class DigestChallenge:
 
     @classmethod
     def from_params(
-        cls, scheme: str, params: Mapping[str, str], *, proxy: bool = False
+        cls, scheme: str, params: Mapping[str, str | None], *, proxy: bool = False
     ) -> DigestChallenge:
+        """The challenge of a WWW-Authenticate (or, ``proxy``, Proxy-Authenticate) header
+        with this scheme and these parameters (values as written, quotes included)."""
         if scheme.lower() != "digest":
             raise DigestError(f"cannot answer a {scheme!r} challenge, only Digest")
         lowered = {k.lower(): _unquote(v or "") for k, v in params.items()}
@@ -160,47 +162,72 @@ def digest_response(
     return "Digest " + ", ".join(parts)
 
 
+#: The challenge a request is answered for: (realm, from Proxy-Authenticate).
+ChallengeKey = tuple[str, bool]
+
+
 @dataclass
 class DigestSession:
     """The credentials a UAC holds for one call: answered challenges, reused on later requests.
 
-    A realm is answered once per challenge: a second challenge for the same
-    realm that is not ``stale`` means the credentials were refused (RFC 3261
-    §22.2 asks not to retry them), and ``answer`` says so by returning None.
-    Answered challenges are replayed (with the nonce count advanced) on later
-    requests of the call, such as BYE, as §22.3 allows.
+    ``answer`` is given the challenges of a 401/407 and the credentials the challenged
+    request carried. A realm that request already answered challenges again: the
+    credentials were refused, and (unless the server says the nonce was merely ``stale``)
+    RFC 3261 §22.2 asks not to retry them, so ``answer`` returns None. A challenge to a
+    request that carried nothing for the realm is always answered, so a BYE challenged
+    with a fresh nonce after the INVITE went through is answered too. Answered
+    challenges are replayed (nonce count advanced) on later requests of the call, as
+    §22.3 allows.
     """
 
     credentials: Credentials
     cnonce_source: Callable[[], str] = field(default=lambda: secrets.token_hex(8))
-    _active: dict[tuple[str, bool], DigestChallenge] = field(default_factory=dict)
+    _active: dict[ChallengeKey, DigestChallenge] = field(default_factory=dict)
     _counts: dict[str, int] = field(default_factory=dict)
     _cnonces: dict[str, str] = field(default_factory=dict)
 
     def answer(
-        self, challenges: list[DigestChallenge], *, method: str, uri: str, body: bytes = b""
+        self,
+        challenges: Iterable[DigestChallenge],
+        *,
+        method: str,
+        uri: str,
+        body: bytes = b"",
+        sent: Iterable[tuple[str, bool, str]] = (),
     ) -> list[tuple[str, str]] | None:
-        """Headers answering every challenge we can; None when we must give up.
+        """``accept`` the challenges, then the headers a request answering them carries
+        (``headers_for``); None when we must give up."""
+        if not self.accept(challenges, sent=sent):
+            return None
+        return self.headers_for(method=method, uri=uri, body=body)
 
-        Returns ``[(header name, value), ...]`` or None when no challenge is
-        for our realm, or when a realm we already answered challenges again
-        with a nonce that is not stale.
+    def accept(
+        self, challenges: Iterable[DigestChallenge], *, sent: Iterable[tuple[str, bool, str]] = ()
+    ) -> bool:
+        """Take the challenges of a 401/407 to answer on the next requests; False when we
+        must give up instead.
+
+        ``sent``: ``(realm, proxy, nonce)`` of each credential the challenged request
+        carried. False when no challenge is for our realm, or one challenges a realm the
+        request already answered (with a nonce that is not stale, or with the very nonce
+        it is stale about).
         """
         usable = [c for c in challenges if self.credentials.realm in (None, c.realm)]
         if not usable:
-            return None
+            return False
         usable.sort(key=lambda c: SUPPORTED_ALGORITHMS.index(c.algorithm.removesuffix("-SESS")))
-        chosen: dict[tuple[str, bool], DigestChallenge] = {}
+        chosen: dict[ChallengeKey, DigestChallenge] = {}
         for challenge in usable:
-            key = (challenge.realm, challenge.proxy)
-            chosen.setdefault(key, challenge)
+            chosen.setdefault((challenge.realm, challenge.proxy), challenge)
+        carried = {(realm, proxy): nonce for realm, proxy, nonce in sent}
         for key, challenge in chosen.items():
-            if key in self._active and not challenge.stale:
-                return None
+            if key in carried and (not challenge.stale or carried[key] == challenge.nonce):
+                return False
+        for key, challenge in chosen.items():
             self._active[key] = challenge
             self._counts[challenge.nonce] = 0
             self._cnonces[challenge.nonce] = self.cnonce_source()
-        return self.headers_for(method=method, uri=uri, body=body)
+        return True
 
     def headers_for(self, *, method: str, uri: str, body: bytes = b"") -> list[tuple[str, str]]:
         """Authorization headers for a new request, from the challenges answered so far."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from gosipd.sip import URI, CSeq, NameAddr, Request, Response, Via
+from gosipd.sip import URI, NameAddr, Request, Response, Via
 
 if TYPE_CHECKING:
     from gosipd.sip.dialog import Dialog
@@ -50,7 +50,7 @@ def ack_for_2xx(
 ) -> Request:
     """The ACK for a 2xx: a request of the dialog with the INVITE's CSeq number (§13.2.2.4).
 
-    Credentials the INVITE carried are carried by the ACK too (§22.1).
+    It carries the same credentials as the INVITE (``invite``), as §13.2.2.4 requires.
     """
     request_uri, routes = dialog.request_uri_and_route()
     headers: list[tuple[str, str]] = []
@@ -61,7 +61,7 @@ def ack_for_2xx(
         "ACK",
         request_uri,
         from_=dialog.local_party,
-        to=dialog.remote_party.with_tag(dialog.remote_tag),
+        to=dialog.remote_party,
         call_id=dialog.call_id,
         cseq=cseq_number,
         via=via,
@@ -86,21 +86,24 @@ def cancel_for(invite: Request) -> Request:
 
 
 def bye_from_state(state: Mapping[str, Any], via: Via) -> Request:
-    """A BYE for a confirmed dialog described by a worker's published state.
+    """A BYE for a confirmed dialog described by ``Dialog.published_state()``.
 
     The state holds ``call_id``, ``local_tag``, ``remote_tag``, ``local_uri``,
-    ``remote_uri`` (name-addrs as text), ``remote_target``, ``route_set``
-    (list of text) and ``local_seq``: what RFC 3261 §12.2.1.1 needs.
+    ``remote_uri`` (name-addrs as text, without tags), ``remote_target``,
+    ``route_set`` (list of text) and ``local_seq``: what RFC 3261 §12.2.1.1 needs.
+    Raises KeyError, ValueError or SIPParseError when the state is incomplete or broken.
     """
     from gosipd.sip.dialog import Dialog, DialogState
 
     local = NameAddr.parse(state["local_uri"])
+    remote = NameAddr.parse(state["remote_uri"])
+    remote_tag = str(state["remote_tag"])
     dialog = Dialog(
-        call_id=state["call_id"],
-        local_tag=state["local_tag"],
-        remote_tag=state["remote_tag"],
-        local_party=local.with_tag(state["local_tag"]),
-        remote_party=NameAddr.parse(state["remote_uri"]),
+        call_id=str(state["call_id"]),
+        local_tag=str(state["local_tag"]),
+        remote_tag=remote_tag,
+        local_party=local.with_tag(str(state["local_tag"])),
+        remote_party=remote.with_tag(remote_tag) if remote_tag else remote,
         local_seq=int(state["local_seq"]),
         remote_seq=None,
         remote_target=URI.parse(state["remote_target"]),
@@ -113,7 +116,7 @@ def bye_from_state(state: Mapping[str, Any], via: Via) -> Request:
         "BYE",
         request_uri,
         from_=dialog.local_party,
-        to=dialog.remote_party.with_tag(dialog.remote_tag),
+        to=dialog.remote_party,
         call_id=dialog.call_id,
         cseq=dialog.next_cseq(),
         via=via,

@@ -3,13 +3,16 @@
 Four machines: INVITE and non-INVITE, client and server. Each one's every
 transition lives in one table below, ``(state, input) -> (state, actions)``,
 so a reader can check it against the RFC's figures 5 to 8 (and RFC 6026
-§7); the classes only carry out the named actions. A network input that a
-state does not expect is listed explicitly as ignored; a transaction-user
-call that the table does not allow raises ``ProtocolError``.
+§7); the classes only carry out the named actions. Every network input is
+listed in every state of the machine that can receive it, even when the
+answer is "ignore it"; an input a table does not list (a transaction-user
+call the state forbids, such as a second final response) raises
+``ProtocolError`` naming the machine, the state and the input.
 
 Transactions do not own sockets or clocks: they append ``(bytes, address)``
 to an outbox, return ``TransactionEvent``s for their user, and say when they
-next need ``handle_timer``.
+next need ``handle_timer``. Only unreliable transport (UDP) is modelled, so
+the timers that are zero over TCP (D, I, J, K) always run.
 """
 
 from __future__ import annotations
@@ -17,21 +20,23 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
+from gosipd.sip.message import Request, Response
+from gosipd.sip.requests import ack_for_failure
 from gosipd.sip.timers import Timers
-
-if TYPE_CHECKING:
-    from gosipd.sip.message import Request, Response
 
 __all__ = [
     "MAGIC_COOKIE",
+    "AckReceived",
+    "Action",
     "Address",
     "ClientInvite",
     "ClientNonInvite",
     "ClientTransaction",
     "Input",
     "ProtocolError",
+    "ResponseReceived",
     "ServerInvite",
     "ServerNonInvite",
     "ServerTransaction",
@@ -40,9 +45,11 @@ __all__ = [
     "TransactionTimeout",
     "TransportFailure",
     "client_key",
+    "is_rfc3261_branch",
     "server_key",
 ]
 
+#: The branch prefix of RFC 3261 requests (§8.1.1.7); without it a request is RFC 2543's.
 MAGIC_COOKIE = "z9hG4bK"
 
 Address = tuple[str, int]
@@ -50,7 +57,7 @@ Outbox = list[tuple[bytes, Address]]
 
 
 class ProtocolError(Exception):
-    """A transition the state table does not allow, named by machine, state and input."""
+    """A transition a state table does not allow, named by machine, state and input."""
 
 
 class State(enum.Enum):
@@ -65,29 +72,35 @@ class State(enum.Enum):
 
 class Input(enum.Enum):
     # from the network
-    PROVISIONAL = "1xx"
-    SUCCESS = "2xx"
-    FAILURE = "300-699"
-    REQUEST = "request retransmission"
-    ACK = "ACK"
-    TRANSPORT_ERROR = "transport error"
+    PROVISIONAL = "receive 1xx"
+    SUCCESS = "receive 2xx"
+    FAILURE = "receive 300-699"
+    REQUEST = "receive a retransmission of the request"
+    ACK = "receive ACK"
+    TRANSPORT_ERROR = "report a transport error"
     # from the transaction user
-    SEND_PROVISIONAL = "TU 1xx"
-    SEND_SUCCESS = "TU 2xx"
-    SEND_FAILURE = "TU 300-699"
+    SEND_PROVISIONAL = "send 1xx"
+    SEND_SUCCESS = "send 2xx"
+    SEND_FAILURE = "send 300-699"
+    ABANDON = "be abandoned by the TU"
     # timers
-    TIMER_A = "Timer A"
-    TIMER_B = "Timer B"
-    TIMER_D = "Timer D"
-    TIMER_E = "Timer E"
-    TIMER_F = "Timer F"
-    TIMER_G = "Timer G"
-    TIMER_H = "Timer H"
-    TIMER_I = "Timer I"
-    TIMER_J = "Timer J"
-    TIMER_K = "Timer K"
-    TIMER_L = "Timer L"
-    TIMER_M = "Timer M"
+    TIMER_A = "fire Timer A"
+    TIMER_B = "fire Timer B"
+    TIMER_D = "fire Timer D"
+    TIMER_E = "fire Timer E"
+    TIMER_F = "fire Timer F"
+    TIMER_G = "fire Timer G"
+    TIMER_H = "fire Timer H"
+    TIMER_I = "fire Timer I"
+    TIMER_J = "fire Timer J"
+    TIMER_K = "fire Timer K"
+    TIMER_L = "fire Timer L"
+    TIMER_M = "fire Timer M"
+
+
+#: What a client transaction can be told by the network, and a server transaction.
+CLIENT_NETWORK_INPUTS = (Input.PROVISIONAL, Input.SUCCESS, Input.FAILURE, Input.TRANSPORT_ERROR)
+SERVER_NETWORK_INPUTS = (Input.REQUEST, Input.ACK, Input.TRANSPORT_ERROR)
 
 
 class Action(enum.Enum):
@@ -95,121 +108,138 @@ class Action(enum.Enum):
     RETRANSMIT = "retransmit the request"
     SEND = "send the TU's response"
     RESEND = "resend the last response"
-    SEND_ACK = "send ACK for the non-2xx final"
-    START_A = "start A"
-    STOP_A_B = "stop A and B"
-    STOP_G_H = "stop G and H"
-    START_B = "start B"
-    START_D = "start D"
-    START_E = "start E"
-    START_E_T2 = "E at T2"
-    START_F = "start F"
-    START_G = "start G"
-    START_H = "start H"
-    START_I = "start I"
-    START_J = "start J"
-    START_K = "start K"
-    START_L = "start L"
-    START_M = "start M"
-    DOUBLE_A = "double A"
-    DOUBLE_E = "double E up to T2"
-    DOUBLE_G = "double G up to T2"
-    REPORT_TIMEOUT = "report timeout to the TU"
-    REPORT_TRANSPORT_ERROR = "report transport error to the TU"
+    SEND_ACK = "send ACK for the 300-699 response"
     PASS_ACK = "pass the ACK to the TU"
+    START_D = "start Timer D"
+    START_G = "start Timer G"
+    START_H = "start Timer H"
+    START_I = "start Timer I"
+    START_J = "start Timer J"
+    START_K = "start Timer K"
+    START_L = "start Timer L"
+    START_M = "start Timer M"
+    DOUBLE_A = "restart Timer A at twice its interval"
+    DOUBLE_E = "restart Timer E at twice its interval, at most T2"
+    E_AT_T2 = "restart Timer E at T2"
+    DOUBLE_G = "restart Timer G at twice its interval, at most T2"
+    STOP_A_B = "stop Timers A and B"
+    STOP_E_F = "stop Timers E and F"
+    STOP_G_H = "stop Timers G and H"
+    REPORT_TIMEOUT = "report the timeout to the TU"
+    REPORT_TRANSPORT_ERROR = "report the transport error to the TU"
 
 
-Table = Mapping[tuple[State, Input], tuple[State, tuple[Action, ...]]]
+Row = tuple[State, tuple[Action, ...]]
+Table = Mapping[tuple[State, Input], Row]
 
-S, I, A = State, Input, Action
+S, In, A = State, Input, Action
 _IGNORE: tuple[Action, ...] = ()
+
+
+def _ignored(state: State, inputs: tuple[Input, ...]) -> dict[tuple[State, Input], Row]:
+    return {(state, input_): (state, _IGNORE) for input_ in inputs}
+
 
 #: RFC 3261 Figure 5 with RFC 6026 §7.2 (the Accepted state).
 INVITE_CLIENT_TABLE: Table = {
-    (S.CALLING, I.TIMER_A): (S.CALLING, (A.RETRANSMIT, A.DOUBLE_A)),
-    (S.CALLING, I.TIMER_B): (S.TERMINATED, (A.REPORT_TIMEOUT,)),
-    (S.CALLING, I.PROVISIONAL): (S.PROCEEDING, (A.STOP_A_B, A.PASS_UP)),
-    (S.CALLING, I.SUCCESS): (S.ACCEPTED, (A.STOP_A_B, A.PASS_UP, A.START_M)),
-    (S.CALLING, I.FAILURE): (S.COMPLETED, (A.STOP_A_B, A.SEND_ACK, A.PASS_UP, A.START_D)),
-    (S.CALLING, I.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
-    (S.PROCEEDING, I.PROVISIONAL): (S.PROCEEDING, (A.PASS_UP,)),
-    (S.PROCEEDING, I.SUCCESS): (S.ACCEPTED, (A.PASS_UP, A.START_M)),
-    (S.PROCEEDING, I.FAILURE): (S.COMPLETED, (A.SEND_ACK, A.PASS_UP, A.START_D)),
-    (S.PROCEEDING, I.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
-    (S.ACCEPTED, I.PROVISIONAL): (S.ACCEPTED, _IGNORE),
-    (S.ACCEPTED, I.SUCCESS): (S.ACCEPTED, (A.PASS_UP,)),
-    (S.ACCEPTED, I.FAILURE): (S.ACCEPTED, _IGNORE),
-    (S.ACCEPTED, I.TRANSPORT_ERROR): (S.ACCEPTED, _IGNORE),
-    (S.ACCEPTED, I.TIMER_M): (S.TERMINATED, _IGNORE),
-    (S.COMPLETED, I.PROVISIONAL): (S.COMPLETED, _IGNORE),
-    (S.COMPLETED, I.SUCCESS): (S.COMPLETED, _IGNORE),
-    (S.COMPLETED, I.FAILURE): (S.COMPLETED, (A.SEND_ACK,)),
-    (S.COMPLETED, I.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
-    (S.COMPLETED, I.TIMER_D): (S.TERMINATED, _IGNORE),
+    (S.CALLING, In.TIMER_A): (S.CALLING, (A.RETRANSMIT, A.DOUBLE_A)),
+    (S.CALLING, In.TIMER_B): (S.TERMINATED, (A.REPORT_TIMEOUT,)),
+    (S.CALLING, In.PROVISIONAL): (S.PROCEEDING, (A.STOP_A_B, A.PASS_UP)),
+    (S.CALLING, In.SUCCESS): (S.ACCEPTED, (A.STOP_A_B, A.PASS_UP, A.START_M)),
+    (S.CALLING, In.FAILURE): (S.COMPLETED, (A.STOP_A_B, A.SEND_ACK, A.PASS_UP, A.START_D)),
+    (S.CALLING, In.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
+    (S.CALLING, In.ABANDON): (S.TERMINATED, _IGNORE),
+    (S.PROCEEDING, In.PROVISIONAL): (S.PROCEEDING, (A.PASS_UP,)),
+    (S.PROCEEDING, In.SUCCESS): (S.ACCEPTED, (A.PASS_UP, A.START_M)),
+    (S.PROCEEDING, In.FAILURE): (S.COMPLETED, (A.SEND_ACK, A.PASS_UP, A.START_D)),
+    (S.PROCEEDING, In.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
+    (S.PROCEEDING, In.ABANDON): (S.TERMINATED, _IGNORE),
+    # RFC 6026 §8.4: further 2xx (retransmissions, other forks) go up to the TU
+    (S.ACCEPTED, In.PROVISIONAL): (S.ACCEPTED, _IGNORE),
+    (S.ACCEPTED, In.SUCCESS): (S.ACCEPTED, (A.PASS_UP,)),
+    (S.ACCEPTED, In.FAILURE): (S.ACCEPTED, _IGNORE),
+    (S.ACCEPTED, In.TRANSPORT_ERROR): (S.ACCEPTED, _IGNORE),
+    (S.ACCEPTED, In.TIMER_M): (S.TERMINATED, _IGNORE),
+    (S.ACCEPTED, In.ABANDON): (S.TERMINATED, _IGNORE),
+    (S.COMPLETED, In.PROVISIONAL): (S.COMPLETED, _IGNORE),
+    (S.COMPLETED, In.SUCCESS): (S.COMPLETED, _IGNORE),
+    (S.COMPLETED, In.FAILURE): (S.COMPLETED, (A.SEND_ACK,)),
+    (S.COMPLETED, In.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
+    (S.COMPLETED, In.TIMER_D): (S.TERMINATED, _IGNORE),
+    (S.COMPLETED, In.ABANDON): (S.TERMINATED, _IGNORE),
+    **_ignored(S.TERMINATED, (*CLIENT_NETWORK_INPUTS, In.ABANDON)),
 }
 
 #: RFC 3261 Figure 6.
 NON_INVITE_CLIENT_TABLE: Table = {
-    (S.TRYING, I.TIMER_E): (S.TRYING, (A.RETRANSMIT, A.DOUBLE_E)),
-    (S.TRYING, I.TIMER_F): (S.TERMINATED, (A.REPORT_TIMEOUT,)),
-    (S.TRYING, I.PROVISIONAL): (S.PROCEEDING, (A.PASS_UP,)),
-    (S.TRYING, I.SUCCESS): (S.COMPLETED, (A.PASS_UP, A.START_K)),
-    (S.TRYING, I.FAILURE): (S.COMPLETED, (A.PASS_UP, A.START_K)),
-    (S.TRYING, I.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
-    (S.PROCEEDING, I.TIMER_E): (S.PROCEEDING, (A.RETRANSMIT, A.START_E_T2)),
-    (S.PROCEEDING, I.TIMER_F): (S.TERMINATED, (A.REPORT_TIMEOUT,)),
-    (S.PROCEEDING, I.PROVISIONAL): (S.PROCEEDING, (A.PASS_UP,)),
-    (S.PROCEEDING, I.SUCCESS): (S.COMPLETED, (A.PASS_UP, A.START_K)),
-    (S.PROCEEDING, I.FAILURE): (S.COMPLETED, (A.PASS_UP, A.START_K)),
-    (S.PROCEEDING, I.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
-    (S.COMPLETED, I.PROVISIONAL): (S.COMPLETED, _IGNORE),
-    (S.COMPLETED, I.SUCCESS): (S.COMPLETED, _IGNORE),
-    (S.COMPLETED, I.FAILURE): (S.COMPLETED, _IGNORE),
-    (S.COMPLETED, I.TRANSPORT_ERROR): (S.COMPLETED, _IGNORE),
-    (S.COMPLETED, I.TIMER_K): (S.TERMINATED, _IGNORE),
+    (S.TRYING, In.TIMER_E): (S.TRYING, (A.RETRANSMIT, A.DOUBLE_E)),
+    (S.TRYING, In.TIMER_F): (S.TERMINATED, (A.REPORT_TIMEOUT,)),
+    (S.TRYING, In.PROVISIONAL): (S.PROCEEDING, (A.PASS_UP,)),
+    (S.TRYING, In.SUCCESS): (S.COMPLETED, (A.STOP_E_F, A.PASS_UP, A.START_K)),
+    (S.TRYING, In.FAILURE): (S.COMPLETED, (A.STOP_E_F, A.PASS_UP, A.START_K)),
+    (S.TRYING, In.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
+    (S.TRYING, In.ABANDON): (S.TERMINATED, _IGNORE),
+    (S.PROCEEDING, In.TIMER_E): (S.PROCEEDING, (A.RETRANSMIT, A.E_AT_T2)),
+    (S.PROCEEDING, In.TIMER_F): (S.TERMINATED, (A.REPORT_TIMEOUT,)),
+    (S.PROCEEDING, In.PROVISIONAL): (S.PROCEEDING, (A.PASS_UP,)),
+    (S.PROCEEDING, In.SUCCESS): (S.COMPLETED, (A.STOP_E_F, A.PASS_UP, A.START_K)),
+    (S.PROCEEDING, In.FAILURE): (S.COMPLETED, (A.STOP_E_F, A.PASS_UP, A.START_K)),
+    (S.PROCEEDING, In.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
+    (S.PROCEEDING, In.ABANDON): (S.TERMINATED, _IGNORE),
+    (S.COMPLETED, In.PROVISIONAL): (S.COMPLETED, _IGNORE),
+    (S.COMPLETED, In.SUCCESS): (S.COMPLETED, _IGNORE),
+    (S.COMPLETED, In.FAILURE): (S.COMPLETED, _IGNORE),
+    (S.COMPLETED, In.TRANSPORT_ERROR): (S.COMPLETED, _IGNORE),
+    (S.COMPLETED, In.TIMER_K): (S.TERMINATED, _IGNORE),
+    (S.COMPLETED, In.ABANDON): (S.TERMINATED, _IGNORE),
+    **_ignored(S.TERMINATED, (*CLIENT_NETWORK_INPUTS, In.ABANDON)),
 }
 
 #: RFC 3261 Figure 7 with RFC 6026 §7.1 (the Accepted state).
 INVITE_SERVER_TABLE: Table = {
-    (S.PROCEEDING, I.REQUEST): (S.PROCEEDING, (A.RESEND,)),
-    (S.PROCEEDING, I.ACK): (S.PROCEEDING, _IGNORE),
-    (S.PROCEEDING, I.SEND_PROVISIONAL): (S.PROCEEDING, (A.SEND,)),
-    (S.PROCEEDING, I.SEND_SUCCESS): (S.ACCEPTED, (A.SEND, A.START_L)),
-    (S.PROCEEDING, I.SEND_FAILURE): (S.COMPLETED, (A.SEND, A.START_G, A.START_H)),
-    (S.PROCEEDING, I.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
-    (S.ACCEPTED, I.REQUEST): (S.ACCEPTED, _IGNORE),
-    (S.ACCEPTED, I.ACK): (S.ACCEPTED, (A.PASS_ACK,)),
-    (S.ACCEPTED, I.SEND_SUCCESS): (S.ACCEPTED, (A.SEND,)),
-    (S.ACCEPTED, I.TRANSPORT_ERROR): (S.ACCEPTED, _IGNORE),
-    (S.ACCEPTED, I.TIMER_L): (S.TERMINATED, _IGNORE),
-    (S.COMPLETED, I.REQUEST): (S.COMPLETED, (A.RESEND,)),
-    (S.COMPLETED, I.ACK): (S.CONFIRMED, (A.STOP_G_H, A.START_I)),
-    (S.COMPLETED, I.TIMER_G): (S.COMPLETED, (A.RESEND, A.DOUBLE_G)),
-    (S.COMPLETED, I.TIMER_H): (S.TERMINATED, (A.REPORT_TIMEOUT,)),
-    (S.COMPLETED, I.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
-    (S.CONFIRMED, I.REQUEST): (S.CONFIRMED, _IGNORE),
-    (S.CONFIRMED, I.ACK): (S.CONFIRMED, _IGNORE),
-    (S.CONFIRMED, I.TRANSPORT_ERROR): (S.CONFIRMED, _IGNORE),
-    (S.CONFIRMED, I.TIMER_I): (S.TERMINATED, _IGNORE),
+    (S.PROCEEDING, In.REQUEST): (S.PROCEEDING, (A.RESEND,)),
+    (S.PROCEEDING, In.ACK): (S.PROCEEDING, _IGNORE),
+    (S.PROCEEDING, In.SEND_PROVISIONAL): (S.PROCEEDING, (A.SEND,)),
+    (S.PROCEEDING, In.SEND_SUCCESS): (S.ACCEPTED, (A.SEND, A.START_L)),
+    (S.PROCEEDING, In.SEND_FAILURE): (S.COMPLETED, (A.SEND, A.START_G, A.START_H)),
+    (S.PROCEEDING, In.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
+    # RFC 6026 §8.5-8.7: the TU retransmits the 2xx; request retransmissions are absorbed
+    (S.ACCEPTED, In.REQUEST): (S.ACCEPTED, _IGNORE),
+    (S.ACCEPTED, In.ACK): (S.ACCEPTED, (A.PASS_ACK,)),
+    (S.ACCEPTED, In.SEND_SUCCESS): (S.ACCEPTED, (A.SEND,)),
+    (S.ACCEPTED, In.TRANSPORT_ERROR): (S.ACCEPTED, _IGNORE),
+    (S.ACCEPTED, In.TIMER_L): (S.TERMINATED, _IGNORE),
+    (S.COMPLETED, In.REQUEST): (S.COMPLETED, (A.RESEND,)),
+    (S.COMPLETED, In.ACK): (S.CONFIRMED, (A.STOP_G_H, A.START_I)),
+    (S.COMPLETED, In.TIMER_G): (S.COMPLETED, (A.RESEND, A.DOUBLE_G)),
+    (S.COMPLETED, In.TIMER_H): (S.TERMINATED, (A.REPORT_TIMEOUT,)),
+    (S.COMPLETED, In.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
+    (S.CONFIRMED, In.REQUEST): (S.CONFIRMED, _IGNORE),
+    (S.CONFIRMED, In.ACK): (S.CONFIRMED, _IGNORE),
+    (S.CONFIRMED, In.TRANSPORT_ERROR): (S.CONFIRMED, _IGNORE),
+    (S.CONFIRMED, In.TIMER_I): (S.TERMINATED, _IGNORE),
+    **_ignored(S.TERMINATED, SERVER_NETWORK_INPUTS),
 }
 
-#: RFC 3261 Figure 8.
+#: RFC 3261 Figure 8. (An ACK never reaches a non-INVITE server transaction: its key
+#: names INVITE.)
 NON_INVITE_SERVER_TABLE: Table = {
-    (S.TRYING, I.REQUEST): (S.TRYING, _IGNORE),
-    (S.TRYING, I.SEND_PROVISIONAL): (S.PROCEEDING, (A.SEND,)),
-    (S.TRYING, I.SEND_SUCCESS): (S.COMPLETED, (A.SEND, A.START_J)),
-    (S.TRYING, I.SEND_FAILURE): (S.COMPLETED, (A.SEND, A.START_J)),
-    (S.TRYING, I.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
-    (S.PROCEEDING, I.REQUEST): (S.PROCEEDING, (A.RESEND,)),
-    (S.PROCEEDING, I.SEND_PROVISIONAL): (S.PROCEEDING, (A.SEND,)),
-    (S.PROCEEDING, I.SEND_SUCCESS): (S.COMPLETED, (A.SEND, A.START_J)),
-    (S.PROCEEDING, I.SEND_FAILURE): (S.COMPLETED, (A.SEND, A.START_J)),
-    (S.PROCEEDING, I.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
-    (S.COMPLETED, I.REQUEST): (S.COMPLETED, (A.RESEND,)),
-    (S.COMPLETED, I.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
-    (S.COMPLETED, I.TIMER_J): (S.TERMINATED, _IGNORE),
+    (S.TRYING, In.REQUEST): (S.TRYING, _IGNORE),
+    (S.TRYING, In.SEND_PROVISIONAL): (S.PROCEEDING, (A.SEND,)),
+    (S.TRYING, In.SEND_SUCCESS): (S.COMPLETED, (A.SEND, A.START_J)),
+    (S.TRYING, In.SEND_FAILURE): (S.COMPLETED, (A.SEND, A.START_J)),
+    (S.TRYING, In.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
+    (S.PROCEEDING, In.REQUEST): (S.PROCEEDING, (A.RESEND,)),
+    (S.PROCEEDING, In.SEND_PROVISIONAL): (S.PROCEEDING, (A.SEND,)),
+    (S.PROCEEDING, In.SEND_SUCCESS): (S.COMPLETED, (A.SEND, A.START_J)),
+    (S.PROCEEDING, In.SEND_FAILURE): (S.COMPLETED, (A.SEND, A.START_J)),
+    (S.PROCEEDING, In.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
+    (S.COMPLETED, In.REQUEST): (S.COMPLETED, (A.RESEND,)),
+    (S.COMPLETED, In.TRANSPORT_ERROR): (S.TERMINATED, (A.REPORT_TRANSPORT_ERROR,)),
+    (S.COMPLETED, In.TIMER_J): (S.TERMINATED, _IGNORE),
+    **_ignored(S.TERMINATED, (In.REQUEST, In.TRANSPORT_ERROR)),
 }
-del S, I, A
+del S, In, A
 
 
 # --- what a transaction tells its user -------------------------------------
@@ -227,6 +257,9 @@ class ResponseReceived(TransactionEvent):
 
 @dataclass(frozen=True)
 class AckReceived(TransactionEvent):
+    """An ACK for our 2xx that matched the INVITE server transaction: only RFC 2543 peers
+    do that (an RFC 3261 ACK for a 2xx carries a branch of its own)."""
+
     request: Request
 
 
@@ -247,41 +280,59 @@ class TransportFailure(TransactionEvent):
 # --- matching keys (§17.1.3, §17.2.3) -----------------------------------------
 
 
+def is_rfc3261_branch(branch: str | None) -> bool:
+    """A branch that identifies a transaction: the magic cookie and something after it
+    (a bare ``z9hG4bK`` cannot be unique, RFC 4475 §3.2.1)."""
+    return (
+        branch is not None and len(branch) > len(MAGIC_COOKIE) and branch.startswith(MAGIC_COOKIE)
+    )
+
+
+ServerKey = tuple[object, ...]
+
+
 def client_key(branch: str, method: str) -> tuple[str, str]:
-    """A response matches a client transaction by top Via branch and CSeq method."""
+    """A response matches a client transaction by top Via branch and CSeq method (§17.1.3);
+    the ACK of a failure belongs to its INVITE's transaction."""
     return (branch, "INVITE" if method == "ACK" else method)
 
 
-def server_key(request: Request) -> tuple[object, ...]:
-    """The key a server transaction is found by; ACK maps onto its INVITE.
+def server_key(request: Request, *, as_method: str | None = None) -> ServerKey:
+    """The key a server transaction is found by (§17.2.3); an ACK maps onto its INVITE.
 
-    RFC 3261 requests (branch with the magic cookie) match on branch, sent-by
-    and method; RFC 2543 requests on Request-URI, From tag, Call-ID, CSeq
-    number and top Via (the To tag of an ACK is checked by the caller, since
-    it is only known once a response went out).
+    RFC 3261 requests (branch with the magic cookie) match on branch, sent-by and
+    method. RFC 2543 requests match on Request-URI, From tag, Call-ID, CSeq number,
+    top Via and method; their To tag is checked by ``ServerTransaction.matches``,
+    since the tag an ACK must carry is only known once a response went out.
+    ``as_method`` gives the key of another method's transaction with the same
+    identifiers: a CANCEL finds its INVITE with ``as_method="INVITE"`` (§9.2).
     """
     via = request.via[0]
-    method = "INVITE" if request.method == "ACK" else request.method
+    method = as_method or ("INVITE" if request.method == "ACK" else request.method)
     branch = via.branch or ""
-    if branch.startswith(MAGIC_COOKIE):
+    if is_rfc3261_branch(branch):
         return ("3261", branch, via.sent_by, method)
+    top = via.without_params("received", "rport")  # we stamp these ourselves (§18.2.1)
     return (
         "2543",
-        str(request.uri) if request.method != "ACK" else None,
+        str(request.uri),
         request.from_.tag,
         request.call_id,
         request.cseq.number,
-        str(via),
+        str(top),
         method,
     )
 
 
 # --- the machines ----------------------------------------------------------
 
+_Message = Request | Response | str | None
+
 
 class _Transaction:
     TABLE: ClassVar[Table]
     NAME: ClassVar[str]
+    NETWORK_INPUTS: ClassVar[tuple[Input, ...]]
 
     state: State
 
@@ -294,15 +345,16 @@ class _Transaction:
     # timers
 
     def next_timer(self) -> float | None:
+        """The earliest running timer's deadline, or None."""
         return min(self._deadlines.values(), default=None)
 
     def handle_timer(self, now: float) -> list[TransactionEvent]:
+        """Fire every timer due at ``now``, earliest first."""
         events: list[TransactionEvent] = []
-        while self.state is not State.TERMINATED:
-            due = [(t, timer) for timer, t in self._deadlines.items() if t <= now]
-            if not due:
+        while self._deadlines:
+            timer, deadline = min(self._deadlines.items(), key=lambda item: item[1])
+            if deadline > now:
                 break
-            _, timer = min(due, key=lambda item: item[0])
             del self._deadlines[timer]
             events += self._fire(timer, now)
         return events
@@ -325,15 +377,13 @@ class _Transaction:
     def terminated(self) -> bool:
         return self.state is State.TERMINATED
 
-    def _fire(self, input_: Input, now: float, message: object = None) -> list[TransactionEvent]:
-        try:
-            next_state, actions = self.TABLE[(self.state, input_)]
-        except KeyError:
-            if input_.name.startswith("SEND_"):
-                raise ProtocolError(
-                    f"{self.NAME} transaction in state {self.state.value} cannot {input_.value}"
-                ) from None
-            return []  # a stale timer, or network input with no meaning here
+    def _fire(self, input_: Input, now: float, message: _Message = None) -> list[TransactionEvent]:
+        row = self.TABLE.get((self.state, input_))
+        if row is None:
+            raise ProtocolError(
+                f"{self.NAME} transaction in state {self.state.value} cannot {input_.value}"
+            )
+        next_state, actions = row
         self.state = next_state
         events: list[TransactionEvent] = []
         for action in actions:
@@ -344,12 +394,17 @@ class _Transaction:
             self._deadlines.clear()
         return events
 
-    def _do(self, action: Action, now: float, message: object) -> TransactionEvent | None:
-        raise NotImplementedError  # each machine implements the actions its table names
+    def _do(self, action: Action, now: float, message: _Message) -> TransactionEvent | None:
+        raise NotImplementedError  # each machine carries out the actions its table names
+
+    def _unknown(self, action: Action) -> ProtocolError:
+        return ProtocolError(f"{self.NAME} transaction has no action {action.value!r}")
 
 
 class ClientTransaction(_Transaction):
     """Sends one request to one destination and follows its responses."""
+
+    NETWORK_INPUTS = CLIENT_NETWORK_INPUTS
 
     def __init__(
         self, request: Request, destination: Address, timers: Timers, outbox: Outbox, now: float
@@ -364,6 +419,7 @@ class ClientTransaction(_Transaction):
         self.outbox.append((self._wire, destination))
 
     def receive(self, response: Response, now: float) -> list[TransactionEvent]:
+        """A response that matched this transaction (``client_key``)."""
         if response.status < 200:
             input_ = Input.PROVISIONAL
         elif response.status < 300:
@@ -376,33 +432,35 @@ class ClientTransaction(_Transaction):
         return self._fire(Input.TRANSPORT_ERROR, now, reason)
 
     def terminate(self) -> None:
-        """Abandon the transaction silently (the TU moved to another target)."""
-        self.state = State.TERMINATED
-        self._deadlines.clear()
+        """Abandon the transaction silently (the TU moved on: another target, a new attempt)."""
+        self._fire(Input.ABANDON, 0.0)
 
-    def _do(self, action: Action, now: float, message: object) -> TransactionEvent | None:
+    def _do(self, action: Action, now: float, message: _Message) -> TransactionEvent | None:
         t = self.timers
         match action:
             case Action.PASS_UP:
-                assert message is not None
-                self.last_response = message  # type: ignore[assignment]
-                return ResponseReceived(message)  # type: ignore[arg-type]
+                assert isinstance(message, Response)
+                self.last_response = message
+                return ResponseReceived(message)
             case Action.RETRANSMIT:
                 self.outbox.append((self._wire, self.destination))
             case Action.SEND_ACK:
-                self.outbox.append((bytes(self._ack_for(message)), self.destination))  # type: ignore[arg-type]
+                assert isinstance(message, Response)
+                ack = ack_for_failure(self.request, message)
+                self.outbox.append((bytes(ack), self.destination))
             case Action.STOP_A_B:
                 self._stop(Input.TIMER_A, Input.TIMER_B)
+            case Action.STOP_E_F:
+                self._stop(Input.TIMER_E, Input.TIMER_F)
             case Action.DOUBLE_A:
                 self._double(Input.TIMER_A, now, None)
             case Action.DOUBLE_E:
                 self._double(Input.TIMER_E, now, t.t2)
-            case Action.START_E_T2:
+            case Action.E_AT_T2:
                 self._start(Input.TIMER_E, t.t2, now)
             case Action.START_D:
                 self._start(Input.TIMER_D, t.d, now)
             case Action.START_K:
-                self._stop(Input.TIMER_E, Input.TIMER_F)
                 self._start(Input.TIMER_K, t.k, now)
             case Action.START_M:
                 self._start(Input.TIMER_M, t.m, now)
@@ -411,16 +469,13 @@ class ClientTransaction(_Transaction):
             case Action.REPORT_TRANSPORT_ERROR:
                 return TransportFailure(str(message))
             case _:
-                raise ProtocolError(f"{self.NAME} transaction has no action {action.value!r}")
+                raise self._unknown(action)
         return None
-
-    def _ack_for(self, response: Response) -> Request:
-        from gosipd.sip.requests import ack_for_failure
-
-        return ack_for_failure(self.request, response)
 
 
 class ClientInvite(ClientTransaction):
+    """The INVITE client transaction (§17.1.1): Timers A, B, D and RFC 6026's M."""
+
     TABLE = INVITE_CLIENT_TABLE
     NAME = "INVITE client"
 
@@ -434,6 +489,8 @@ class ClientInvite(ClientTransaction):
 
 
 class ClientNonInvite(ClientTransaction):
+    """The non-INVITE client transaction (§17.1.2): Timers E, F and K."""
+
     TABLE = NON_INVITE_CLIENT_TABLE
     NAME = "non-INVITE client"
 
@@ -449,6 +506,8 @@ class ClientNonInvite(ClientTransaction):
 class ServerTransaction(_Transaction):
     """Answers one request; absorbs its retransmissions by resending the last response."""
 
+    NETWORK_INPUTS = SERVER_NETWORK_INPUTS
+
     def __init__(
         self, request: Request, reply_to: Address, timers: Timers, outbox: Outbox, now: float
     ) -> None:
@@ -459,12 +518,25 @@ class ServerTransaction(_Transaction):
         self.last_response: Response | None = None
         self._wire = b""
 
+    def matches(self, request: Request) -> bool:
+        """Whether ``request``, found under this transaction's key, belongs to it.
+
+        RFC 3261 requests: always (the key is the branch). RFC 2543 ones (§17.2.3): the
+        To tag must be the request's, or for an ACK the one our response carried.
+        """
+        if self.key[0] == "3261":
+            return True
+        if request.method == "ACK":
+            return request.to.tag == self.to_tag
+        return request.to.tag == self.request.to.tag
+
     def receive_request(self, request: Request, now: float) -> list[TransactionEvent]:
         """A retransmission of our request, or (INVITE) the ACK for our final response."""
         input_ = Input.ACK if request.method == "ACK" else Input.REQUEST
         return self._fire(input_, now, request)
 
     def respond(self, response: Response, now: float) -> list[TransactionEvent]:
+        """Send the TU's response (the table refuses, say, a second final response)."""
         if response.status < 200:
             input_ = Input.SEND_PROVISIONAL
         elif response.status < 300:
@@ -480,18 +552,20 @@ class ServerTransaction(_Transaction):
     def to_tag(self) -> str | None:
         return self.last_response.to.tag if self.last_response is not None else None
 
-    def _do(self, action: Action, now: float, message: object) -> TransactionEvent | None:
+    def _do(self, action: Action, now: float, message: _Message) -> TransactionEvent | None:
         t = self.timers
         match action:
             case Action.SEND:
-                self.last_response = message  # type: ignore[assignment]
-                self._wire = bytes(message)  # type: ignore[call-overload]
+                assert isinstance(message, Response)
+                self.last_response = message
+                self._wire = bytes(message)
                 self.outbox.append((self._wire, self.reply_to))
             case Action.RESEND:
                 if self._wire:
                     self.outbox.append((self._wire, self.reply_to))
             case Action.PASS_ACK:
-                return AckReceived(message)  # type: ignore[arg-type]
+                assert isinstance(message, Request)
+                return AckReceived(message)
             case Action.START_G:
                 self._start(Input.TIMER_G, t.g, now)
             case Action.DOUBLE_G:
@@ -511,11 +585,13 @@ class ServerTransaction(_Transaction):
             case Action.REPORT_TRANSPORT_ERROR:
                 return TransportFailure(str(message))
             case _:
-                raise ProtocolError(f"{self.NAME} transaction has no action {action.value!r}")
+                raise self._unknown(action)
         return None
 
 
 class ServerInvite(ServerTransaction):
+    """The INVITE server transaction (§17.2.1): Timers G, H, I and RFC 6026's L."""
+
     TABLE = INVITE_SERVER_TABLE
     NAME = "INVITE server"
 
@@ -527,6 +603,8 @@ class ServerInvite(ServerTransaction):
 
 
 class ServerNonInvite(ServerTransaction):
+    """The non-INVITE server transaction (§17.2.2): Timer J."""
+
     TABLE = NON_INVITE_SERVER_TABLE
     NAME = "non-INVITE server"
 

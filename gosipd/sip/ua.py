@@ -12,8 +12,15 @@ One worker process handles one call, so one ``UserAgent`` is one call: the
 caller side (``invite``) or the called side (an incoming INVITE). The call
 as a whole is a state machine whose transitions are the ``CALL_TABLE``
 below. Server location and failover stay outside: an INVITE that a
-destination did not take is reported as ``AttemptFailed`` and the caller
-decides whether to ``retry`` elsewhere (RFC 3263 §4.3) or ``give_up``.
+destination did not take is reported as ``AttemptFailed``, a 3xx as
+``Redirected``, and the caller decides whether to ``retry`` elsewhere
+(RFC 3263 §4.3) or ``give_up``.
+
+Besides its transactions, the UA core runs three retransmission timers of its
+own, as the RFCs put them there: the 2xx to an INVITE until the ACK
+(§13.3.1.4), reliable provisionals until the PRACK (RFC 3262 §3), and the
+CANCEL deadline (§9.1: no final response 64·T1 after a CANCEL ends the
+attempt); plus the §14.1 glare back-off.
 
 Addresses: requests go to the next hop's numeric address, to an address the
 caller registered for its host name (``known_hosts``), to the outbound proxy,
@@ -30,11 +37,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from gosipd import __version__
-from gosipd.sip import events as ev
-from gosipd.sip.dialog import Dialog, DialogState
-from gosipd.sip.digest import Credentials, DigestChallenge, DigestError, DigestSession
-from gosipd.sip.requests import ack_for_2xx, cancel_for, with_headers
 from gosipd.sip import (
+    DEFAULT_ACCEPT,
     URI,
     CSeq,
     NameAddr,
@@ -45,9 +49,14 @@ from gosipd.sip import (
     check,
     parse,
 )
+from gosipd.sip import events as ev
+from gosipd.sip.dialog import Dialog, DialogState
+from gosipd.sip.digest import Credentials, DigestChallenge, DigestError, DigestSession
+from gosipd.sip.requests import ack_for_2xx, cancel_for, with_headers
 from gosipd.sip.timers import Timers
 from gosipd.sip.transaction import (
     MAGIC_COOKIE,
+    AckReceived,
     ClientInvite,
     ClientNonInvite,
     ClientTransaction,
@@ -63,20 +72,25 @@ from gosipd.sip.transaction import (
     server_key,
 )
 
-__all__ = ["CallState", "UAConfig", "UserAgent"]
+__all__ = ["CALL_TABLE", "CallInput", "CallState", "UAConfig", "UserAgent"]
 
 Address = tuple[str, int]
 
 #: Methods we know but do not serve (answered 405 with Allow); anything else unknown is 501.
-KNOWN_UNSERVED = frozenset(
-    {"REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER"}
-)
+KNOWN_UNSERVED = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER"})
 #: Statuses of an unanswered INVITE that mean "this server, not the call": try another.
 FAILOVER_STATUSES = frozenset({408, 500, 502, 503, 504})
 #: How many 3xx responses one call follows before it gives up (loops are real).
 MAX_REDIRECTS = 5
-#: How long a UAS keeps the call's 2xx going out unanswered by ACK (RFC 3261 §13.3.1.4: 64·T1).
+#: Retry-After (seconds) we put in a 503 while draining.
 DEFAULT_RETRY_AFTER = 60
+#: Retry-After of a 500 to an out-of-order or overlapping request: "randomly chosen
+#: between 0 and 10 seconds" (RFC 3261 §14.2).
+MAX_RETRY_AFTER_500 = 10
+#: Body types an INFO may carry that we pass up (DTMF relay in its usual dresses).
+INFO_ACCEPT = ("application/dtmf-relay", "application/dtmf", "text/plain")
+#: The 5xx a UAS sends when no PRACK came for a reliable provisional (RFC 3262 §3).
+PRACK_TIMEOUT_STATUS = 504
 
 
 class CallState(enum.Enum):
@@ -87,7 +101,7 @@ class CallState(enum.Enum):
     CANCELLING = "cancelling"
     INCOMING = "incoming"  # INVITE received, 100 sent
     EARLY = "early"  # we sent a provisional with a tag
-    ANSWERED = "answered"  # we sent 2xx, waiting for the ACK
+    ANSWERED = "answered"  # we sent (or hold, for a PRACK) the 2xx; waiting for the ACK
     CONFIRMED = "confirmed"
     TERMINATING = "terminating"  # BYE sent
     TERMINATED = "terminated"
@@ -95,36 +109,41 @@ class CallState(enum.Enum):
 
 class CallInput(enum.Enum):
     INVITE = "send INVITE"
-    RETRY = "retry INVITE elsewhere"
+    RETRY = "retry INVITE"
     GIVE_UP = "give up"
     CANCEL = "cancel"
-    PROVISIONAL = "provisional received"
-    SUCCESS = "2xx received"
-    FAILURE = "final failure received"
-    ATTEMPT_FAILED = "attempt failed"
-    INVITE_RECEIVED = "INVITE received"
-    RING = "send provisional"
-    ANSWER = "send 2xx"
-    REJECT = "send final failure"
-    CANCEL_RECEIVED = "CANCEL received"
-    ACK_RECEIVED = "ACK received"
-    ACK_TIMEOUT = "no ACK for 2xx"
+    CANCEL_TIMEOUT = "end a CANCEL left unanswered for 64·T1"
+    PROVISIONAL = "receive a provisional"
+    SUCCESS = "receive a 2xx"
+    FAILURE = "receive a final failure"
+    ATTEMPT_FAILED = "report a failed attempt"
+    INVITE_RECEIVED = "receive an INVITE"
+    RING = "send a provisional"
+    ANSWER = "send a 2xx"
+    REJECT = "send a final failure"
+    PRACK_TIMEOUT = "end a reliable provisional left without PRACK for 64·T1"
+    CANCEL_RECEIVED = "receive CANCEL"
+    ACK_RECEIVED = "receive the ACK"
+    ACK_TIMEOUT = "end a 2xx left without ACK for 64·T1"
     BYE = "send BYE"
-    BYE_RECEIVED = "BYE received"
-    BYE_DONE = "BYE answered"
+    BYE_RECEIVED = "receive BYE"
+    BYE_DONE = "finish the BYE"
+    DIALOG_GONE = "learn the far end lost the dialog (481)"
 
 
 C, K = CallState, CallInput
 #: Every transition of the call as a whole. Network inputs the table lacks are
-#: answered by the protocol (481, 500, ...) without changing the call.
+#: answered by the protocol (481, 500, ...) without changing the call; a method call
+#: it lacks raises ProtocolError.
 CALL_TABLE: dict[tuple[CallState, CallInput], CallState] = {
     (C.IDLE, K.INVITE): C.CALLING,
     (C.IDLE, K.INVITE_RECEIVED): C.INCOMING,
+    # caller side
     (C.CALLING, K.PROVISIONAL): C.PROCEEDING,
     (C.CALLING, K.SUCCESS): C.CONFIRMED,
     (C.CALLING, K.FAILURE): C.TERMINATED,
     (C.CALLING, K.ATTEMPT_FAILED): C.WAITING,
-    (C.CALLING, K.RETRY): C.CALLING,  # auth challenge answered, or failover mid-attempt
+    (C.CALLING, K.RETRY): C.CALLING,  # a challenge answered, or failover mid-attempt
     (C.CALLING, K.CANCEL): C.CANCELLING,
     (C.CALLING, K.GIVE_UP): C.TERMINATED,
     (C.PROCEEDING, K.PROVISIONAL): C.PROCEEDING,
@@ -133,6 +152,7 @@ CALL_TABLE: dict[tuple[CallState, CallInput], CallState] = {
     (C.PROCEEDING, K.ATTEMPT_FAILED): C.WAITING,
     (C.PROCEEDING, K.RETRY): C.CALLING,
     (C.PROCEEDING, K.CANCEL): C.CANCELLING,
+    (C.PROCEEDING, K.GIVE_UP): C.TERMINATED,
     (C.WAITING, K.RETRY): C.CALLING,
     (C.WAITING, K.GIVE_UP): C.TERMINATED,
     (C.WAITING, K.CANCEL): C.TERMINATED,
@@ -140,6 +160,8 @@ CALL_TABLE: dict[tuple[CallState, CallInput], CallState] = {
     (C.CANCELLING, K.SUCCESS): C.TERMINATING,  # the 2xx raced the CANCEL: ACK, then BYE
     (C.CANCELLING, K.FAILURE): C.TERMINATED,
     (C.CANCELLING, K.ATTEMPT_FAILED): C.TERMINATED,
+    (C.CANCELLING, K.CANCEL_TIMEOUT): C.TERMINATED,
+    # called side
     (C.INCOMING, K.RING): C.EARLY,
     (C.INCOMING, K.ANSWER): C.ANSWERED,
     (C.INCOMING, K.REJECT): C.TERMINATED,
@@ -148,16 +170,21 @@ CALL_TABLE: dict[tuple[CallState, CallInput], CallState] = {
     (C.EARLY, K.ANSWER): C.ANSWERED,
     (C.EARLY, K.REJECT): C.TERMINATED,
     (C.EARLY, K.CANCEL_RECEIVED): C.TERMINATED,
+    (C.EARLY, K.PRACK_TIMEOUT): C.TERMINATED,
+    (C.EARLY, K.BYE_RECEIVED): C.TERMINATED,  # §15: a caller may BYE an early dialog
+    # while the 2xx is held for a PRACK (RFC 3262 §3) the INVITE is still unanswered
+    (C.ANSWERED, K.PRACK_TIMEOUT): C.TERMINATED,
+    (C.ANSWERED, K.CANCEL_RECEIVED): C.TERMINATED,
+    (C.ANSWERED, K.REJECT): C.TERMINATED,
     (C.ANSWERED, K.ACK_RECEIVED): C.CONFIRMED,
     (C.ANSWERED, K.ACK_TIMEOUT): C.TERMINATING,
     (C.ANSWERED, K.BYE_RECEIVED): C.TERMINATED,
+    # both
     (C.CONFIRMED, K.BYE): C.TERMINATING,
     (C.CONFIRMED, K.BYE_RECEIVED): C.TERMINATED,
-    (C.CONFIRMED, K.SUCCESS): C.CONFIRMED,  # a retransmitted or forked 2xx
+    (C.CONFIRMED, K.DIALOG_GONE): C.TERMINATED,
     (C.TERMINATING, K.BYE_DONE): C.TERMINATED,
     (C.TERMINATING, K.BYE_RECEIVED): C.TERMINATED,
-    (C.TERMINATING, K.SUCCESS): C.TERMINATING,
-    (C.TERMINATING, K.ACK_RECEIVED): C.TERMINATING,
 }
 del C, K
 
@@ -174,8 +201,18 @@ class UAConfig:
     outbound_proxy: Address | None = None
     #: Option tags we support (sent in Supported; a Require outside this set gets 420).
     supported: tuple[str, ...] = ("100rel", "timer")
-    allow: tuple[str, ...] = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "PRACK", "UPDATE", "INFO")
-    accept: tuple[str, ...] = ("application/sdp",)
+    allow: tuple[str, ...] = (
+        "INVITE",
+        "ACK",
+        "CANCEL",
+        "BYE",
+        "OPTIONS",
+        "PRACK",
+        "UPDATE",
+        "INFO",
+    )
+    #: Body types we read in INVITE, ACK, PRACK, UPDATE (others: 415 with Accept).
+    accept: tuple[str, ...] = DEFAULT_ACCEPT
     #: Send reliable provisionals (RFC 3262) when the caller supports 100rel.
     reliable_provisionals: bool = True
     max_redirects: int = MAX_REDIRECTS
@@ -194,46 +231,59 @@ def _is_ip(host: str) -> bool:
 
 
 @dataclass
-class _ReliableProvisional:
-    """A provisional we send with 100rel, retransmitted until PRACKed (RFC 3262 §3)."""
+class _Retransmission:
+    """A message the UA core itself resends on a doubling interval until answered or
+    ``give_up_at``: our 2xx to an INVITE until the ACK (§13.3.1.4, capped at T2), or a
+    reliable provisional until its PRACK (RFC 3262 §3, no cap)."""
 
     response: Response
-    rseq: int
-    carries_sdp: bool
+    reply_to: Address
     interval: float
     deadline: float
     give_up_at: float
+    cap: float | None
+    wire: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.wire = bytes(self.response)
+
+    def due(self, now: float) -> bool:
+        return now >= self.deadline
+
+    def expired(self, now: float) -> bool:
+        return now >= self.give_up_at
+
+    def advance(self, now: float) -> None:
+        self.interval *= 2
+        if self.cap is not None:
+            self.interval = min(self.interval, self.cap)
+        self.deadline = min(now + self.interval, self.give_up_at)
 
 
 @dataclass
-class _PendingSuccess:
-    """Our 2xx to an INVITE, retransmitted by the TU until the ACK (§13.3.1.4)."""
+class _ReliableProvisional:
+    """A provisional we sent with 100rel and its RSeq (RFC 3262 §3)."""
 
-    response: Response
-    cseq: int
-    interval: float
-    deadline: float
-    give_up_at: float
-    wire: bytes = b""
+    rseq: int
+    carries_sdp: bool
+    retransmission: _Retransmission
 
 
 class UserAgent:
     """One call's SIP engine. See the module docstring for the shape of it."""
 
-    def __init__(
-        self,
-        config: UAConfig,
-        *,
-        rng: random.Random | None = None,
-    ) -> None:
+    def __init__(self, config: UAConfig, *, rng: random.Random | None = None) -> None:
         self.config = config
         self.timers = config.timers
         self.rng = rng if rng is not None else random.SystemRandom()
         self.state = CallState.IDLE
+        #: Addresses for host names in routes and targets (filled by the caller's locate).
         self.known_hosts: dict[str, str] = {}
         #: Our address as the far end saw it (received/rport on our Via), for Contact.
         self.public_address: Address = config.local_address
+        #: Answer new INVITEs and OPTIONS with 503 + Retry-After (the daemon is draining).
         self.draining = False
+        #: Datagrams dropped or refused because they were malformed.
         self.malformed = 0
         self.call_id = ""
         self.dialog: Dialog | None = None
@@ -246,28 +296,30 @@ class UserAgent:
             if config.credentials
             else None
         )
+        self._local_tag = ""
+        self._peer: Address | None = None
         # caller side
         self._invite: Request | None = None
         self._invite_tx: ClientInvite | None = None
         self._destination: Address | None = None
-        self._attempt_heard = False
         self._cancel_pending = False
+        self._cancel_deadline: float | None = None
+        self._attempt_progressed = False  # a 101-199 came for the current attempt
         self._redirects = 0
         self._early: dict[str, Dialog] = {}
-        self._acks: dict[str, bytes] = {}  # ACK bytes per To tag, for 2xx retransmissions
+        #: the ACK sent for each 2xx, by (To tag, CSeq number), to answer retransmissions
+        self._acks: dict[tuple[str, int], tuple[bytes, Address]] = {}
         self._last_failure: tuple[int, str, int | None] | None = None
-        self._peer: Address | None = None
         # called side
         self._incoming: Request | None = None
         self._incoming_tx: ServerInvite | None = None
-        self._local_tag = ""
         self._rseq = 0
         self._reliable: _ReliableProvisional | None = None
-        self._queued_provisionals: list[tuple[Response, bool]] = []
+        self._queued_provisionals: list[Response] = []
         self._held_success: Response | None = None
-        self._success: _PendingSuccess | None = None
+        self._success: _Retransmission | None = None
         self._hangup_after_ack = False
-        # re-INVITE (either side)
+        # the dialog: re-INVITE, BYE
         self._reinvite_tx: ClientInvite | None = None
         self._reinvite_sdp: bytes | None = None
         self._glare_retry_at: float | None = None
@@ -280,23 +332,27 @@ class UserAgent:
     # ======================================================================
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """What to send, as ``(datagram, (host, port))``, in order; drains the queue."""
         out = list(self._outbox)
         self._outbox.clear()  # the transactions hold this very list
         return out
 
     def events(self) -> list[ev.Event]:
+        """What happened since the last call, in order; drains the queue."""
         out, self._events = self._events, []
         return out
 
     def next_timer(self) -> float | None:
+        """When ``handle_timer`` must next be called, or None."""
         deadlines = [
             t
             for t in (
                 *(tx.next_timer() for tx in self._clients.values()),
                 *(tx.next_timer() for tx in self._servers.values()),
-                self._reliable.deadline if self._reliable else None,
+                self._reliable.retransmission.deadline if self._reliable else None,
                 self._success.deadline if self._success else None,
                 self._glare_retry_at,
+                self._cancel_deadline,
             )
             if t is not None
         ]
@@ -318,10 +374,10 @@ class UserAgent:
                 self._servers.pop(skey, None)
         self._reliable_timer(now)
         self._success_timer(now)
+        self._cancel_timer(now)
         if self._glare_retry_at is not None and now >= self._glare_retry_at:
             self._glare_retry_at = None
-            if self._reinvite_sdp is not None and self.state is CallState.CONFIRMED:
-                self._send_reinvite(self._reinvite_sdp, now)
+            self._glare_retry(now)
 
     def transport_error(self, destination: Address, now: float, reason: str) -> None:
         """The transport could not reach ``destination`` (ICMP unreachable, say)."""
@@ -339,13 +395,40 @@ class UserAgent:
             self.malformed += 1
             reply = Response.for_malformed(exc, to_tag=_token(self.rng))
             if reply is not None:
-                via = reply.top_via
-                self._outbox.append((bytes(reply), self._via_reply_address(via, source)))
+                try:
+                    via = reply.top_via
+                except SIPParseError:
+                    return  # not even the Via says where to answer
+                # §18.2.2 as if we had stamped received (and rport) on that Via
+                port = source[1] if via is None or via.has_rport else via.port or 5060
+                reply_to = (source[0], port)
+                self._outbox.append((bytes(reply), reply_to))
             return
         if isinstance(message, Response):
             self._receive_response(message, source, now)
         else:
             self._receive_request(message, source, now)
+
+    def next_hop_address(self, dialog: Dialog | None = None) -> Address:
+        """Where a request of ``dialog`` (or of the call, without one) is sent: see the
+        module docstring."""
+        if dialog is not None:
+            hop = dialog.next_hop()
+            host = hop.maddr or hop.host
+            port = hop.port or 5060
+            if _is_ip(host):
+                return (host.strip("[]"), port)
+            if host in self.known_hosts:
+                return (self.known_hosts[host], port)
+        if self.config.outbound_proxy is not None:
+            return self.config.outbound_proxy
+        if self._peer is not None:
+            return self._peer
+        if self._destination is not None:
+            return self._destination
+        raise ProtocolError("no address known for the far end")
+
+    _hop_address = next_hop_address  # the name the call worker knew first
 
     # ======================================================================
     # caller side: INVITE, retry, cancel
@@ -363,7 +446,7 @@ class UserAgent:
         headers: Sequence[tuple[str, str]] = (),
         call_id: str | None = None,
     ) -> Request:
-        """Start the call: send an INVITE to ``destination``."""
+        """Start the call: send an INVITE for ``request_uri`` to ``destination``."""
         self._transition(CallInput.INVITE)
         self.call_id = call_id or f"{_token(self.rng, 128)}@gosipd"
         self._local_tag = _token(self.rng)
@@ -393,8 +476,6 @@ class UserAgent:
         """
         self._transition(CallInput.RETRY)
         assert self._invite is not None
-        if self._invite_tx is not None:
-            self._invite_tx.terminate()
         request = self._invite.copy()
         if request_uri is not None:
             request.uri = request_uri
@@ -405,8 +486,7 @@ class UserAgent:
     def give_up(self, now: float, *, cause: str = "failed") -> None:
         """Stop trying after ``AttemptFailed`` or ``Redirected``: the call fails."""
         self._transition(CallInput.GIVE_UP)
-        if self._invite_tx is not None:
-            self._invite_tx.terminate()
+        self._abandon_invite()
         status, reason, retry_after = self._last_failure or (408, "Request Timeout", None)
         self._events.append(ev.Failed(status, reason, retry_after))
         self._end(cause, status, reason)
@@ -427,8 +507,9 @@ class UserAgent:
 
     def _send_invite_attempt(self, destination: Address, now: float) -> None:
         assert self._invite is not None
+        self._abandon_invite()
         self._destination = destination
-        self._attempt_heard = False
+        self._attempt_progressed = False
         request = self._invite.copy()
         request.via = [self._via()]
         for name in ("Authorization", "Proxy-Authorization"):
@@ -443,42 +524,56 @@ class UserAgent:
         self._invite_tx = tx
         self._clients[tx.key] = tx
 
+    def _abandon_invite(self) -> None:
+        tx = self._invite_tx
+        if tx is not None and not tx.terminated:
+            tx.terminate()
+            self._clients.pop(tx.key, None)
+
     def _send_cancel(self, now: float) -> None:
         assert self._invite is not None and self._invite_tx is not None
         cancel = cancel_for(self._invite)
         tx = ClientNonInvite(cancel, self._invite_tx.destination, self.timers, self._outbox, now)
         self._clients[tx.key] = tx
         self._cancel_pending = False
+        self._cancel_deadline = now + 64 * self.timers.t1
+
+    def _cancel_timer(self, now: float) -> None:
+        if self._cancel_deadline is None or now < self._cancel_deadline:
+            return
+        self._cancel_deadline = None
+        if self.state is CallState.CANCELLING:
+            # §9.1: no final response 64·T1 after the CANCEL: consider the INVITE cancelled
+            self._transition(CallInput.CANCEL_TIMEOUT)
+            self._abandon_invite()
+            self._events.append(ev.Failed(487, "Request Terminated"))
+            self._end("cancelled", 487, "Request Terminated")
 
     def _on_invite_response(self, response: Response, source: Address, now: float) -> None:
-        status = response.status
+        """A 1xx or 300-699 to the current INVITE attempt (2xx: ``_on_invite_2xx``)."""
         self._peer = source
         self._learn_public_address(response)
-        if status < 200:
+        if response.status < 200:
             self._on_invite_provisional(response, now)
-        elif status < 300:
-            self._on_invite_success(response, now)
         else:
             self._on_invite_failure(response, now)
 
     def _on_invite_provisional(self, response: Response, now: float) -> None:
-        if self.state is CallState.WAITING:
-            return
-        first = not self._attempt_heard
-        self._attempt_heard = True
+        first = self.state is CallState.CALLING
         if self.state in (CallState.CALLING, CallState.PROCEEDING, CallState.CANCELLING):
             self._transition(CallInput.PROVISIONAL)
         if self._cancel_pending:
             self._send_cancel(now)
+        if response.status > 100:
+            self._attempt_progressed = True
         if response.status == 100 or response.to.tag is None:
             if first or response.status == 100:
                 self._events.append(ev.Trying(response.status, self._destination))
             return
         dialog = self._early_dialog(response)
         reliable = "100rel" in response.require and response.rseq is not None
-        if reliable:
-            if not self._prack(dialog, response, now):
-                return  # a retransmission, or out of order: not news
+        if reliable and not self._prack(dialog, response, now):
+            return  # a retransmission, or out of order: not news
         if self.state is CallState.CANCELLING:
             return
         sdp = response.sdp
@@ -498,7 +593,12 @@ class UserAgent:
         return dialog
 
     def _prack(self, dialog: Dialog, response: Response, now: float) -> bool:
-        """Acknowledge a reliable provisional in order (RFC 3262 §4); True if it is new."""
+        """Acknowledge a reliable provisional in order (RFC 3262 §4); True if it is new.
+
+        The first one's RSeq starts the sequence; after that only the next RSeq is
+        PRACKed. A retransmission (a PRACK of ours was lost) is not PRACKed again: the
+        PRACK's own transaction retransmits it.
+        """
         rseq = response.rseq
         assert rseq is not None
         if dialog.last_rseq is not None and rseq != dialog.last_rseq + 1:
@@ -508,51 +608,61 @@ class UserAgent:
         self._send_in_dialog(dialog, "PRACK", now, headers=[("RAck", rack)])
         return True
 
-    def _on_invite_success(self, response: Response, now: float) -> None:
-        tag = response.to.tag or ""
-        if tag in self._acks:
-            # a retransmitted 2xx: its ACK was lost (RFC 3261 §13.2.2.4)
-            assert self._peer is not None
-            dialog = self.dialog if self.dialog and self.dialog.remote_tag == tag else None
-            self._outbox.append((self._acks[tag], self._hop_address(dialog)))
+    def _on_invite_2xx(
+        self, tx: ClientTransaction, response: Response, source: Address, now: float
+    ) -> None:
+        """Any 2xx to an INVITE of ours: the first of its kind is handled, and every one
+        (retransmissions, other forks) gets the ACK it is owed (§13.2.2.4)."""
+        key = (response.to.tag or "", response.cseq.number)
+        sent = self._acks.get(key)
+        if sent is not None:
+            self._outbox.append(sent)  # the 2xx was retransmitted: our ACK was lost
             return
+        if tx is self._reinvite_tx:
+            self._on_reinvite_response(response, now)
+        elif tx is self._invite_tx:
+            self._peer = source
+            self._learn_public_address(response)
+            self._on_invite_success(response, now)
+
+    def _on_invite_success(self, response: Response, now: float) -> None:
         assert self._invite is not None
+        tag = response.to.tag or ""
         dialog = self._early.pop(tag, None) or Dialog.for_uac(self._invite, response)
-        dialog.state = DialogState.CONFIRMED
-        dialog.remote_target = (
-            response.contact[0].uri if response.contact else dialog.remote_target
-        )
-        dialog.route_set = tuple(reversed(response.record_route))
+        dialog.confirm(response)
         dialog.local_seq = max(dialog.local_seq, self._invite.cseq.number)
-        self._send_ack(dialog, response, now)
-        if self.state in (CallState.CONFIRMED, CallState.TERMINATING):
-            # another fork answered too: we keep one call, so hang this one up
+        self._send_ack(dialog, response, self._invite)
+        if self.state not in (CallState.CALLING, CallState.PROCEEDING, CallState.CANCELLING):
+            # another fork answered too, or the call is over: we keep at most one call,
+            # so this dialog is ACKed and hung up at once (§13.2.2.4)
             self._send_in_dialog(dialog, "BYE", now)
             return
+        self._cancel_pending = False
+        self._cancel_deadline = None
         if self.state is CallState.CANCELLING:
             self._transition(CallInput.SUCCESS)
             self.dialog = dialog
-            self._send_bye(now)
             self._end_cause = "cancelled"
+            self._send_bye(now)
             return
         self._transition(CallInput.SUCCESS)
         self.dialog = dialog
-        self._early.clear()
         self._events.append(ev.Answered(response.sdp, response.status))
 
-    def _send_ack(self, dialog: Dialog, response: Response, now: float) -> None:
-        """ACK for a 2xx: a new transaction of its own, sent by the TU (§13.2.2.4)."""
-        assert self._invite is not None
-        ack = ack_for_2xx(dialog, self._invite.cseq.number, self._via(), invite=self._invite)
-        wire = bytes(ack)
-        self._acks[response.to.tag or ""] = wire
-        self._outbox.append((wire, self._hop_address(dialog)))
+    def _send_ack(self, dialog: Dialog, response: Response, invite: Request) -> None:
+        """The ACK of a 2xx: a transaction of its own, sent by the TU (§13.2.2.4), carrying
+        the INVITE's credentials."""
+        ack = ack_for_2xx(dialog, response.cseq.number, self._via(), invite=invite)
+        sent = (bytes(ack), self.next_hop_address(dialog))
+        self._acks[(response.to.tag or "", response.cseq.number)] = sent
+        self._outbox.append(sent)
 
     def _on_invite_failure(self, response: Response, now: float) -> None:
         status = response.status
         retry_after = response.retry_after.seconds if response.retry_after else None
         self._last_failure = (status, response.reason, retry_after)
         if self.state is CallState.CANCELLING:
+            self._cancel_deadline = None
             self._transition(CallInput.FAILURE)
             self._events.append(ev.Failed(status, response.reason))
             self._end("cancelled", status, response.reason)
@@ -562,44 +672,28 @@ class UserAgent:
         if 300 <= status < 400 and response.contact:
             self._redirects += 1
             if self._redirects <= self.config.max_redirects:
-                contacts = tuple(c.uri for c in sorted(response.contact, key=_q_order))  # noqa: F841
+                contacts = tuple(c.uri for c in sorted(response.contact, key=_q_order))
                 self._transition(CallInput.ATTEMPT_FAILED)
                 self._events.append(ev.Redirected(status, contacts))
                 return
-        if status in FAILOVER_STATUSES and not self._attempt_heard_provisional():
+        if status in FAILOVER_STATUSES and not self._attempt_progressed:
+            # RFC 3263 §4.3: this server cannot take the call, another one may (a 100
+            # only said the server got it; after a 180 the callee was reached)
             assert self._destination is not None
             self._transition(CallInput.ATTEMPT_FAILED)
-            self._events.append(
-                ev.AttemptFailed(self._destination, "status", status, retry_after)
-            )
+            self._events.append(ev.AttemptFailed(self._destination, "status", status, retry_after))
             return
         self._transition(CallInput.FAILURE)
         self._events.append(ev.Failed(status, response.reason, retry_after))
         self._end(_cause_of(status), status, response.reason)
 
-    def _attempt_heard_provisional(self) -> bool:
-        return self.state is CallState.PROCEEDING
-
     def _answer_challenge(self, response: Response, now: float) -> bool:
+        """Answer a 401/407 to the INVITE once (§22.2); False when we cannot or must not."""
         if self._digest is None or self._invite is None:
             return False
-        challenges = []
-        for proxy, values in (
-            (False, response.www_authenticate),
-            (True, response.proxy_authenticate),
-        ):
-            for challenge in values:
-                try:
-                    challenges.append(
-                        DigestChallenge.from_params(challenge.scheme, challenge.params, proxy=proxy)
-                    )
-                except DigestError:
-                    continue
         request = self._invite
-        answer = self._digest.answer(
-            challenges, method="INVITE", uri=str(request.uri), body=request.body
-        )
-        if answer is None:
+        challenges = _challenges(response)
+        if not self._digest.accept(challenges, sent=_sent_credentials(request)):
             return False
         self._events.append(
             ev.AuthChallenged(response.status, tuple(sorted({c.realm for c in challenges})))
@@ -617,65 +711,107 @@ class UserAgent:
     # called side: ring, answer, reject
     # ======================================================================
 
-    def ring(self, now: float, *, status: int = 180, sdp: bytes | None = None,
-             reliable: bool | None = None) -> None:
-        """Send a provisional (180 Ringing, or 183 with early-media SDP)."""
+    def ring(
+        self,
+        now: float,
+        *,
+        status: int = 180,
+        sdp: bytes | None = None,
+        reliable: bool | None = None,
+    ) -> None:
+        """Send a provisional (180 Ringing, or 183 with early-media SDP).
+
+        ``reliable``: send it with 100rel (RFC 3262); by default when the caller
+        supports it and the config wants it, and always when the caller requires it.
+        Only one reliable provisional is outstanding at a time; later ones queue.
+        """
         if not 101 <= status <= 199:
             raise ValueError(f"a provisional status is 101-199, got {status}")
         self._transition(CallInput.RING)
         assert self._incoming is not None
-        wants_reliable = (
-            self.config.reliable_provisionals
-            and (
-                "100rel" in self._incoming.supported or "100rel" in self._incoming.require
-            )
-        )
+        required = "100rel" in self._incoming.require
+        offered = required or "100rel" in self._incoming.supported
         if reliable is None:
-            reliable = wants_reliable or "100rel" in self._incoming.require
+            reliable = self.config.reliable_provisionals
+        reliable = offered and (reliable or required)
         response = self._response(self._incoming, status, sdp=sdp)
-        if reliable:
-            if self._reliable is not None:
-                self._queued_provisionals.append((response, True))
-                return
-            self._send_reliable(response, now)
-        else:
+        if not reliable:
             self._respond_invite(response, now)
+        elif self._reliable is not None:
+            self._queued_provisionals.append(response)
+        else:
+            self._send_reliable(response, now)
 
     def answer(self, now: float, *, sdp: bytes | None) -> None:
-        """Accept the call with a 2xx (held until the PRACK of an offer-carrying 1xx)."""
+        """Accept the call with a 200 (held until the PRACK of an offer-carrying 1xx)."""
         self._transition(CallInput.ANSWER)
         assert self._incoming is not None
         response = self._response(self._incoming, 200, sdp=sdp)
         if self._reliable is not None and self._reliable.carries_sdp:
-            self._held_success = response
+            self._held_success = response  # RFC 3262 §3
             return
         self._send_success(response, now)
 
-    def reject(self, now: float, status: int = 486, reason: str | None = None, *,
-               retry_after: int | None = None) -> None:
-        """Refuse the call with a final 3xx-6xx."""
+    def reject(
+        self,
+        now: float,
+        status: int = 486,
+        reason: str | None = None,
+        *,
+        retry_after: int | None = None,
+        contacts: Sequence[NameAddr] = (),
+    ) -> None:
+        """Refuse the call with a final 3xx-6xx (``contacts``: where a 3xx sends the caller)."""
         if not 300 <= status <= 699:
             raise ValueError(f"a rejection status is 300-699, got {status}")
+        if self.state is CallState.ANSWERED and self._held_success is None:
+            raise ProtocolError("call in state answered cannot reject: the 2xx went out")
         self._transition(CallInput.REJECT)
+        phrase = self._send_rejection(
+            now, status, reason, retry_after=retry_after, contacts=contacts
+        )
+        self._end("rejected", status, phrase)
+
+    def _send_rejection(
+        self,
+        now: float,
+        status: int,
+        reason: str | None,
+        *,
+        retry_after: int | None = None,
+        contacts: Sequence[NameAddr] = (),
+    ) -> str:
+        """Send a final failure for the incoming INVITE; returns its reason phrase."""
         assert self._incoming is not None
         response = self._response(self._incoming, status, reason)
         if retry_after is not None:
-            response.headers.set("Retry-After", str(retry_after))
+            response.retry_after = retry_after
+        if contacts:
+            response.contact = list(contacts)
         self._reliable = None
+        self._held_success = None
+        self._queued_provisionals.clear()
         self._respond_invite(response, now)
-        self._events.append(ev.Failed(status, response.reason))
-        self._end("rejected", status, response.reason)
+        if self.dialog is not None:
+            self.dialog.terminate()
+        self._last_failure = (status, response.reason, retry_after)
+        self._events.append(ev.Failed(status, response.reason, retry_after))
+        return response.reason
 
     def _incoming_invite(self, request: Request, source: Address, now: float) -> None:
-        reply_to = self._reply_address(request, source)
-        if self.state is not CallState.IDLE:
-            self._server_reply(request, reply_to, now, 486, "Busy Here")
-            return
+        reply_to = self._via_reply_address(request.top_via, source)
         if self.draining:
             self._server_reply(
-                request, reply_to, now, 503, "Service Unavailable",
+                request,
+                reply_to,
+                now,
+                503,
+                "Service Unavailable",
                 headers=[("Retry-After", str(DEFAULT_RETRY_AFTER))],
             )
+            return
+        if self.state is not CallState.IDLE:
+            self._server_reply(request, reply_to, now, 486, "Busy Here")
             return
         self._transition(CallInput.INVITE_RECEIVED)
         self._peer = source
@@ -688,15 +824,21 @@ class UserAgent:
         tx.respond(Response.for_request(request, 100), now)
         self._events.append(ev.IncomingCall(request, request.sdp))
 
-    def _response(self, request: Request, status: int, reason: str | None = None, *,
-                  sdp: bytes | None = None) -> Response:
+    def _response(
+        self, request: Request, status: int, reason: str | None = None, *, sdp: bytes | None = None
+    ) -> Response:
+        """Our response to ``request``: with our tag, and for a 1xx/2xx to a
+        dialog-creating or target-refresh request our Contact (§12.1.1)."""
         headers: list[tuple[str, str]] = []
-        if status > 100:
+        if 100 < status < 300 and request.method in ("INVITE", "UPDATE"):
             headers.append(("Contact", str(self._contact())))
-        if 200 <= status < 300 or status in (405, 501):
+        if 200 <= status < 300 and request.method in ("INVITE", "OPTIONS", "UPDATE"):
+            headers += [
+                ("Allow", ", ".join(self.config.allow)),
+                ("Supported", ", ".join(self.config.supported)),
+            ]
+        if status in (405, 501):
             headers.append(("Allow", ", ".join(self.config.allow)))
-        if 200 <= status < 300:
-            headers.append(("Supported", ", ".join(self.config.supported)))
         headers.append(("Server", self.config.user_agent))
         tag = self._local_tag if status > 100 else None
         response = Response.for_request(request, status, reason, to_tag=tag)
@@ -706,105 +848,112 @@ class UserAgent:
         return response
 
     def _respond_invite(self, response: Response, now: float) -> None:
-        assert self._incoming_tx is not None
+        assert self._incoming_tx is not None and self._incoming is not None
         if self.dialog is None and 100 < response.status < 300:
-            assert self._incoming is not None
             self.dialog = Dialog.for_uas(self._incoming, self._local_tag, self._contact())
         self._incoming_tx.respond(response, now)
 
     def _send_reliable(self, response: Response, now: float) -> None:
+        assert self._incoming_tx is not None
+        # RFC 3262 §3: the first RSeq is random in 1..2**31-1, later ones count up
         self._rseq = self._rseq + 1 if self._rseq else self.rng.randint(1, 2**31 - 1)
         response = response.copy()
-        with_headers(response, [("Require", "100rel"), ("RSeq", str(self._rseq))])
+        response.require = [*response.require, "100rel"]
+        response.rseq = self._rseq
         self._reliable = _ReliableProvisional(
-            response,
             self._rseq,
             carries_sdp=bool(response.body),
-            interval=self.timers.t1,
-            deadline=now + self.timers.t1,
-            give_up_at=now + 64 * self.timers.t1,
+            retransmission=_Retransmission(
+                response,
+                self._incoming_tx.reply_to,
+                interval=self.timers.t1,
+                deadline=now + self.timers.t1,
+                give_up_at=now + 64 * self.timers.t1,
+                cap=None,
+            ),
         )
         self._respond_invite(response, now)
 
     def _reliable_timer(self, now: float) -> None:
         pending = self._reliable
-        if pending is None or now < pending.deadline:
+        if pending is None or not pending.retransmission.due(now):
             return
-        if now >= pending.give_up_at:
-            # RFC 3262 §3: no PRACK in 64·T1, reject the INVITE with a 5xx
-            self._reliable = None
-            self._held_success = None
-            if self.state in (CallState.EARLY, CallState.ANSWERED):
-                self.state = CallState.EARLY
-                self.reject(now, 504, "No PRACK Received")
+        retransmission = pending.retransmission
+        if retransmission.expired(now):
+            # RFC 3262 §3: no PRACK in 64·T1: reject the INVITE with a 5xx
+            self._transition(CallInput.PRACK_TIMEOUT)
+            self._send_rejection(now, PRACK_TIMEOUT_STATUS, "No PRACK Received")
+            self._end("prack_timeout", PRACK_TIMEOUT_STATUS, "No PRACK Received")
             return
-        pending.interval *= 2
-        pending.deadline = now + pending.interval
-        assert self._incoming_tx is not None
-        self._outbox.append((bytes(pending.response), self._incoming_tx.reply_to))
+        retransmission.advance(now)
+        self._outbox.append((retransmission.wire, retransmission.reply_to))
 
     def _on_prack(self, request: Request, tx: ServerTransaction, now: float) -> None:
         pending = self._reliable
         rack = request.rack
-        if (
-            pending is None
-            or rack is None
-            or (rack.rseq, rack.cseq, rack.method)
-            != (pending.rseq, self._incoming.cseq.number if self._incoming else -1, "INVITE")
-        ):
+        expected = (
+            None
+            if pending is None or self._incoming is None
+            else (pending.rseq, self._incoming.cseq.number, "INVITE")
+        )
+        if rack is None or (rack.rseq, rack.cseq, rack.method) != expected:
+            # RFC 3262 §3: a PRACK that matches no unacknowledged reliable provisional
             tx.respond(self._response(request, 481, "No Matching Provisional"), now)
             return
         self._reliable = None
         tx.respond(self._response(request, 200), now)
         if self._queued_provisionals:
-            response, _ = self._queued_provisionals.pop(0)
-            self._send_reliable(response, now)
+            self._send_reliable(self._queued_provisionals.pop(0), now)
         elif self._held_success is not None:
             held, self._held_success = self._held_success, None
             self._send_success(held, now)
 
     def _send_success(self, response: Response, now: float) -> None:
+        assert self._incoming_tx is not None
         # a final response ends the retransmission of reliable provisionals (RFC 3262 §3)
         self._reliable = None
         self._queued_provisionals.clear()
         self._respond_invite(response, now)
         if self.dialog is not None:
-            self.dialog.state = DialogState.CONFIRMED
-        self._success = _PendingSuccess(
+            self.dialog.confirm()
+        self._success = self._retransmit_2xx(response, self._incoming_tx.reply_to, now)
+
+    def _retransmit_2xx(self, response: Response, reply_to: Address, now: float) -> _Retransmission:
+        """§13.3.1.4: the 2xx goes out again at T1, doubling up to T2, until the ACK, for
+        at most 64·T1."""
+        return _Retransmission(
             response,
-            response.cseq.number,
+            reply_to,
             interval=self.timers.t1,
             deadline=now + self.timers.t1,
             give_up_at=now + 64 * self.timers.t1,
-            wire=bytes(response),
+            cap=self.timers.t2,
         )
 
     def _success_timer(self, now: float) -> None:
         pending = self._success
-        if pending is None or now < pending.deadline:
+        if pending is None or not pending.due(now):
             return
-        if now >= pending.give_up_at:
+        if pending.expired(now):
             self._success = None
             if self.state is CallState.ANSWERED:
+                # §13.3.1.4: no ACK: the dialog is confirmed but should be ended with BYE
                 self._transition(CallInput.ACK_TIMEOUT)
-                self._send_bye(now, already_terminating=True)
                 self._end_cause = "ack_timeout"
+                self._send_bye(now)
             elif self.state is CallState.CONFIRMED and self._remote_offer_tx is not None:
                 self._remote_offer_tx = None
-                self.hangup(now)
+                self._end_cause = "ack_timeout"
+                self._transition(CallInput.BYE)
+                self._send_bye(now)
             return
-        pending.interval = min(pending.interval * 2, self.timers.t2)
-        pending.deadline = now + pending.interval
-        reply_to = (
-            self._incoming_tx.reply_to if self._incoming_tx is not None else self._peer
-        )
-        assert reply_to is not None
-        self._outbox.append((pending.wire, reply_to))
+        pending.advance(now)
+        self._outbox.append((pending.wire, pending.reply_to))
 
     def _on_ack(self, request: Request, now: float) -> None:
         pending = self._success
-        if pending is None or request.cseq.number != pending.cseq:
-            return
+        if pending is None or request.cseq.number != pending.response.cseq.number:
+            return  # a retransmitted ACK, or one for a 2xx we no longer send
         self._success = None
         if self.state is CallState.ANSWERED:
             self._transition(CallInput.ACK_RECEIVED)
@@ -828,11 +977,17 @@ class UserAgent:
             case CallState.INCOMING | CallState.EARLY:
                 self.reject(now, 480, "Temporarily Unavailable")
             case CallState.ANSWERED:
-                self._hangup_after_ack = True
+                if self._held_success is not None:
+                    # the 2xx never left (it waits for a PRACK): refuse the call instead
+                    self._transition(CallInput.REJECT)
+                    self._send_rejection(now, 480, "Temporarily Unavailable")
+                    self._end("local_hangup", 480, "Temporarily Unavailable")
+                else:
+                    self._hangup_after_ack = True  # §15: no BYE before the ACK
             case CallState.CONFIRMED:
                 self._transition(CallInput.BYE)
-                self._send_bye(now, already_terminating=True)
                 self._end_cause = "local_hangup"
+                self._send_bye(now)
             case _:
                 pass
 
@@ -848,14 +1003,18 @@ class UserAgent:
     def _send_reinvite(self, sdp: bytes, now: float) -> None:
         assert self.dialog is not None
         tx = self._send_in_dialog(
-            self.dialog,
-            "INVITE",
-            now,
-            headers=[("Content-Type", "application/sdp")],
-            body=sdp,
+            self.dialog, "INVITE", now, headers=[("Content-Type", "application/sdp")], body=sdp
         )
         assert isinstance(tx, ClientInvite)
         self._reinvite_tx = tx
+
+    def _glare_retry(self, now: float) -> None:
+        if self._reinvite_sdp is None or self.state is not CallState.CONFIRMED:
+            return
+        if self._remote_offer_tx is not None or self._reinvite_tx is not None:
+            self._glare_retry_at = now + self.timers.t1  # let the other exchange finish
+            return
+        self._send_reinvite(self._reinvite_sdp, now)
 
     def answer_offer(self, sdp: bytes | None, now: float) -> None:
         """Answer the far end's re-INVITE or UPDATE (``RemoteOffer``) with 200 and our SDP."""
@@ -863,18 +1022,10 @@ class UserAgent:
         if tx is None:
             raise ProtocolError("there is no remote offer to answer")
         response = self._response(tx.request, 200, sdp=sdp)
+        tx.respond(response, now)
         if tx.request.method == "INVITE":
-            tx.respond(response, now)
-            self._success = _PendingSuccess(
-                response,
-                response.cseq.number,
-                interval=self.timers.t1,
-                deadline=now + self.timers.t1,
-                give_up_at=now + 64 * self.timers.t1,
-                wire=bytes(response),
-            )
+            self._success = self._retransmit_2xx(response, tx.reply_to, now)
         else:
-            tx.respond(response, now)
             self._remote_offer_tx = None
 
     def reject_offer(self, now: float, status: int = 488) -> None:
@@ -885,7 +1036,7 @@ class UserAgent:
         self._remote_offer_tx = None
         tx.respond(self._response(tx.request, status), now)
 
-    def _send_bye(self, now: float, *, already_terminating: bool = False) -> None:
+    def _send_bye(self, now: float) -> None:
         assert self.dialog is not None
         tx = self._send_in_dialog(self.dialog, "BYE", now)
         assert isinstance(tx, ClientNonInvite)
@@ -905,11 +1056,11 @@ class UserAgent:
         header_list: list[tuple[str, str]] = [
             ("Via", str(self._via())),
             ("Max-Forwards", "70"),
+            *(("Route", str(route)) for route in routes),
             ("From", str(dialog.local_party)),
-            ("To", str(dialog.remote_party.with_tag(dialog.remote_tag))),
+            ("To", str(dialog.remote_party)),
             ("Call-ID", dialog.call_id),
             ("CSeq", str(CSeq(dialog.next_cseq(), method))),
-            *(("Route", str(route)) for route in routes),
         ]
         if method in ("INVITE", "UPDATE"):
             header_list += [
@@ -921,7 +1072,7 @@ class UserAgent:
         if self._digest is not None:
             header_list += self._digest.headers_for(method=method, uri=str(request_uri), body=body)
         request = Request(method, request_uri, header_list, body)
-        destination = self._hop_address(dialog)
+        destination = self.next_hop_address(dialog)
         tx: ClientTransaction
         if method == "INVITE":
             tx = ClientInvite(request, destination, self.timers, self._outbox, now)
@@ -936,26 +1087,18 @@ class UserAgent:
         if response.status < 200:
             return
         if method == "BYE" and tx is self._bye_tx:
-            if response.status in (401, 407) and self._retry_bye_with_auth(response, now):
+            if response.status in (401, 407) and self._retry_with_auth(tx, response, now):
                 return
             self._bye_done()
         elif method == "INVITE" and tx is self._reinvite_tx:
             self._on_reinvite_response(response, now)
 
-    def _retry_bye_with_auth(self, response: Response, now: float) -> bool:
+    def _retry_with_auth(self, tx: ClientTransaction, response: Response, now: float) -> bool:
+        """A BYE challenged: answer once, as for the INVITE (§22.2)."""
         if self._digest is None or self.dialog is None:
             return False
-        challenges = [
-            DigestChallenge.from_params(challenge.scheme, challenge.params, proxy=proxy)
-            for proxy, values in (
-                (False, response.www_authenticate),
-                (True, response.proxy_authenticate),
-            )
-            for challenge in values
-            if challenge.scheme.lower() == "digest"
-        ]
-        request_uri, _ = self.dialog.request_uri_and_route()
-        if self._digest.answer(challenges, method="BYE", uri=str(request_uri)) is None:
+        request = tx.request
+        if not self._digest.accept(_challenges(response), sent=_sent_credentials(request)):
             return False
         self._send_bye(now)
         return True
@@ -967,63 +1110,60 @@ class UserAgent:
             self._end(self._end_cause or "local_hangup", None, "")
 
     def _on_reinvite_response(self, response: Response, now: float) -> None:
-        assert self.dialog is not None
+        assert self.dialog is not None and self._reinvite_tx is not None
         status = response.status
+        invite = self._reinvite_tx.request
+        self._reinvite_tx = None
         if 200 <= status < 300:
-            tag = response.to.tag or ""
-            self._acks.pop(tag, None)
             self.dialog.refresh_target(response)
-            self._send_ack_reinvite(response, now)
-            self._reinvite_tx = None
+            self._send_ack(self.dialog, response, invite)
             self._reinvite_sdp = None
             self._events.append(ev.OfferAnswered(response.sdp))
             return
-        self._reinvite_tx = None
         if status == 491:
-            # glare (§14.1): the Call-ID owner waits 2.1-4 s, the other 0-2 s
+            # glare (§14.1): the Call-ID's owner waits 2.1-4 s, the other side 0-2 s
             owner = self._invite is not None
             wait = self.rng.uniform(2.1, 4.0) if owner else self.rng.uniform(0.0, 2.0)
             self._glare_retry_at = now + wait
             return
         self._reinvite_sdp = None
-        if status in (408, 481):
-            self._events.append(ev.OfferRejected(status, response.reason))
-            self.hangup(now)
-            return
         self._events.append(ev.OfferRejected(status, response.reason))
+        if status == 481:
+            # §12.2.1.2: the dialog is gone at the far end
+            self._lose_dialog("dialog_gone", status, response.reason)
+        elif status == 408:
+            self.hangup(now)
 
-    def _send_ack_reinvite(self, response: Response, now: float) -> None:
-        assert self.dialog is not None
-        wire = bytes(ack_for_2xx(self.dialog, response.cseq.number, self._via()))
-        self._acks[response.to.tag or ""] = wire
-        self._outbox.append((wire, self._hop_address(self.dialog)))
+    def _lose_dialog(self, cause: str, status: int | None, reason: str) -> None:
+        if self.state is CallState.CONFIRMED:
+            self._transition(CallInput.DIALOG_GONE)
+            self._end(cause, status, reason)
 
     # ======================================================================
     # receiving
     # ======================================================================
 
     def _receive_response(self, response: Response, source: Address, now: float) -> None:
-        if not response.via:
+        if check(response) is not None or len(response.via) != 1:
+            # malformed, or not ours (§8.1.3.3: more than one Via: discard)
             self.malformed += 1
             return
         key = client_key(response.via[0].branch or "", response.cseq.method)
         tx = self._clients.get(key)
         if tx is None:
-            self._stray_response(response, source, now)
+            self._stray_response(response)
             return
         self._on_client_events(tx, tx.receive(response, now), now, source)
         if tx.terminated:
             self._clients.pop(key, None)
 
-    def _stray_response(self, response: Response, source: Address, now: float) -> None:
-        """A response no transaction wants: re-ACK a 2xx of ours, drop anything else."""
-        if (
-            200 <= response.status < 300
-            and response.cseq.method == "INVITE"
-            and response.call_id == self.call_id
-            and (response.to.tag or "") in self._acks
-        ):
-            self._outbox.append((self._acks[response.to.tag or ""], self._hop_address(self.dialog)))
+    def _stray_response(self, response: Response) -> None:
+        """A response no transaction wants (§17.1.3): re-ACK a 2xx we already ACKed (its
+        INVITE transaction may be gone), drop anything else."""
+        if response.is_success and response.cseq.method == "INVITE":
+            sent = self._acks.get((response.to.tag or "", response.cseq.number))
+            if sent is not None and response.call_id == self.call_id:
+                self._outbox.append(sent)
 
     def _on_client_events(
         self,
@@ -1034,23 +1174,31 @@ class UserAgent:
     ) -> None:
         for event in events:
             if isinstance(event, ResponseReceived):
-                if tx is self._invite_tx:
-                    self._on_invite_response(event.response, source or tx.destination, now)
+                response = event.response
+                if response.cseq.method == "INVITE" and response.is_success:
+                    self._on_invite_2xx(tx, response, source or tx.destination, now)
+                elif tx is self._invite_tx:
+                    self._on_invite_response(response, source or tx.destination, now)
                 else:
-                    self._on_in_dialog_response(tx, event.response, now)
+                    self._on_in_dialog_response(tx, response, now)
             elif isinstance(event, TransactionTimeout | TransportFailure):
                 self._on_client_failure(tx, event, now)
 
-    def _on_client_failure(self, tx: ClientTransaction, event: TransactionEvent, now: float) -> None:
+    def _on_client_failure(
+        self, tx: ClientTransaction, event: TransactionEvent, now: float
+    ) -> None:
         reason = "timeout" if isinstance(event, TransactionTimeout) else "transport"
         if tx is self._invite_tx:
             if self.state is CallState.CANCELLING:
+                self._cancel_deadline = None
                 self._transition(CallInput.ATTEMPT_FAILED)
                 self._events.append(ev.Failed(487, "Request Terminated"))
                 self._end("cancelled", 487, "Request Terminated")
             elif self.state in (CallState.CALLING, CallState.PROCEEDING):
-                self._last_failure = (408, "Request Timeout", None) if reason == "timeout" else (
-                    503, "Service Unavailable", None
+                self._last_failure = (
+                    (408, "Request Timeout", None)
+                    if reason == "timeout"
+                    else (503, "Service Unavailable", None)
                 )
                 self._transition(CallInput.ATTEMPT_FAILED)
                 self._events.append(ev.AttemptFailed(tx.destination, reason))
@@ -1058,6 +1206,7 @@ class UserAgent:
             self._bye_done()
         elif tx is self._reinvite_tx:
             self._reinvite_tx = None
+            self._reinvite_sdp = None
             self._events.append(ev.OfferRejected(408, "Request Timeout"))
             self.hangup(now)
 
@@ -1065,100 +1214,129 @@ class UserAgent:
         self, tx: ServerTransaction, events: list[TransactionEvent], now: float
     ) -> None:
         for event in events:
-            if isinstance(event, TransactionTimeout) and tx is self._incoming_tx:
-                # Timer H: our failure response was never ACKed; the call is over anyway
-                continue
+            if isinstance(event, AckReceived):
+                self._on_ack(event.request, now)  # an RFC 2543 ACK for our 2xx
+            # Timer H and transport failures of our responses need nothing more: the
+            # call already ended with the failure response we sent
 
     def _receive_request(self, request: Request, source: Address, now: float) -> None:
-        rejection = check(request, supported=self.config.supported, accept=self.config.accept)
+        accept = INFO_ACCEPT if request.method == "INFO" else self.config.accept
+        rejection = check(request, supported=self.config.supported, accept=accept)
         if rejection is not None:
             self.malformed += 1
-            if request.method != "ACK" and request.top_via is not None:
-                reply_to = self._reply_address(request, source)
-                self._server_reply(
-                    request, reply_to, now, rejection.status, rejection.reason,
-                    headers=rejection.headers,
+            if request.method != "ACK":
+                self._reject_request(
+                    request, source, now, rejection.status, rejection.reason, rejection.headers
                 )
             return
         request = self._stamp_via(request, source)
-        reply_to = self._reply_address(request, source)
+        reply_to = self._via_reply_address(request.top_via, source)
         key = server_key(request)
         tx = self._servers.get(key)
-        if tx is not None:
-            if request.method == "ACK" and key[0] == "2543" and tx.to_tag != request.to.tag:
-                tx = None
-            else:
-                self._on_server_events(tx, tx.receive_request(request, now), now)
-                if tx.terminated:
-                    self._servers.pop(key, None)
-                return
+        if tx is not None and tx.matches(request):
+            self._on_server_events(tx, tx.receive_request(request, now), now)
+            if tx.terminated:
+                self._servers.pop(key, None)
+            return
         match request.method:
             case "ACK":
-                if self.dialog is not None and self._in_dialog(request):
+                if self._in_dialog(request):
                     self._on_ack(request, now)
+                # an ACK for no transaction and no dialog is dropped (§17.2.3)
             case "CANCEL":
                 self._on_cancel(request, reply_to, now)
             case _ if request.to.tag is not None:
                 self._in_dialog_request(request, reply_to, now)
+            case _ if self._merged(request):
+                self._server_reply(request, reply_to, now, 482, "Loop Detected")
             case "INVITE":
-                if self._merged(request):
-                    self._server_reply(request, reply_to, now, 482, "Loop Detected")
-                else:
-                    self._incoming_invite(request, source, now)
+                self._incoming_invite(request, source, now)
             case "OPTIONS":
                 if self.draining:
                     self._server_reply(
-                        request, reply_to, now, 503, "Service Unavailable",
+                        request,
+                        reply_to,
+                        now,
+                        503,
+                        "Service Unavailable",
                         headers=[("Retry-After", str(DEFAULT_RETRY_AFTER))],
                     )
                 else:
-                    self._server_reply(request, reply_to, now, 200, None, headers=[
-                        ("Accept", ", ".join(self.config.accept)),
-                    ])
+                    self._server_reply(request, reply_to, now, 200, None)
             case method if method in KNOWN_UNSERVED:
                 self._server_reply(request, reply_to, now, 405, "Method Not Allowed")
+            case method if method in self.config.allow:
+                # BYE, PRACK, UPDATE, INFO outside any dialog
+                self._server_reply(request, reply_to, now, 481, "Call/Transaction Does Not Exist")
             case _:
                 self._server_reply(request, reply_to, now, 501, "Not Implemented")
 
+    def _reject_request(
+        self,
+        request: Request,
+        source: Address,
+        now: float,
+        status: int,
+        reason: str,
+        headers: Iterable[tuple[str, str]],
+    ) -> None:
+        """Answer a request ``check`` refused. A 400 goes out statelessly (the fields a
+        transaction is found by may be the broken ones); the rest through a transaction
+        of their own."""
+        try:
+            request = self._stamp_via(request, source)
+            reply_to = self._via_reply_address(request.top_via, source)
+        except SIPParseError:
+            reply_to = source  # a Via we cannot read: answer where it came from
+        if status != 400:
+            try:
+                self._server_reply(request, reply_to, now, status, reason, headers=headers)
+                return
+            except SIPParseError:
+                pass  # a field the transaction needs is unreadable: answer statelessly
+        tag = _to_tag_or_new(request, self.rng)
+        response = Response.for_request(request, status, reason, to_tag=tag)
+        with_headers(response, [*headers, ("Server", self.config.user_agent)])
+        self._outbox.append((bytes(response), reply_to))
+
     def _merged(self, request: Request) -> bool:
-        """An INVITE we already hold under another branch: a fork looping back (§8.2.2.2)."""
-        held = self._incoming
-        return (
-            held is not None
-            and held.call_id == request.call_id
-            and held.from_.tag == request.from_.tag
-            and held.cseq == request.cseq
-            and held.via[0].branch != request.via[0].branch
-        )
+        """A request with the From tag, Call-ID and CSeq of one we are serving but under
+        another transaction: a fork looping back to us (§8.2.2.2, 482)."""
+        for tx in self._servers.values():
+            held = tx.request
+            if (
+                held.method == request.method
+                and held.call_id == request.call_id
+                and held.from_.tag == request.from_.tag
+                and held.cseq == request.cseq
+                and held.to.tag is None
+            ):
+                return True
+        return False
 
     def _in_dialog(self, request: Request) -> bool:
         dialog = self.dialog
         return (
             dialog is not None
+            and dialog.state is not DialogState.TERMINATED
             and request.call_id == dialog.call_id
             and request.to.tag == dialog.local_tag
-            and request.from_.tag == dialog.remote_tag
+            and (request.from_.tag or "") == dialog.remote_tag
         )
 
     def _in_dialog_request(self, request: Request, reply_to: Address, now: float) -> None:
         dialog = self.dialog
-        early = None
-        if not self._in_dialog(request):
-            if request.method == "PRACK" and self._incoming is not None:
-                # PRACK arrives in the early dialog our reliable 1xx created
-                early = dialog
-            else:
-                self._server_reply(
-                    request, reply_to, now, 481, "Call/Transaction Does Not Exist"
-                )
-                return
-        if dialog is None:
+        if dialog is None or not self._in_dialog(request):
             self._server_reply(request, reply_to, now, 481, "Call/Transaction Does Not Exist")
             return
         if not dialog.accept_remote_cseq(request):
             self._server_reply(
-                request, reply_to, now, 500, "Out of Order CSeq",
-                headers=[("Retry-After", str(self.rng.randint(1, 10)))],
+                request,
+                reply_to,
+                now,
+                500,
+                "Out of Order CSeq",
+                headers=[("Retry-After", str(self.rng.randint(0, MAX_RETRY_AFTER_500)))],
             )
             return
         tx: ServerTransaction
@@ -1167,16 +1345,9 @@ class UserAgent:
         else:
             tx = ServerNonInvite(request, reply_to, self.timers, self._outbox, now)
         self._servers[tx.key] = tx
-        del early
         match request.method:
             case "BYE":
-                tx.respond(self._response(request, 200), now)
-                if self.state in (
-                    CallState.CONFIRMED, CallState.ANSWERED, CallState.TERMINATING
-                ):
-                    self._success = None
-                    self._transition(CallInput.BYE_RECEIVED)
-                    self._end("remote_hangup", None, "")
+                self._on_bye(request, tx, now)
             case "PRACK":
                 self._on_prack(request, tx, now)
             case "INVITE" | "UPDATE":
@@ -1193,14 +1364,40 @@ class UserAgent:
             case _:
                 tx.respond(self._response(request, 501, "Not Implemented"), now)
 
+    def _on_bye(self, request: Request, tx: ServerTransaction, now: float) -> None:
+        tx.respond(self._response(request, 200), now)
+        match self.state:
+            case CallState.EARLY:
+                # §15.1.2: a BYE in an early dialog: the INVITE gets 487
+                self._transition(CallInput.BYE_RECEIVED)
+                self._send_rejection(now, 487, "Request Terminated")
+                self._end("remote_hangup", None, "")
+            case CallState.CONFIRMED | CallState.ANSWERED | CallState.TERMINATING:
+                self._transition(CallInput.BYE_RECEIVED)
+                self._success = None
+                if self.dialog is not None:
+                    self.dialog.terminate()
+                self._end("remote_hangup", None, "")
+            case _:
+                pass  # a BYE for a call already over: the 200 is all it needs
+
     def _on_remote_offer(self, request: Request, tx: ServerTransaction, now: float) -> None:
-        if self._reinvite_tx is not None or self._remote_offer_tx is not None:
-            tx.respond(self._response(request, 491, "Request Pending"), now)
-            return
-        if self.state is not CallState.CONFIRMED:
-            tx.respond(self._response(request, 500, "Not Now"), now)
-            return
         assert self.dialog is not None
+        if request.method == "UPDATE" and not request.body:
+            # an UPDATE without an offer (a session refresh): nothing to negotiate
+            self.dialog.refresh_target(request)
+            tx.respond(self._response(request, 200), now)
+            return
+        if self._reinvite_tx is not None:
+            tx.respond(self._response(request, 491, "Request Pending"), now)  # §14.2 glare
+            return
+        if self._remote_offer_tx is not None or self.state is not CallState.CONFIRMED:
+            # §14.2: an INVITE while the previous one is unanswered (or the call is not
+            # up yet): 500 with Retry-After between 0 and 10 seconds
+            response = self._response(request, 500, "Server Internal Error")
+            response.retry_after = self.rng.randint(0, MAX_RETRY_AFTER_500)
+            tx.respond(response, now)
+            return
         self.dialog.refresh_target(request)
         if request.method == "INVITE":
             tx.respond(Response.for_request(request, 100), now)
@@ -1208,25 +1405,24 @@ class UserAgent:
         self._events.append(ev.RemoteOffer(request.sdp, request.method))
 
     def _on_cancel(self, request: Request, reply_to: Address, now: float) -> None:
-        """CANCEL matches the INVITE's server transaction by branch (§9.2)."""
+        """CANCEL finds the INVITE's server transaction by the INVITE's key (§9.2)."""
         invite_tx = self._incoming_tx
-        matches = (
-            invite_tx is not None
-            and invite_tx.request.via[0].branch == request.via[0].branch
-            and invite_tx.request.call_id == request.call_id
-        )
-        if not matches:
+        if (
+            invite_tx is None
+            or invite_tx.key != server_key(request, as_method="INVITE")
+            or not invite_tx.matches(request)
+        ):
             self._server_reply(request, reply_to, now, 481, "Call/Transaction Does Not Exist")
             return
-        assert invite_tx is not None and self._incoming is not None
-        self._server_reply(request, reply_to, now, 200, None)
-        if self.state in (CallState.INCOMING, CallState.EARLY):
+        assert self._incoming is not None
+        self._server_reply(request, reply_to, now, 200, None, to_tag=self._local_tag)
+        held = self.state is CallState.ANSWERED and self._held_success is not None
+        if self.state in (CallState.INCOMING, CallState.EARLY) or held:
             self._transition(CallInput.CANCEL_RECEIVED)
-            self._reliable = None
-            self._held_success = None
-            invite_tx.respond(self._response(self._incoming, 487, "Request Terminated"), now)
+            self._send_rejection(now, 487, "Request Terminated")
             self._events.append(ev.CancelReceived())
             self._end("cancelled", 487, "Request Terminated")
+        # after our final response the CANCEL changes nothing (§9.2)
 
     def _server_reply(
         self,
@@ -1237,6 +1433,7 @@ class UserAgent:
         reason: str | None,
         *,
         headers: Iterable[tuple[str, str]] = (),
+        to_tag: str | None = None,
     ) -> None:
         """Answer a request through a server transaction of its own (absorbs retransmits)."""
         if request.method == "ACK":
@@ -1247,17 +1444,18 @@ class UserAgent:
         else:
             tx = ServerNonInvite(request, reply_to, self.timers, self._outbox, now)
         self._servers[tx.key] = tx
-        tag = _token(self.rng) if status > 100 and _to_tag(request) is None else None
+        tag = to_tag or (_token(self.rng) if status > 100 else None)
         response = Response.for_request(request, status, reason, to_tag=tag)
         extra = list(headers)
         names = {name.lower() for name, _ in extra}
-        if (status in (405, 501) or (status == 200 and request.method == "OPTIONS")) and (
-            "allow" not in names
-        ):
-            extra += [
-                ("Allow", ", ".join(self.config.allow)),
-                ("Supported", ", ".join(self.config.supported)),
-            ]
+        if status in (405, 501) or (status == 200 and request.method == "OPTIONS"):
+            if "allow" not in names:
+                extra.append(("Allow", ", ".join(self.config.allow)))
+            if status == 200:
+                extra += [
+                    ("Accept", ", ".join(self.config.accept)),
+                    ("Supported", ", ".join(self.config.supported)),
+                ]
         extra.append(("Server", self.config.user_agent))
         with_headers(response, extra)
         tx.respond(response, now)
@@ -1270,14 +1468,18 @@ class UserAgent:
         try:
             self.state = CALL_TABLE[(self.state, input_)]
         except KeyError:
-            raise ProtocolError(
-                f"call in state {self.state.value} cannot {input_.value}"
-            ) from None
+            raise ProtocolError(f"call in state {self.state.value} cannot {input_.value}") from None
 
     def _end(self, cause: str, status: int | None, reason: str) -> None:
-        self.state = CallState.TERMINATED
+        if self.state is not CallState.TERMINATED:
+            raise ProtocolError(f"call in state {self.state.value} cannot end ({cause})")
         self._success = None
         self._reliable = None
+        self._held_success = None
+        self._cancel_deadline = None
+        self._glare_retry_at = None
+        if self.dialog is not None and self.dialog.state is not DialogState.TERMINATED:
+            self.dialog.terminate()
         self._events.append(ev.Ended(cause, status, reason))
 
     def _via(self) -> Via:
@@ -1289,9 +1491,9 @@ class UserAgent:
         return NameAddr(URI(scheme="sip", user=self.config.contact_user, host=host, port=port))
 
     def _learn_public_address(self, response: Response) -> None:
-        """RFC 3581: the received/rport on our Via say how the far end sees us."""
+        """RFC 3581 §9: the received/rport on our Via say how the far end sees us."""
         via = response.top_via
-        if via is None:
+        if via is None or (via.received is None and via.rport is None):
             return
         host = via.received or self.public_address[0]
         port = via.rport if via.rport is not None else self.public_address[1]
@@ -1302,7 +1504,7 @@ class UserAgent:
         via = request.top_via
         if via is None:
             return request
-        received = source[0] if via.host != source[0] else via.received
+        received = source[0] if via.host.strip("[]") != source[0] else via.received
         rport = source[1] if via.has_rport and via.rport is None else via.rport
         if received == via.received and rport == via.rport:
             return request
@@ -1314,9 +1516,6 @@ class UserAgent:
             changes["rport"] = str(rport)
         stamped.via = [via.with_params(**changes), *request.via[1:]]
         return stamped
-
-    def _reply_address(self, request: Request, source: Address) -> Address:
-        return self._via_reply_address(request.top_via, source)
 
     @staticmethod
     def _via_reply_address(via: Via | None, source: Address) -> Address:
@@ -1330,25 +1529,31 @@ class UserAgent:
         host = via.received or via.host
         if not _is_ip(host):
             host = source[0]
-        return (host, via.port or 5060)
+        return (host.strip("[]"), via.port or 5060)
 
-    def _hop_address(self, dialog: Dialog | None) -> Address:
-        """Where an in-dialog request (or ACK) goes (see the module docstring)."""
-        if dialog is not None:
-            hop = dialog.next_hop()
-            host = hop.maddr or hop.host
-            port = hop.port or 5060
-            if _is_ip(host):
-                return (host, port)
-            if host in self.known_hosts:
-                return (self.known_hosts[host], port)
-        if self.config.outbound_proxy is not None:
-            return self.config.outbound_proxy
-        if self._peer is not None:
-            return self._peer
-        if self._destination is not None:
-            return self._destination
-        raise ProtocolError("no address known for the far end")
+
+def _challenges(response: Response) -> list[DigestChallenge]:
+    """The Digest challenges of a 401/407 we can answer (others are skipped)."""
+    challenges = []
+    for proxy, values in ((False, response.www_authenticate), (True, response.proxy_authenticate)):
+        for challenge in values:
+            try:
+                challenges.append(
+                    DigestChallenge.from_params(challenge.scheme, challenge.params, proxy=proxy)
+                )
+            except DigestError:
+                continue
+    return challenges
+
+
+def _sent_credentials(request: Request) -> list[tuple[str, bool, str]]:
+    """(realm, proxy, nonce) of each Digest credential ``request`` carried."""
+    sent = []
+    for proxy, values in ((False, request.authorization), (True, request.proxy_authorization)):
+        for credentials in values:
+            if credentials.is_digest and credentials.realm is not None:
+                sent.append((credentials.realm, proxy, credentials.nonce or ""))
+    return sent
 
 
 def _q_order(contact: NameAddr) -> float:
@@ -1356,15 +1561,16 @@ def _q_order(contact: NameAddr) -> float:
     try:
         q = contact.q
     except (ValueError, SIPParseError):
-        return -1.0
+        return 1.0  # an unreadable q sorts last
     return -(q if q is not None else 1.0)
 
 
-def _to_tag(request: Request) -> str | None:
+def _to_tag_or_new(request: Request, rng: random.Random) -> str | None:
     try:
-        return request.to.tag
+        tag = request.to.tag
     except SIPParseError:
-        return None
+        return None  # a To we cannot read is echoed as it came
+    return None if tag is not None else _token(rng)
 
 
 def _cause_of(status: int) -> str:

@@ -9,7 +9,10 @@ Unsupported list of a 420, the Accept of a 415, the Allow of a 405) and a senten
 for the log; ``validate`` returns just the status.
 
 For a response, a non-None result means "malformed: discard it" (a UAC never answers
-a response). An ACK is never answered either: the caller drops an ACK that fails.
+a response); only the headers a UAC acts on are checked in one (Via, From, To, Call-ID,
+CSeq, Contact, Record-Route, Content-Type, Require, RSeq, Expires, Min-Expires,
+Retry-After and the challenges). An ACK is never answered either: the caller drops an
+ACK that fails.
 """
 
 from __future__ import annotations
@@ -84,7 +87,27 @@ _READERS = (
     "authorization",
     "proxy_authorization",
 )
-_SINGLE = ("Content-Length", "Content-Type", "Content-Encoding", "Max-Forwards")
+# read as raw fields (the typed reads already refuse a repeated From, CSeq, Max-Forwards...)
+# A response is only refused for the headers a UAC acts on: a carrier's odd Date or
+# Accept must not cost a call.
+_RESPONSE_READERS = (
+    "via",
+    "from_",
+    "to",
+    "call_id",
+    "cseq",
+    "contact",
+    "record_route",
+    "content_type",
+    "require",
+    "rseq",
+    "expires",
+    "min_expires",
+    "retry_after",
+    "www_authenticate",
+    "proxy_authenticate",
+)
+_SINGLE = ("Content-Length",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +138,11 @@ def _syntax(message: Request | Response) -> Rejection | None:
         names = ", ".join(repr(n) for n in missing)
         return _bad(f"missing mandatory header{'s' if len(missing) > 1 else ''} {names}")
     for name in _SINGLE:
-        if message.headers.count(name) > 1:
-            return _bad(f"header {name!r} appears {message.headers.count(name)} times")
+        fields = message.headers.fields(name)
+        if len(fields) > 1:
+            return _bad(f"header {name!r} appears {len(fields)} times")
     try:
-        for attribute in _READERS:
+        for attribute in _READERS if isinstance(message, Request) else _RESPONSE_READERS:
             getattr(message, attribute)
         for contact in message.contact:
             contact.q  # noqa: B018 - parsed for its errors

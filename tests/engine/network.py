@@ -14,12 +14,24 @@ import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
+from gosipd import sip
+from gosipd.sip import Request, Response
 from gosipd.sip import events as ev
-from gosipd.sip.ua import UserAgent
 
 Address = tuple[str, int]
 Match = Callable[["Datagram"], bool]
+
+
+class Agent(Protocol):
+    """Anything with the sans-I/O surface: a UserAgent, or a test proxy."""
+
+    def receive(self, data: bytes, source: Address, now: float) -> None: ...
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]: ...
+    def events(self) -> list[ev.Event]: ...
+    def next_timer(self) -> float | None: ...
+    def handle_timer(self, now: float) -> None: ...
 
 
 @dataclass(order=True)
@@ -60,10 +72,7 @@ class Datagram:
     def is_(self, what: str) -> bool:
         """'INVITE', '200', '200/INVITE', '180', 'ACK' ..."""
         name, _, cseq = what.partition("/")
-        if name.isdigit():
-            matched = self.status == int(name)
-        else:
-            matched = self.method == name
+        matched = self.status == int(name) if name.isdigit() else self.method == name
         return matched and (not cseq or self.cseq_method == cseq)
 
 
@@ -75,16 +84,35 @@ class _Rule:
     delay: float = 0.0
 
 
+AgentT = TypeVar("AgentT", bound=Agent)
+
+
 class Network:
-    def __init__(self, *, latency: float = 0.01, loss: float = 0.0, duplicate: float = 0.0,
-                 jitter: float = 0.0, seed: int = 1) -> None:
+    """Agents at addresses, a simulated clock, and datagrams in flight between them.
+
+    ``nat(private, public)`` puts an agent behind a NAT: what it sends appears to come
+    from ``public``, and what is sent to ``public`` reaches it. ``inject`` delivers a
+    datagram the test wrote itself (a request from a peer the test plays).
+    """
+
+    def __init__(
+        self,
+        *,
+        latency: float = 0.01,
+        loss: float = 0.0,
+        duplicate: float = 0.0,
+        jitter: float = 0.0,
+        seed: int = 1,
+    ) -> None:
         self.now = 0.0
         self.latency = latency
         self.loss = loss
         self.duplicate_rate = duplicate
         self.jitter = jitter
         self.rng = random.Random(seed)
-        self.agents: dict[Address, UserAgent] = {}
+        self.agents: dict[Address, Agent] = {}
+        self._public: dict[Address, Address] = {}  # private -> public
+        self._private: dict[Address, Address] = {}  # public -> private
         self.events: dict[Address, list[ev.Event]] = {}
         self.sent: list[Datagram] = []
         self.delivered: list[Datagram] = []
@@ -93,10 +121,18 @@ class Network:
         self._rules: list[_Rule] = []
         self.unreachable: set[Address] = set()
 
-    def add(self, address: Address, agent: UserAgent) -> UserAgent:
+    def add(self, address: Address, agent: AgentT) -> AgentT:
         self.agents[address] = agent
         self.events[address] = []
         return agent
+
+    def nat(self, private: Address, public: Address) -> None:
+        self._public[private] = public
+        self._private[public] = private
+
+    def inject(self, data: bytes, source: Address, destination: Address) -> None:
+        """Send ``data`` as if ``source`` had sent it now (the test plays that peer)."""
+        self._send(Datagram(data, source, destination, self.now))
 
     # --- mischief ----------------------------------------------------------------
 
@@ -114,8 +150,9 @@ class Network:
     def flush(self) -> None:
         """Collect what every agent wants to send, and their events."""
         for address, agent in self.agents.items():
+            source = self._public.get(address, address)
             for data, destination in agent.datagrams_to_send():
-                self._send(Datagram(data, address, destination, self.now))
+                self._send(Datagram(data, source, destination, self.now))
             self.events[address] += agent.events()
 
     def _send(self, datagram: Datagram) -> None:
@@ -156,7 +193,8 @@ class Network:
         self.now = max(self.now, when)
         while self._queue and self._queue[0].deliver_at <= self.now:
             datagram = heapq.heappop(self._queue).datagram
-            agent = self.agents.get(datagram.destination)
+            destination = self._private.get(datagram.destination, datagram.destination)
+            agent = self.agents.get(destination)
             if agent is None:
                 continue
             self.delivered.append(datagram)
@@ -185,8 +223,17 @@ class Network:
     # --- reading what happened ------------------------------------------------------
 
     def sent_times(self, what: str, source: Address | None = None) -> list[float]:
-        return [d.sent_at for d in self.sent
-                if d.is_(what) and (source is None or d.source == source)]
+        return [
+            d.sent_at for d in self.sent if d.is_(what) and (source is None or d.source == source)
+        ]
+
+    def messages(self, what: str, source: Address | None = None) -> list[Request | Response]:
+        """The datagrams sent so far that are ``what``, parsed."""
+        return [
+            sip.parse(d.data)
+            for d in self.sent
+            if d.is_(what) and (source is None or d.source == source)
+        ]
 
     def of(self, address: Address, kind: type[ev.Event]) -> list[ev.Event]:
         return [e for e in self.events[address] if isinstance(e, kind)]

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
+from gosipd.sip import Via
 from gosipd.sip import events as ev
+from gosipd.sip.dialog import PUBLISHED_KEYS
+from gosipd.sip.requests import bye_from_state
 from gosipd.sip.ua import CallState
 
-from .conftest import ANSWER, OFFER, make_pair
+from .conftest import ANSWER, BOB, OFFER, PROXY, make_pair
+from .proxy import Proxy
 
 
 def answer_when_called(pair, *, ring: bool = True, sdp: bytes = ANSWER) -> None:
@@ -184,8 +190,9 @@ def test_glare_is_answered_491_and_retried_after_the_back_off():
     assert len(pair.net.sent_times("491")) == 2
     for _ in range(2):  # each side's retry arrives at the other, which answers it
         pair.net.run(
-            lambda: pair.bob._remote_offer_tx is not None
-            or pair.alice._remote_offer_tx is not None,
+            lambda: (
+                pair.bob._remote_offer_tx is not None or pair.alice._remote_offer_tx is not None
+            ),
             limit=10,
         )
         if pair.bob._remote_offer_tx is not None:
@@ -202,3 +209,54 @@ def test_glare_is_answered_491_and_retried_after_the_back_off():
     assert 0.0 <= bob_sent[-1] - start <= 2.0 + 0.02
     assert len(pair.alice_events(ev.OfferAnswered)) == 1
     assert len(pair.bob_events(ev.OfferAnswered)) == 1
+
+
+def test_a_cancel_left_without_final_response_ends_the_attempt_after_64_t1():
+    pair = make_pair()
+    pair.net.drop("487", times=1000)
+    pair.dial()
+    pair.net.run(lambda: bool(pair.bob_events(ev.IncomingCall)))
+    pair.bob.ring(pair.net.now, reliable=False)
+    pair.net.run(lambda: bool(pair.alice_events(ev.Ringing)))
+    start = pair.net.now
+    pair.alice.cancel(start)
+    pair.net.run(lambda: bool(pair.alice_events(ev.Ended)), limit=60)
+    assert pair.net.sent_times("200/CANCEL")
+    assert round(pair.net.now - start, 3) == 32.0  # §9.1: 64·T1 after the CANCEL
+    assert pair.alice_events(ev.Failed)[0].status == 487
+    assert pair.alice_events(ev.Ended)[0].cause == "cancelled"
+
+
+def test_a_callee_hanging_up_before_the_ack_sends_its_bye_after_it():
+    pair = make_pair()
+    pair.net.delay("ACK", 1.0)
+    pair.dial()
+    pair.answer_when_called(ring=False)
+    pair.bob.hangup(pair.net.now)  # §15: no BYE before the ACK
+    pair.net.run()
+    # the delayed ACK is overtaken by the one answering the 2xx sent again at T1
+    _, again = pair.net.sent_times("ACK")
+    [bye] = pair.net.sent_times("BYE")
+    assert bye == again + pair.net.latency  # the moment an ACK arrived, not before
+    kinds = [type(e) for e in pair.bob_events(ev.Event)]
+    assert kinds.index(ev.AckReceived) < kinds.index(ev.Ended)
+    assert pair.bob_events(ev.Ended)[0].cause == "local_hangup"
+    assert pair.alice_events(ev.Ended)[0].cause == "remote_hangup"
+
+
+def test_published_dialog_state_is_json_and_a_bye_built_from_it_ends_the_call():
+    pair = make_pair()
+    pair.net.add(PROXY, Proxy(PROXY, targets=[BOB]))
+    pair.establish(to=PROXY, via=PROXY)
+    assert pair.alice.dialog is not None
+    state = json.loads(json.dumps(pair.alice.dialog.published_state()))
+    assert tuple(state) == PUBLISHED_KEYS
+    assert state["route_set"] == ["<sip:192.0.2.5:5060;lr>"]
+    # the worker is gone; a supervisor sends the BYE from the published state
+    bye = bye_from_state(state, Via("UDP", "192.0.2.10", 5999, branch="z9hG4bKsuper"))
+    assert bye.cseq.number == state["local_seq"] + 1
+    pair.net.inject(bytes(bye), ("192.0.2.10", 5999), PROXY)
+    pair.net.run()
+    assert pair.bob_events(ev.Ended)[0].cause == "remote_hangup"
+    [ok] = [d for d in pair.net.sent if d.is_("200/BYE") and d.source == PROXY]
+    assert ok.destination == ("192.0.2.10", 5999)

@@ -39,11 +39,13 @@ def test_more_than_max_headers_fields_is_refused() -> None:
 
 
 def _seconds(work: Callable[[], object]) -> float:
+    """The best of seven runs, in CPU time (a busy machine delays us, it does not
+    make us compute more)."""
     best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
+    for _ in range(7):
+        start = time.process_time()
         work()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return best
 
 
@@ -98,4 +100,13 @@ HOSTILE: dict[str, Callable[[int], bytes]] = {
 def test_ten_thousand_commas_take_linear_time(name: str) -> None:
     assert len(HOSTILE[name](20_000)) <= sip.MAX_MESSAGE_SIZE
     ratio = _grows_linearly(lambda n: _read_all(HOSTILE[name](n)))
-    assert ratio < 24, f"{name}: 8x the input took {ratio:.1f}x the time"
+    assert ratio < 32, f"{name}: 8x the input took {ratio:.1f}x the time"
+
+
+def test_a_message_at_the_header_limit_round_trips_with_its_added_content_length() -> None:
+    # found by tests/fuzz/fuzz_sip.py: the serialiser adds Content-Length, which must not
+    # push a message that parsed over the limit
+    data = b"OPTIONS sip:a@b.example.com SIP/2.0\r\n" + b"X-H: 1\r\n" * sip.MAX_HEADERS + b"\r\n"
+    once = bytes(sip.parse(data))
+    assert once.endswith(b"X-H: 1\r\nContent-Length: 0\r\n\r\n")
+    assert bytes(sip.parse(once)) == once

@@ -373,3 +373,29 @@ def test_broken_multipart_bodies_are_parse_errors_when_read() -> None:
     )
     with pytest.raises(sip.SIPParseError, match="no closing boundary"):
         _ = m.sdp
+
+
+def test_wrong_types_are_refused_not_written() -> None:
+    m = sip.parse(INVITE)
+    for attribute, value in [
+        ("uri", None),
+        ("method", None),
+        ("method", "BAD METHOD"),
+        ("headers", None),
+        ("body", None),
+        ("via", [None]),
+        ("contact", ["sip:a@b.c"]),
+        ("cseq", "1 INVITE"),
+    ]:
+        with pytest.raises((TypeError, ValueError)):
+            setattr(m, attribute, value)
+    with pytest.raises(TypeError):
+        m.push_via(None)  # type: ignore[arg-type]
+    assert bytes(m) == bytes(sip.parse(INVITE))
+    bare = sip.Request.__new__(sip.Request)
+    with pytest.raises(TypeError, match="no headers"):
+        _ = bare.via
+    with pytest.raises(TypeError):
+        bytes(bare)
+    with pytest.raises(ValueError):
+        sip.Response(200).status = 42

@@ -342,3 +342,37 @@ def test_generated_responses_round_trip(
     assert (parsed.status, parsed.reason) == (status, reason.strip(" \t"))
     assert parsed.via == hops and parsed.from_ == from_ and parsed.cseq == CSeq(1, "INVITE")
     assert parsed.to.tag == (to_tag if status != 100 else None)
+
+
+VALUE_PARSERS = [
+    sip.URI.parse,
+    sip.NameAddr.parse,
+    sip.Via.parse,
+    sip.CSeq.parse,
+    sip.ContentType.parse,
+    sip.Challenge.parse,
+    sip.Credentials.parse,
+    sip.RAck.parse,
+    sip.RetryAfter.parse,
+    sip.parse_date,
+    sip.split_list,
+    sip.unquote,
+]
+value_text = st.one_of(
+    st.text(max_size=80),
+    st.text(alphabet=TOKEN + ' <>;:@,="\\[]?&%/ \t', max_size=80),
+    st.sampled_from(["sip:", "<sip:a@b>", "SIP/2.0/UDP h", '"x', "[::1]", "%zz", "1 INVITE"]),
+)
+
+
+@settings(max_examples=400 * SCALE)
+@given(st.sampled_from(VALUE_PARSERS), value_text)
+def test_value_parsers_return_a_value_or_raise_sipparseerror(parse: object, text: str) -> None:
+    assert callable(parse)
+    try:
+        value = parse(text)
+    except sip.SIPParseError as error:
+        assert error.reason
+        return
+    str(value)
+    repr(value)

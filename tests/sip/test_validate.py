@@ -65,6 +65,8 @@ def test_a_well_formed_request_is_owed_nothing() -> None:
         (("Contact: <sip:a@b.c>;expires=-1",), "expires"),
         (("Content-Length: 0", "Content-Length: 0"), "appears 2 times"),
         (("Max-Forwards: 70",), "appears 2 times"),
+        (("Content-Type: text/plain", "Content-Type: text/html"), "appears 2 times"),
+        (("Content-Encoding: gzip, identity",), None),  # a list: not a repeat
         (("Accept: text/plain, ?",), "Accept"),
     ],
 )
@@ -215,3 +217,13 @@ def test_a_malformed_response_is_marked_for_dropping() -> None:
         b"From: <sip:a@b.c>;tag=1\r\nCall-ID: x\r\nCSeq: x OPTIONS\r\n\r\n"
     )
     assert sip.validate(bad) == 400
+
+
+def test_a_response_is_not_dropped_for_a_header_the_uac_does_not_act_on() -> None:
+    head = (
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nTo: <sip:a@b.c>;tag=2\r\n"
+        b"From: <sip:a@b.c>;tag=1\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n"
+    )
+    assert sip.check(sip.parse(head + b"Date: yesterday\r\nAccept: ?\r\n\r\n")) is None
+    assert sip.validate(sip.parse(head + b"Contact: <sip:a@b.c\r\n\r\n")) == 400
+    assert sip.validate(sip.parse(head + b"RSeq: 0\r\n\r\n")) == 400
