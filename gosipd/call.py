@@ -438,27 +438,6 @@ def _load(source: str | Path) -> bytes:
         raise CallError(str(exc)) from None
 
 
-class _FailoverUserAgent(UserAgent):
-    """The engine, with one workaround: a 503 (or 408/5xx) that follows only a 100 Trying
-    still fails over (RFC 3263 §4.3; a 100 is hop by hop). The engine counts any
-    provisional as "heard" (tests/worker/test_engine_contract.py, marked xfail until it
-    is fixed there); only a provisional above 100 should stop the failover."""
-
-    _rang = False
-
-    def _send_invite_attempt(self, destination: tuple[str, int], now: float) -> None:
-        self._rang = False
-        super()._send_invite_attempt(destination, now)
-
-    def _on_invite_provisional(self, response: Any, now: float) -> None:
-        if response.status > 100:
-            self._rang = True
-        super()._on_invite_provisional(response, now)
-
-    def _attempt_heard_provisional(self) -> bool:
-        return self._rang and super()._attempt_heard_provisional()
-
-
 def _routable_host(host: str) -> bool:
     try:
         return not ipaddress.ip_address(host).is_unspecified
@@ -664,7 +643,7 @@ class CallRuntime:
         self.endpoint = UdpEndpoint(bind_host, 0)
         local = (self._local_ip, self.endpoint.local_address[1])
         outbound = targets[0].endpoint if dial.via_proxy else None
-        self.ua = _FailoverUserAgent(self._ua_config(local, outbound), rng=self.rng)
+        self.ua = UserAgent(self._ua_config(local, outbound), rng=self.rng)
         self._rtp = media.bind_rtp_pair(
             self._bind_ip(), range(self.config.rtp_port_min, self.config.rtp_port_max, 2)
         )
@@ -737,7 +716,7 @@ class CallRuntime:
         )
         self.endpoint = UdpEndpoint(bind_host, 0)
         local = (self._local_ip, self.endpoint.local_address[1])
-        self.ua = _FailoverUserAgent(self._ua_config(local), rng=self.rng)
+        self.ua = UserAgent(self._ua_config(local), rng=self.rng)
         self._rtp = media.bind_rtp_pair(
             self._bind_ip(), range(self.config.rtp_port_min, self.config.rtp_port_max, 2)
         )

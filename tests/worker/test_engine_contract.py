@@ -1,15 +1,13 @@
 """What the call worker relies on from the SIP engine (gosipd/sip/ua.py), driven sans-I/O.
 
-These pin engine behaviour the worker's failover and call flow need. A failure here is a
-bug to report to the engine's owner; call.py may carry a minimal workaround meanwhile
-(named in its docstring), tested against real peers in tests/worker/test_failover.py.
+These pin engine behaviour the worker's failover and call flow need (the real-peer side
+is tests/worker/test_failover.py). A failure here is a bug to report to the engine's
+owner; call.py may carry a minimal workaround meanwhile, marked here with an xfail.
 """
 
 from __future__ import annotations
 
 import random
-
-import pytest
 
 from gosipd.sip import URI, NameAddr, Request, Response, parse
 from gosipd.sip import events as ev
@@ -38,11 +36,6 @@ def dial(ua: UserAgent) -> Request:
     return request
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: any provisional, 100 included, stops failover; call.py's "
-    "_FailoverUserAgent works around it (remove both when this passes)",
-)
 def test_a_503_after_100_trying_is_an_attempt_failure_the_caller_can_fail_over_from():
     """RFC 3263 §4.3: a 503 sends the client to the next server. A 100 Trying is hop by
     hop (RFC 3261 §16.2): it says nothing about the call, so it must not stop that."""
