@@ -26,6 +26,7 @@ TEST_CONFIG = Config(
     sip_address="127.0.0.1",
     t1=0.1,
     t2=0.4,
+    t4=0.5,  # finished transactions stop absorbing retransmissions sooner
     attempt_timeout_s=1.0,
     limits=Limits(ring_timeout_s=10.0, max_duration_s=30.0, media_timeout_s=10.0),
 )
@@ -60,6 +61,8 @@ class CallPlacer:
         self, to: str, app: App | None = None, *, config: Config = TEST_CONFIG, **spec: Any
     ) -> CallRuntime:
         self.count += 1
+        if "app_name" in spec:  # a named app, resolved as a dial request's "app" is
+            spec["app"] = spec.pop("app_name")
         return CallRuntime(
             CallSpec(call=spec.pop("call", f"test{self.count}"), to=to, **spec),
             config,
