@@ -753,7 +753,9 @@ class CallRuntime:
         self._local_sdp = local
         if self.config.inbound.ring_ms:
             early = self.config.inbound.early_media and negotiated is not None
-            self.ua.ring(now, status=183 if early else 180, sdp=bytes(local) if early else None)
+            status = 183 if early else 180
+            self.ua.ring(now, status=status, sdp=bytes(local) if early else None)
+            self.emit("call.ringing", sip_status=status, early_media=early)
             if early and negotiated is not None:
                 self._start_media(negotiated)
             await self._pump()

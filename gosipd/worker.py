@@ -29,6 +29,8 @@ __all__ = ["CONFIG", "run_call", "run_forked"]
 
 #: The configuration the supervisor loaded before it forked the zygote; workers inherit it.
 CONFIG = Config()
+#: How an answered call may end and still count as a success (exit status 0).
+NORMAL_ENDS = ("local_hangup", "remote_hangup", "max_duration")
 
 
 async def run_call(
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     trio.run(runtime.run)
     end = runtime._end_event or {}
     print(json.dumps(end))
-    return 0 if end.get("answered") and end.get("cause") in ("local_hangup", "remote_hangup") else 1
+    return 0 if end.get("answered") and end.get("cause") in NORMAL_ENDS else 1
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from gosipd.call import Call
-from gosipd.config import Config
+from gosipd.config import Config, InboundConfig
 from tests.peers import MEDIA_DIR, read_wav_mono, tone_ratio
 from tests.worker.conftest import TEST_CONFIG, config_with, ended_event, events_named
 from tests.worker.inbound_front import App, InboundFront
@@ -70,7 +70,7 @@ async def test_a_sipp_caller_is_answered_and_the_app_hears_its_pcmu(sipp_uac, tm
 async def test_a_call_to_a_user_without_a_route_is_refused_with_the_configured_status(
     sipp_uac, tmp_path
 ):
-    config = config_with(inbound=TEST_CONFIG.inbound.__class__(unrouted_status=480))
+    config = config_with(inbound=InboundConfig(unrouted_status=480))
     async with answering(tmp_path, None, config) as front:
         host, port = front.address
         result = await sipp_uac("uac_pcmu", f"{host}:{port}", timeout=4).wait()
@@ -119,3 +119,48 @@ async def test_a_baresip_caller_hears_our_prompt_and_its_digits_are_collected_on
     assert len(loud) > 1.0 * their_rate, "baresip heard at least a second of our prompt"
     prompt = theirs[loud[0] : loud[0] + their_rate]
     assert abs(dominant_hz(prompt, their_rate) - PROMPT_HZ) < 10
+
+
+async def test_ringing_with_early_media_sends_183_with_sdp_then_200(sipp_uac, tmp_path):
+    config = config_with(inbound=InboundConfig(ring_ms=400, early_media=True))
+
+    async def app(call: Call) -> None:
+        await call.wait_ended()
+
+    async with answering(tmp_path, app, config) as front:
+        host, port = front.address
+        result = await sipp_uac("uac_pcmu", f"{host}:{port}", call_ms=500).wait()
+        with trio.fail_after(5):
+            await front.ended.wait()
+
+    assert result.ok, result.errors
+    assert result.received("183") == 1
+    assert "SIP/2.0 183" in result.messages and "m=audio" in result.messages
+    runtime = front.only_call()
+    (ringing,) = events_named(runtime, "call.ringing")
+    assert ringing["sip_status"] == 183 and ringing["early_media"] is True
+    answered = events_named(runtime, "call.answered")[0]
+    assert answered["ts"] - ringing["ts"] >= 0.39
+
+
+async def test_a_caller_that_cancels_while_we_ring_gets_487_and_the_call_ends_cancelled(
+    sipp_uac, tmp_path
+):
+    config = config_with(inbound=InboundConfig(ring_ms=5000))
+    app_ran = False
+
+    async def app(call: Call) -> None:
+        nonlocal app_ran
+        app_ran = True
+
+    async with answering(tmp_path, app, config) as front:
+        host, port = front.address
+        result = await sipp_uac("uac_cancel", f"{host}:{port}", call_ms=500).wait()
+        with trio.fail_after(5):
+            await front.ended.wait()
+
+    assert result.ok, result.errors  # SIPp got its 200 to CANCEL and the 487
+    assert result.received("487") == 1
+    end = ended_event(front.only_call())
+    assert end["cause"] == "cancelled" and end["sip_status"] == 487
+    assert not end["answered"] and not app_ran
