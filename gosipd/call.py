@@ -1313,15 +1313,9 @@ class CallRuntime:
         assert dialog is not None
         state = {
             "state": "confirmed",
-            "call_id": dialog.call_id,
-            "local_tag": dialog.local_tag,
-            "remote_tag": dialog.remote_tag,
-            "local_uri": str(dialog.local_party.without_params("tag")),
-            "remote_uri": str(dialog.remote_party.without_params("tag")),
-            "remote_target": str(dialog.remote_target),
-            "route_set": [str(route) for route in dialog.route_set],
-            "local_seq": dialog.local_seq,
-            "destination": list(self.ua._hop_address(dialog)),
+            **dialog.published_state(),
+            # where the BYE goes (the next hop, located): what a supervisor cannot work out
+            "destination": list(self.ua.next_hop_address(dialog)),
         }
         if published != state:
             self.publication.publish(dialog=state)
