@@ -50,7 +50,7 @@ async def test_play_plays_a_wav_file_then_hangs_up(baresip_uas, place_call, tmp_
 
     end = ended_event(runtime)
     assert end["cause"] == "local_hangup"
-    assert 1.5 <= end["duration_s"] < 2.5
+    assert 1.5 <= end["duration_s"] < 5.0  # the file, not the 30 s max duration
     heard, rate = read_wav_mono(bob.recording_path)
     tone = loud_part(heard, rate)
     assert 1.3 < len(tone) / rate < 1.6  # baresip's jitter buffer may eat the first frames
