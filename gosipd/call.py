@@ -512,6 +512,8 @@ class CallRuntime:
         self._end_event: dict[str, Any] | None = None
         self._app_error: str | None = None
         self._icmp_reasons: dict[tuple[str, int], Reason] = {}
+        self._answer_problem = "no SDP in the answer"
+        self._end_reason: str | None = None
 
     # ======================================================================
     # running
@@ -921,6 +923,11 @@ class CallRuntime:
                     self._start_media(negotiated)
                 self._local_sdp = self._offer
                 self.emit("call.answered", sip_status=status, setup_ms=setup_ms)
+                if self.session is None:
+                    # RFC 3264 §5: an answer we cannot use leaves no session; end it
+                    self._end_reason = f"unusable SDP answer: {self._answer_problem}"
+                    self.hangup("failed")
+                    return
                 self._start_duration_timer()
                 self._start_app()
             case ev.AuthChallenged(status=status, realms=realms):
@@ -1026,11 +1033,13 @@ class CallRuntime:
         self.ua.give_up(now, cause="failed")
 
     def _negotiate(self, body: bytes) -> sdp.NegotiatedMedia | None:
+        if self._offer is None:
+            self._answer_problem = "SDP where no offer was made"
+            return None
         try:
-            if self._offer is None:
-                return None
             return sdp.negotiate(self._offer, sdp.SessionDescription.parse(body))
         except sdp.SDPError as exc:
+            self._answer_problem = str(exc)
             self.log.warning("call.bad_answer", reason=str(exc))
             return None
 
@@ -1262,6 +1271,7 @@ class CallRuntime:
         now = trio.current_time()
         duration = now - self._answered_at if self._answered_at is not None else 0.0
         media_stats = self._media_stats or {}
+        reason = self._end_reason or reason
         extra = {"app_error": self._app_error} if self._app_error is not None else {}
         event = self.emit(
             "call.ended",

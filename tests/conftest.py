@@ -15,7 +15,8 @@ user="labuser", password="labpass", keys=None)`` -> :class:`tests.peers.SippUAS`
     PRACK), ``302`` (Contact ``redirect_to``), ``503`` (Retry-After ``retry_after``, also
     to OPTIONS), ``auth401`` (digest verified by SIPp), ``auth407`` (structure-checked),
     ``reinvite`` (moves the media to ``keys["reinvite_port"]`` with a re-INVITE, moves it
-    back, hangs up), ``info`` (DTMF by SIP INFO, then BYE); ``keys`` adds ``-key`` pairs.
+    back, hangs up), ``info`` (DTMF by SIP INFO, then BYE), ``codec`` (answers with
+    ``keys["answer_pt"]`` / ``keys["answer_rtpmap"]``); ``keys`` adds ``-key`` pairs.
     ``.host``, ``.port``, ``.address``, ``.media_port``, ``.uri(user="echo")``;
     ``.received("INVITE")`` / ``.sent("200")`` count the datagrams it got and sent so far
     (retransmissions included, from its ``-trace_msg`` log, so immediate), and

@@ -437,6 +437,7 @@ SIPP_UAS_VARIANTS: dict[str, SippVariant] = {
     "auth407": SippVariant("uas_auth407.xml", rtp_echo=True),
     "reinvite": SippVariant("uas_reinvite.xml", rtp_echo=True),
     "info": SippVariant("uas_info.xml", rtp_echo=True),
+    "codec": SippVariant("uas_codec.xml", rtp_echo=True),
 }
 SIPP_UAC_SCENARIOS = (
     "uac_pcmu",
@@ -460,6 +461,7 @@ class SippUAS(_SipTrace):
     ``auth407``: proxy challenge (structure-checked only), then a call.
     ``reinvite``: answers, moves the media with a re-INVITE, moves it back, sends BYE.
     ``info``: answers, sends DTMF as SIP INFO, sends BYE.
+    ``codec``: answers with ``keys["answer_pt"]``/``keys["answer_rtpmap"]`` as its codec.
     ``keys``: extra ``-key NAME VALUE`` pairs for the scenario (see each XML file).
     Every variant answers OPTIONS (200, or 503 for ``503``) and copies Record-Route.
     """

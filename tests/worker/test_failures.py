@@ -174,3 +174,37 @@ async def test_a_name_that_does_not_resolve_fails_the_call_naming_it(dnsmasq, pl
     assert "unknown.lab.test" in end["reason"]
     assert not end["answered"]
     assert "call.trying" not in event_names(runtime)
+
+
+async def test_an_answer_with_a_codec_we_did_not_offer_is_hung_up_as_failed(sipp_uas, place_call):
+    uas = sipp_uas("codec", keys={"answer_pt": "18", "answer_rtpmap": "G729/8000"})
+    app_ran = False
+
+    async def app(call: Call) -> None:
+        nonlocal app_ran
+        app_ran = True
+
+    runtime = await place_call(uas.uri(), app)
+
+    end = ended_event(runtime)
+    assert end["cause"] == "failed"
+    assert end["reason"].startswith("unusable SDP answer: ")
+    assert end["answered"] and not app_ran
+    assert uas.received("ACK") == 1 and uas.received("BYE") == 1  # RFC 3264 §5
+
+
+async def test_an_answer_that_picks_pcma_from_our_offer_carries_audio(sipp_uas, place_call):
+    uas = sipp_uas("codec", keys={"answer_pt": "8", "answer_rtpmap": "PCMA/8000"})
+    seen: dict[str, object] = {}
+
+    async def app(call: Call) -> None:
+        seen["codec"] = call.status()["media"]["codec"]
+        await call.play_tones("1000:500")
+        await trio.sleep(0.2)
+
+    runtime = await place_call(uas.uri(), app)
+
+    assert seen["codec"] == "PCMA"
+    end = ended_event(runtime)
+    assert end["cause"] == "local_hangup"
+    assert end["media"]["packets_received"] > 20  # the echo of our A-law
