@@ -66,7 +66,7 @@ from gosipd.locate import (
 )
 from gosipd.log import get_logger
 from gosipd.publication import CallPublication, EventBus, serve_stream
-from gosipd.sip import URI
+from gosipd.sip import URI, SIPParseError, parse
 from gosipd.sip import events as ev
 from gosipd.sip.digest import Credentials
 from gosipd.sip.timers import Timers
@@ -438,6 +438,15 @@ def _load(source: str | Path) -> bytes:
         raise CallError(str(exc)) from None
 
 
+def _top_branch(data: bytes) -> str | None:
+    """The top Via's branch of a SIP message, or None if it has none or does not parse."""
+    try:
+        via = parse(data).top_via
+    except SIPParseError:
+        return None
+    return via.branch if via is not None else None
+
+
 def _routable_host(host: str) -> bool:
     try:
         return not ipaddress.ip_address(host).is_unspecified
@@ -467,8 +476,14 @@ class CallRuntime:
         runtime_dir: Path | None = None,
         rng: random.Random | None = None,
         app: App | None = None,
+        answer_socket: socket.socket | None = None,
     ) -> None:
-        """``app`` runs in place of ``spec.app`` (for programs that embed a call)."""
+        """``app`` runs in place of ``spec.app`` (for programs that embed a call).
+
+        ``answer_socket`` (inbound): the socket the INVITE arrived on, handed over by the
+        supervisor. Responses to what arrived there (the INVITE, its retransmissions, a
+        CANCEL) go out through it, from the address the caller sent to, as RFC 3581 §4
+        asks for callers behind NAT; the runtime owns and closes it."""
         self.spec = spec
         self._app = app
         self.config = config
@@ -513,6 +528,11 @@ class CallRuntime:
         self._app_error: str | None = None
         self._icmp_reasons: dict[tuple[str, int], Reason] = {}
         self._answer_problem = "no SDP in the answer"
+        self._answer_socket = (
+            trio.socket.from_stdlib_socket(answer_socket) if answer_socket is not None else None
+        )
+        #: Top Via branches of requests that reached us through the public socket.
+        self._public_branches: set[str] = set()
         self._end_reason: str | None = None
 
     # ======================================================================
@@ -571,6 +591,8 @@ class CallRuntime:
             self._close_media()
             if self.endpoint is not None:
                 self.endpoint.close()
+            if self._answer_socket is not None:
+                self._answer_socket.close()
             self.bus.close()
             self.publication.close(clean=clean)
         return exit_status
@@ -722,6 +744,7 @@ class CallRuntime:
         self._rtp = media.bind_rtp_pair(
             self._bind_ip(), range(self.config.rtp_port_min, self.config.rtp_port_max, 2)
         )
+        self._note_public(self.spec.datagram)
         self.ua.receive(self.spec.datagram, source, trio.current_time())
         self._nursery_start(self._receive_sip)
         self._nursery_start(self._receive_forwarded)
@@ -786,6 +809,7 @@ class CallRuntime:
                 except ValueError:
                     continue
                 assert self.ua is not None
+                self._note_public(data)
                 self.ua.receive(data, source, trio.current_time())
                 await self._pump()
         finally:
@@ -864,7 +888,10 @@ class CallRuntime:
         while True:
             for data, destination in self.ua.datagrams_to_send():
                 try:
-                    await self.endpoint.send(data, destination)
+                    if self._answer_socket is not None and self._answers_public(data):
+                        await self._answer_socket.sendto(data, destination)
+                    else:
+                        await self.endpoint.send(data, destination)
                 except (OSError, ValueError) as exc:
                     self.log.warning(
                         "sip.send_failed", destination=list(destination), error=str(exc)
@@ -877,6 +904,14 @@ class CallRuntime:
                 await self._on_event(event)
         self._publish_dialog()
         self.poke()
+
+    def _note_public(self, data: bytes) -> None:
+        if self._answer_socket is not None and (branch := _top_branch(data)) is not None:
+            self._public_branches.add(branch)
+
+    def _answers_public(self, data: bytes) -> bool:
+        """A response to a request that reached us through the public socket."""
+        return data.startswith(b"SIP/2.0 ") and _top_branch(data) in self._public_branches
 
     async def _next_target(self) -> None:
         assert self.failover is not None and self.ua is not None

@@ -1,14 +1,17 @@
 """The supervisor's side of an inbound call, in-process, so a test can run the worker's app.
 
 The worker's inbound contract (see ``supervisor/inbound.py``) is small: it is handed the
-first INVITE (bytes, source, the address it arrived on) and the app; datagrams that reach
-the public SIP port later with the same Call-ID (retransmissions, CANCEL) are forwarded
-to ``<runtime>/calls/<call>.sip`` prefixed with ``"host port\\n"``. ``InboundFront``
-does exactly that on a loopback port, and starts one ``CallRuntime`` per new INVITE.
+first INVITE (bytes, source, the address it arrived on), the app, and a duplicate of the
+socket it arrived on (to answer from); datagrams that reach the public SIP port later
+with the same Call-ID (retransmissions, CANCEL) are forwarded to
+``<runtime>/calls/<call>.sip`` prefixed with ``"host port\\n"``. ``InboundFront`` does
+exactly that on a loopback port, and starts one ``CallRuntime`` per new INVITE.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -69,6 +72,7 @@ class InboundFront:
                         self.config,
                         runtime_dir=self.runtime_dir,
                         app=self.app,
+                        answer_socket=socket.socket(fileno=os.dup(self.sock.fileno())),
                     )
                     self.calls[message.call_id] = runtime
                     nursery.start_soon(self._run, runtime)

@@ -12,6 +12,7 @@ import trio
 
 from gosipd.call import Call
 from gosipd.config import Config, InboundConfig
+from gosipd.sip import Request, Response, parse
 from tests.peers import MEDIA_DIR, read_wav_mono, tone_ratio
 from tests.worker.conftest import TEST_CONFIG, config_with, ended_event, events_named
 from tests.worker.inbound_front import App, InboundFront
@@ -54,14 +55,15 @@ async def test_a_sipp_caller_is_answered_and_the_app_hears_its_pcmu(sipp_uac, tm
             await front.ended.wait()
 
     assert result.ok, result.errors
-    assert result.received("200") == 2  # our answer to the INVITE, then to its BYE
+    assert result.received("200") >= 2  # our answer to the INVITE (T1 = 100 ms here: it may
+    # be retransmitted once on a busy machine), then to its BYE
     runtime = front.only_call()
     (incoming,) = events_named(runtime, "call.incoming")
     assert incoming["caller"].startswith("sip:sipp@")
     end = ended_event(runtime)
     assert end["cause"] == "remote_hangup" and end["answered"]
     assert end["sip_status"] == 200
-    assert end["setup_ms"] < 200
+    assert end["setup_ms"] < 500
     samples, rate = read_wav_mono(recording)
     assert len(samples) >= 1.8 * rate
     assert abs(dominant_hz(samples[rate // 2 : 3 * rate // 2]) - 1000) < 5
@@ -189,3 +191,72 @@ async def test_keypresses_do_not_count_as_network_jitter(baresip_uas, tmp_path):
             await front.ended.wait()
 
     assert ended_event(front.only_call())["media"]["jitter_ms"] < 10
+
+
+def invite_from(local: tuple[str, int], front: tuple[str, int], call_id: str) -> bytes:
+    host, port = local
+    return (
+        f"INVITE sip:ivr@{front[0]}:{front[1]} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {host}:{port};branch=z9hG4bK{call_id};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:nat@{host}:{port}>;tag=natted\r\n"
+        f"To: <sip:ivr@{front[0]}:{front[1]}>\r\n"
+        f"Call-ID: {call_id}\r\n"
+        "CSeq: 1 INVITE\r\n"
+        f"Contact: <sip:nat@{host}:{port}>\r\n"
+        "Content-Type: application/sdp\r\n"
+        f"Content-Length: {len(OFFER)}\r\n\r\n"
+    ).encode() + OFFER
+
+
+OFFER = (
+    b"v=0\r\no=nat 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+async def test_the_invite_is_answered_from_the_address_it_was_sent_to(tmp_path):
+    """RFC 3581 §4: behind a NAT, only responses from where the request went get back."""
+
+    async def app(call: Call) -> None:
+        await call.wait_ended()
+
+    caller = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await caller.bind(("127.0.0.1", 0))
+    async with answering(tmp_path, app) as front:
+        await caller.sendto(invite_from(caller.getsockname(), front.address, "nat1"), front.address)
+        answers: list[tuple[str, tuple[str, int]]] = []
+        with trio.fail_after(5):
+            while not answers or not answers[-1][0].startswith("SIP/2.0 200"):
+                data, source = await caller.recvfrom(65535)
+                answers.append((data.decode(), source))
+        ok = answers[-1][0]
+        contact_port = int(ok.split("Contact: <sip:gosipd@127.0.0.1:", 1)[1].split(">")[0])
+        to = [h for h in ok.split("\r\n") if h.startswith("To:")][0]
+        ack = (
+            f"ACK sip:gosipd@127.0.0.1:{contact_port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {caller.getsockname()[0]}:{caller.getsockname()[1]}"
+            ";branch=z9hG4bKnat1ack;rport\r\nMax-Forwards: 70\r\n"
+            f"From: <sip:nat@127.0.0.1>;tag=natted\r\n{to}\r\nCall-ID: nat1\r\n"
+            "CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        )
+        await caller.sendto(ack.encode(), ("127.0.0.1", contact_port))
+        await trio.sleep(0.2)
+        front.only_call().hangup("local_hangup")  # BYE from the worker's own port
+        with trio.fail_after(5):
+            bye, bye_source = b"", ("", 0)
+            while not bye.startswith(b"BYE "):
+                bye, bye_source = await caller.recvfrom(65535)
+            request = parse(bye)
+            assert isinstance(request, Request)
+            await caller.sendto(bytes(Response.for_request(request, 200)), bye_source)
+            await front.ended.wait()
+    caller.close()
+
+    assert [text.split("\r\n", 1)[0] for text, _ in answers] == [
+        "SIP/2.0 100 Trying",
+        "SIP/2.0 200 OK",
+    ]
+    assert {source for _, source in answers} == {front.address}
+    assert bye_source == ("127.0.0.1", contact_port)  # in-dialog requests: from our Contact
+    assert ended_event(front.only_call())["cause"] == "local_hangup"
