@@ -232,7 +232,7 @@ async def test_the_invite_is_answered_from_the_address_it_was_sent_to(tmp_path):
                 answers.append((data.decode(), source))
         ok = answers[-1][0]
         contact_port = int(ok.split("Contact: <sip:gosipd@127.0.0.1:", 1)[1].split(">")[0])
-        to = [h for h in ok.split("\r\n") if h.startswith("To:")][0]
+        to = next(h for h in ok.split("\r\n") if h.startswith("To:"))
         ack = (
             f"ACK sip:gosipd@127.0.0.1:{contact_port} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP {caller.getsockname()[0]}:{caller.getsockname()[1]}"
