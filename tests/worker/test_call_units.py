@@ -245,3 +245,12 @@ def test_an_unknown_trunk_key_is_refused_by_name(tmp_path: Path):
     path.write_text('[trunk]\ndomian = "typo.example"\n')
     with pytest.raises(ConfigError, match=r"unknown key \[trunk\] domian"):
         load_config(path)
+
+
+def test_apps_can_name_the_call_type_from_the_package():
+    import gosipd
+    from gosipd.call import Call
+
+    assert gosipd.Call is Call
+    with pytest.raises(AttributeError):
+        _ = gosipd.NoSuchThing  # type: ignore[attr-defined]
