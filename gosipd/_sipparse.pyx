@@ -31,7 +31,9 @@ from cpython.ref cimport PyObject
 from libc.stdlib cimport free, realloc
 from libc.stdint cimport uint64_t
 from libc.stdio cimport snprintf
-from libc.string cimport memchr, memcpy
+from libc.string cimport memchr, memcmp, memcpy
+
+cimport cython
 
 import collections.abc
 import ipaddress
@@ -327,6 +329,7 @@ DEF NAME_MAX = 32
 cdef unsigned int _slot_hash[NAME_SLOTS]
 cdef int _slot_len[NAME_SLOTS]
 cdef unsigned char _slot_name[NAME_SLOTS][NAME_MAX]
+cdef unsigned char _slot_exact[NAME_SLOTS][NAME_MAX]   # as registered: "Via", "Call-ID", "v"
 cdef list _slot_info = [None] * NAME_SLOTS   # keeps the objects below alive
 cdef PyObject* _slot_canon[NAME_SLOTS]
 cdef PyObject* _slot_key[NAME_SLOTS]
@@ -340,11 +343,12 @@ COMPACT_FORMS = {}
 
 cdef inline unsigned int _name_hash(const unsigned char* p, Py_ssize_t a,
                                     Py_ssize_t b) noexcept:
-    cdef unsigned int h = 2166136261u
-    cdef Py_ssize_t i
-    for i in range(a, b):
-        h = (h ^ LOWER[p[i]]) * 16777619u
-    return h
+    """A case-insensitive hash of a header name from its length and three octets (the
+    table compares the whole name anyway; this only has to spread ~150 names)."""
+    cdef unsigned int n = <unsigned int>(b - a)
+    cdef unsigned int h = (n * 2654435761u) ^ (LOWER[p[a]] << 8) ^ (LOWER[p[b - 1]] << 16) \
+        ^ (LOWER[p[a + (n >> 1)]] << 24)
+    return h ^ (h >> 13)
 
 
 cdef void _add_name(str spelling, tuple info):
@@ -358,8 +362,10 @@ cdef void _add_name(str spelling, tuple info):
         slot = (slot + 1) & (NAME_SLOTS - 1)
     _slot_hash[slot] = h
     _slot_len[slot] = <int>n
+    cdef bytes exact = spelling.encode("ascii")
     for i in range(NAME_MAX):
         _slot_name[slot][i] = p[i] if i < n else 0
+        _slot_exact[slot][i] = exact[i] if i < n else 0
     _slot_info[slot] = info
     _slot_canon[slot] = <PyObject*>info[0]
     _slot_key[slot] = <PyObject*>info[1]
@@ -414,8 +420,9 @@ cdef inline int _lookup_hashed(const unsigned char* p, Py_ssize_t a, Py_ssize_t 
     cdef unsigned int slot = h & (NAME_SLOTS - 1)
     cdef Py_ssize_t n = b - a
     while _slot_len[slot]:
-        if (_slot_hash[slot] == h and _slot_len[slot] == n
-                and _ci_equal(p, a, b, <const char*>_slot_name[slot])):
+        if _slot_hash[slot] == h and _slot_len[slot] == n and (
+                memcmp(p + a, _slot_exact[slot], n) == 0
+                or _ci_equal(p, a, b, <const char*>_slot_name[slot])):
             return slot
         slot = (slot + 1) & (NAME_SLOTS - 1)
     return -1
@@ -721,6 +728,53 @@ cdef bint _valid_hostname(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) no
         i += 1
 
 
+cdef Py_ssize_t _host_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept:
+    """Scan a hostname or IPv4address at p[i:] in one pass; return where it ends, or -1
+    if the run of host characters there is neither (RFC 3261 §25.1: labels of alphanum
+    with inner '-', the last starting with a letter; or four decimal octets)."""
+    cdef Py_ssize_t start = i, label = i, top = i
+    cdef unsigned char c
+    cdef bint digits = True        # the current label is all digits
+    cdef bint numeric = True       # so were all the finished ones
+    cdef bint octets = True        # and each was a decimal octet
+    cdef int dots = 0, value = 0
+    while i < n:
+        c = p[i]
+        if CC[c] & T_DIGIT:
+            if value < 1000:
+                value = value * 10 + (c - 48)
+        elif CC[c] & T_ALPHA:
+            digits = False
+        elif c == 45:
+            if i == label:
+                return -1
+            digits = False
+        elif c == 46:
+            if i == label or p[i - 1] == 45:
+                return -1
+            if not digits:
+                numeric = False
+            if not digits or i - label > 3 or value > 255:
+                octets = False
+            top = label
+            label = i + 1
+            digits = True
+            value = 0
+            dots += 1
+        else:
+            break
+        i += 1
+    if i == start:
+        return -1
+    if i == label:                  # a final dot: the top label is the one before it
+        return i if CC[p[top]] & T_ALPHA else -1
+    if p[i - 1] == 45:
+        return -1
+    if numeric and digits and octets and dots == 3 and i - label <= 3 and value <= 255:
+        return i
+    return i if CC[p[label]] & T_ALPHA else -1
+
+
 cdef str _check_host(const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
     """None if p[a:b] is a hostname or IPv4address, else the reason it is not."""
     if a >= b:
@@ -753,16 +807,26 @@ cdef Py_ssize_t _scan_host(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
         span[0] = i + 1
         span[1] = rb
         return rb + 1
-    end = _scan(p, i, n, T_HOST)
-    if end < n and p[end] == 58:
+    end = _host_end(p, i, n)
+    if end < 0:
         _refuse_bare_ipv6(p, i, n)
-    if not ((CC[p[i]] & T_DIGIT and _valid_ipv4(p, i, end)) or _valid_hostname(p, i, end)):
-        _refuse_bare_ipv6(p, i, n)
+        end = _scan(p, i, n, T_HOST)
         reason = _check_host(p, i, end)
         raise SIPParseError(reason or f"{_show(p, i, end)} is not a host", i)
+    if end < n and p[end] == 58 and _looks_like_ipv6_tail(p, end, n):
+        _refuse_bare_ipv6(p, i, n)
     span[0] = i
     span[1] = end
     return end
+
+
+cdef inline bint _looks_like_ipv6_tail(const unsigned char* p, Py_ssize_t k,
+                                       Py_ssize_t n) noexcept:
+    """p[k] is the ':' after a host: is what follows more IPv6 than port?"""
+    k += 1
+    while k < n and CC[p[k]] & T_DIGIT:
+        k += 1
+    return k < n and (p[k] == 58 or p[k] == 46 or (CC[p[k]] & T_HEX) != 0)
 
 
 cdef int _refuse_bare_ipv6(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) except -1:
@@ -879,6 +943,9 @@ cdef str _escape(str text, unsigned int flag):
 
 # --------------------------------------------------------------------------- Params
 
+@cython.final
+@cython.no_gc
+@cython.freelist(32)
 cdef class Params:
     """An immutable, ordered, case-insensitive mapping of parameter names to values.
 
@@ -1328,6 +1395,9 @@ cdef int _tel_uri_spans(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
     return 0
 
 
+@cython.final
+@cython.no_gc
+@cython.freelist(32)
 cdef class URI:
     """A URI as SIP uses it: sip:/sips: (RFC 3261 §19.1), tel: (RFC 3966), or any other
     absolute URI kept opaque.
@@ -1658,6 +1728,9 @@ cdef bint _uri_equal(URI a, URI b):
 
 # --------------------------------------------------------------------------- NameAddr
 
+@cython.final
+@cython.no_gc
+@cython.freelist(32)
 cdef class NameAddr:
     """A name-addr or addr-spec with header parameters: the value of From, To, Contact,
     Route, Record-Route, Reply-To, Refer-To, P-Asserted-Identity and the like.
@@ -1672,11 +1745,14 @@ cdef class NameAddr:
     cdef Py_ssize_t _da, _db       # display name; _da = -1 when absent
     cdef bint _dquoted
     cdef UriSpans _us
+    cdef bint _uri_checked         # _us is validated (a message's reader defers it)
     cdef URI _uri                  # made from _us on first use
     cdef Py_ssize_t _pa, _pb       # the header parameters
     cdef Py_ssize_t _ga, _gb       # the tag's value; _ga = -1 when there is none
     cdef object _params_cache
     cdef object _text
+    cdef object _header            # where a deferred URI came from, for its error
+    cdef int _line
 
     def __init__(self, uri, display_name=None, params=()):
         if isinstance(uri, str):
@@ -1689,7 +1765,7 @@ cdef class NameAddr:
         cdef Py_ssize_t n
         cdef const unsigned char* p = _utf8(text, &n)
         try:
-            _name_addr_spans(self, p, 0, n)
+            _name_addr_spans(self, p, 0, n, True)
         except SIPParseError as exc:
             raise ValueError(f"invalid name-addr {text!r}: {exc.reason}") from None
         self._owner = text
@@ -1707,8 +1783,22 @@ cdef class NameAddr:
     @property
     def uri(self):
         if self._uri is None:
+            if not self._uri_checked:
+                self._check_uri()
             self._uri = _make_uri(self._owner, self._p, &self._us)
         return self._uri
+
+    cdef int _check_uri(self) except -1:
+        try:
+            _uri_spans(self._p, self._us.a, self._us.b, &self._us)
+        except SIPParseError as exc:
+            where = f"line {self._line}: " if self._line else ""
+            header = f"header {self._header!r}: " if self._header is not None else ""
+            offset = self._us.a if isinstance(self._owner, bytes) else -1
+            raise SIPParseError(f"{where}{header}{exc.reason}", offset, line=self._line,
+                                header=self._header) from None
+        self._uri_checked = True
+        return 0
 
     @property
     def display_name(self):
@@ -1777,7 +1867,11 @@ cdef class NameAddr:
 
     def __str__(self):
         if self._text is None:
-            self._text = _compose_name_addr(self.display_name, self.uri, self.params)
+            uri = self._uri if self._uri is not None or not self._uri_checked else self.uri
+            if uri is None:  # not checked yet: write the URI as received, never raise here
+                uri = PyUnicode_DecodeUTF8(<const char*>self._p + self._us.a,
+                                           self._us.b - self._us.a, "replace")
+            self._text = _compose_name_addr(self.display_name, uri, self.params)
         return self._text
 
     def __repr__(self):
@@ -1801,7 +1895,7 @@ def _name_addr_from_text(str text):
     return NameAddr.parse(text)
 
 
-cdef str _compose_name_addr(object display, URI uri, Params params):
+cdef str _compose_name_addr(object display, object uri, Params params):
     if display is not None:
         return f"{quote(display)} <{uri}>{_params_text(params._items)}"
     return f"<{uri}>{_params_text(params._items)}"
@@ -1829,14 +1923,27 @@ cdef object _qvalue(str value):
 cdef NameAddr _name_addr_of(object owner, const unsigned char* p, Py_ssize_t a,
                             Py_ssize_t n):
     cdef NameAddr na = NameAddr.__new__(NameAddr)
-    _name_addr_spans(na, p, a, n)
+    _name_addr_spans(na, p, a, n, True)
     na._owner = owner
     na._p = p
     return na
 
 
+cdef NameAddr _name_addr_deferred(object owner, const unsigned char* p, Py_ssize_t a,
+                                  Py_ssize_t n, object header, int line):
+    """A NameAddr whose URI is checked when first used (the engine reads the tag of From
+    and To on every message, their URIs rarely); ``check()`` forces it."""
+    cdef NameAddr na = NameAddr.__new__(NameAddr)
+    _name_addr_spans(na, p, a, n, False)
+    na._owner = owner
+    na._p = p
+    na._header = header
+    na._line = line
+    return na
+
+
 cdef int _name_addr_spans(NameAddr na, const unsigned char* p, Py_ssize_t a,
-                          Py_ssize_t n) except -1:
+                          Py_ssize_t n, bint check_uri) except -1:
     cdef Py_ssize_t i = _skip_ws(p, a, n), j, start, uri_end, last
     cdef const void* hit
     na._da = -1
@@ -1867,7 +1974,7 @@ cdef int _name_addr_spans(NameAddr na, const unsigned char* p, Py_ssize_t a,
             if hit != NULL:
                 raise SIPParseError("a URI with a comma must be enclosed in '<' '>' "
                                     "(RFC 3261 §20)", <const unsigned char*>hit - p)
-            _uri_spans(p, i, uri_end, &na._us)
+            _note_uri(na, p, i, uri_end, check_uri)
             na._pa = uri_end
             na._pb = _name_addr_params_end(na, p, uri_end, n)
             if na._pb != n:
@@ -1896,7 +2003,7 @@ cdef int _name_addr_spans(NameAddr na, const unsigned char* p, Py_ssize_t a,
     uri_end = <const unsigned char*>hit - p
     if start < uri_end and (_is_ws(p[start]) or _is_ws(p[uri_end - 1])):
         raise SIPParseError("whitespace inside '<' '>' around the URI", start)
-    _uri_spans(p, start, uri_end, &na._us)
+    _note_uri(na, p, start, uri_end, check_uri)
     na._pa = uri_end + 1
     na._pb = _name_addr_params_end(na, p, uri_end + 1, n)
     if na._pb != n:
@@ -1920,15 +2027,22 @@ cdef Py_ssize_t _name_addr_params_end(NameAddr na, const unsigned char* p, Py_ss
         a = j
 
 
-cdef object _contact_of(object owner, const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
-    """A Contact element: a NameAddr, or None for the wildcard ``*``."""
-    if b - a == 1 and p[a] == 42:
-        return None
-    return _name_addr_of(owner, p, a, b)
+cdef inline int _note_uri(NameAddr na, const unsigned char* p, Py_ssize_t a, Py_ssize_t b,
+                          bint check) except -1:
+    if check:
+        _uri_spans(p, a, b, &na._us)
+    else:
+        na._us.a = a
+        na._us.b = b
+    na._uri_checked = check
+    return 0
 
 
 # --------------------------------------------------------------------------- Via
 
+@cython.final
+@cython.no_gc
+@cython.freelist(32)
 cdef class Via:
     """One Via hop: ``SIP/2.0/UDP host:port;branch=...;received=...;rport``.
 
@@ -2228,6 +2342,9 @@ cdef Py_ssize_t _via_params_end(Via v, const unsigned char* p, Py_ssize_t a,
 
 # --------------------------------------------------------------------------- CSeq
 
+@cython.final
+@cython.no_gc
+@cython.freelist(32)
 cdef class CSeq:
     """The CSeq header: sequence ``number`` (0 .. 2**31-1) and ``method``."""
 
@@ -2348,13 +2465,15 @@ cdef int _slot_of(str key):
 
 
 cdef object _parse_span(int kind, object owner, const unsigned char* p, Py_ssize_t a,
-                        Py_ssize_t b):
+                        Py_ssize_t b, object header, int line):
     if kind == P_VIA:
         return _via_of(owner, p, a, b)
     if kind == P_NAME_ADDR:
-        return _name_addr_of(owner, p, a, b)
+        return _name_addr_deferred(owner, p, a, b, header, line)
     if kind == P_CONTACT:
-        return _contact_of(owner, p, a, b)
+        if b - a == 1 and p[a] == 42:
+            return None
+        return _name_addr_deferred(owner, p, a, b, header, line)
     if kind == P_CSEQ:
         return _cseq_of(p, a, b)
     if kind == P_CALL_ID:
@@ -2418,6 +2537,7 @@ cdef tuple _header_key(str name):
     return _lookup_name(p, 0, n)
 
 
+@cython.final
 cdef class Headers:
     """The header fields of one message, in order, with canonical names.
 
@@ -2507,11 +2627,26 @@ cdef class Headers:
     cdef str _value(self, Py_ssize_t i):
         cdef Field* f = &self._f[i]
         cdef str value
-        if f.value == NULL:
+        if f.value == NULL:   # still a span: ASCII (the scanner decoded any other)
             value = _ascii(<const unsigned char*>PyBytes_AS_STRING(self._source), f.va, f.vb)
             _incref(<PyObject*>value)
             f.value = <PyObject*>value
         return <str>f.value
+
+    cdef int _decode(self, Py_ssize_t i) except -1:
+        """Make field i's value a str from UTF-8 octets (SIPParseError if they are not)."""
+        cdef Field* f = &self._f[i]
+        cdef str value
+        try:
+            value = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(self._source) + f.va, f.vb - f.va,
+                                         NULL)
+        except UnicodeDecodeError as exc:
+            raise SIPParseError(f"line {f.line}: header {<str>f.name!r}: value is not valid "
+                                f"UTF-8 ({exc.reason} at octet {exc.start})",
+                                self._offset(f.line), line=f.line, header=<str>f.name) from None
+        _incref(<PyObject*>value)
+        f.value = <PyObject*>value
+        return 0
 
     cdef object _span(self, Py_ssize_t i, const unsigned char** p, Py_ssize_t* a,
                       Py_ssize_t* b):
@@ -2776,7 +2911,8 @@ cdef class Headers:
                     eb = e
                     while eb > ea and _is_ws(p[eb - 1]):
                         eb -= 1
-                    out.append(_parse_span(kind, owner, p, ea, eb))
+                    out.append(_parse_span(kind, owner, p, ea, eb, <str>self._f[i].name,
+                                           self._f[i].line))
                     if e >= b:
                         break
                     a = e + 1
@@ -2796,7 +2932,7 @@ cdef class Headers:
             self._duplicate(<str>self._f[i].key, count)
         owner = self._span(i, &p, &a, &b)
         try:
-            return _parse_span(kind, owner, p, a, b)
+            return _parse_span(kind, owner, p, a, b, <str>self._f[i].name, self._f[i].line)
         except SIPParseError as exc:
             raise self._context(i, exc) from None
 
@@ -3385,15 +3521,39 @@ cdef class _Block:
     cdef object unterminated       # the error to raise once the start line is known
 
 
+cdef bint _any_high(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) noexcept:
+    """Whether p[a:b] holds a non-ASCII octet (eight at a time)."""
+    cdef uint64_t acc = 0, word
+    cdef Py_ssize_t i = a
+    while i + 8 <= b:
+        memcpy(&word, p + i, 8)
+        acc |= word
+        i += 8
+    while i < b:
+        acc |= p[i]
+        i += 1
+    return (acc & 0x8080808080808080u) != 0
+
+
+cdef inline int _no_bare_cr(const unsigned char* p, Py_ssize_t a, Py_ssize_t eol,
+                            int line) except -1:
+    """The only CR allowed in the line p[a:eol] (eol: its LF) is the one before the LF."""
+    cdef const void* cr = memchr(p + a, 13, eol - a)
+    if cr != NULL and <const unsigned char*>cr != p + eol - 1:
+        raise SIPParseError(f"line {line}: bare CR inside the line (lines end in CRLF)",
+                            <const unsigned char*>cr - p, line=line)
+    return 0
+
+
 cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_ssize_t pos,
                           int line):
     cdef _Block block = _Block.__new__(_Block)
     cdef Headers headers = Headers.__new__(Headers)
     cdef Py_ssize_t eol, end, ne, vs, ve, cs, ce, line_start
-    cdef int high, value_line
+    cdef int value_line
     cdef int slot, hot
     cdef Py_ssize_t lengths = 0    # Content-Length fields (the serialiser adds one)
-    cdef unsigned int h
+    cdef Py_ssize_t start = pos, i
     cdef str key, name
     cdef list pieces
     cdef bytes joined
@@ -3415,6 +3575,7 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
         if eol < 0:
             raise SIPParseError(f"line {line}: the header section is not terminated by an "
                                 "empty line (the last line has no CRLF)", pos, line=line)
+        _no_bare_cr(p, pos, eol, line)
         end = eol - 1 if eol > pos and p[eol - 1] == 13 else eol
         if end == pos:
             block.body_start = eol + 1
@@ -3424,11 +3585,8 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
         if _is_ws(p[pos]):
             raise SIPParseError(f"line {line}: starts with whitespace, but there is no header "
                                 "before it to continue", pos, line=line)
-        # the name: token octets, hashed for the name table on the way
-        h = 2166136261u
         ne = pos
         while ne < end and CC[p[ne]] & T_TOKEN:
-            h = (h ^ LOWER[p[ne]]) * 16777619u
             ne += 1
         if ne == pos:
             raise SIPParseError(f"line {line}: expected a header name, found "
@@ -3440,7 +3598,7 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
                                     f"{_char(p[vs])}, which a header name cannot", vs, line=line)
             raise SIPParseError(f"line {line}: header {_show(p, pos, ne)} is not followed by ':'",
                                 vs, line=line)
-        slot = _lookup_hashed(p, pos, ne, h)
+        slot = _lookup_hashed(p, pos, ne, _name_hash(p, pos, ne))
         if slot >= 0:
             key = <str>_slot_key[slot]
             name = <str>_slot_canon[slot]
@@ -3450,7 +3608,6 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
             key = name.lower()
             hot = 0
         vs = _skip_ws(p, vs + 1, end)
-        high = _check_line(p, vs, end, line)
         ve = end
         while ve > vs and _is_ws(p[ve - 1]):
             ve -= 1
@@ -3465,9 +3622,9 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
                 if eol < 0:
                     raise SIPParseError(f"line {line}: the header section is not terminated "
                                         "by an empty line", pos, line=line)
+                _no_bare_cr(p, pos, eol, line)
                 ce = eol - 1 if eol > pos and p[eol - 1] == 13 else eol
                 cs = _skip_ws(p, pos, ce)
-                high |= _check_line(p, cs, ce, line)
                 while ce > cs and _is_ws(p[ce - 1]):
                     ce -= 1
                 if ce > cs:
@@ -3477,8 +3634,6 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
             joined = b" ".join(pieces)
             value = _decode_value(<const unsigned char*>PyBytes_AS_STRING(joined), 0,
                                   len(joined), value_line, name, line_start)
-        elif high:
-            value = _decode_value(p, vs, ve, value_line, name, line_start)
         if key is K_CONTENT_LENGTH:
             lengths += 1
             if block.cl_index < 0:
@@ -3487,7 +3642,20 @@ cdef _Block _scan_headers(bytes data, const unsigned char* p, Py_ssize_t n, Py_s
             raise SIPParseError(f"line {value_line}: more than {C_MAX_HEADERS} header fields "
                                 "(MAX_HEADERS)", line_start, line=value_line)
         headers._append(key, name, value, vs, ve, value_line, hot)
+    if _any_high(p, start, block.body_start):
+        # non-ASCII octets: every value that holds some must be UTF-8 (RFC 3261 TEXT-UTF8)
+        for i in range(headers._n):
+            if headers._f[i].value == NULL and _has_high(p, headers._f[i].va, headers._f[i].vb):
+                headers._decode(i)
     return block
+
+
+cdef bint _has_high(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) noexcept:
+    cdef Py_ssize_t i
+    for i in range(a, b):
+        if p[i] & 0x80:
+            return True
+    return False
 
 
 cdef int _check_version(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) noexcept:
@@ -3508,12 +3676,8 @@ cdef int _check_version(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) noex
 
 cdef int _parse_request_line(RequestCore req, bytes data, const unsigned char* p,
                              Py_ssize_t a, Py_ssize_t b) except -1:
-    cdef Py_ssize_t m = _scan(p, a, b, T_TOKEN), u, v, i, w
-    cdef int spaces = 0
+    cdef Py_ssize_t m = _scan(p, a, b, T_TOKEN), u, v, w
     cdef UriSpans s
-    for i in range(a, b):
-        if p[i] == 32:
-            spaces += 1
     if m == a:
         raise SIPParseError(f"line 1: expected a method or 'SIP/2.0' at the start, found "
                             f"{_show(p, a, b)}", a, line=1, status=0)
@@ -3533,7 +3697,7 @@ cdef int _parse_request_line(RequestCore req, bytes data, const unsigned char* p
     if v >= b:
         raise SIPParseError("line 1: request line has no SIP-Version after the Request-URI",
                             b, line=1)
-    if spaces > 2:
+    if memchr(p + v + 1, 32, b - v - 1) != NULL:
         if v + 1 < b and p[v + 1] == 32:
             raise SIPParseError("line 1: more than one SP between the Request-URI and the "
                                 "SIP-Version (RFC 3261 §7.1 allows exactly one)", v + 1, line=1)

@@ -87,7 +87,9 @@ class AuthChallenged(Event):
 
 @dataclass(frozen=True)
 class Redirected(Event):
-    """A 3xx: the call should be retargeted to these Contacts, best q first."""
+    """A 3xx: the call should be retargeted to these Contacts, best q first (ties in the
+    order given); ``retry`` with one of them, or ``give_up``. At most
+    ``UAConfig.max_redirects`` are reported; the next 3xx fails the call."""
 
     status: int
     contacts: tuple[URI, ...]
@@ -121,7 +123,8 @@ class Failed(Event):
 
 @dataclass(frozen=True)
 class IncomingCall(Event):
-    """An INVITE for a new call; answer with ``ring``/``progress``/``answer``/``reject``."""
+    """An INVITE for a new call (100 Trying already sent); go on with ``ring``, ``answer``
+    or ``reject``."""
 
     request: Request
     sdp: bytes | None
@@ -181,8 +184,11 @@ class InfoReceived(Event):
 class Ended(Event):
     """The call is over; nothing more will happen.
 
-    ``cause``: ``local_hangup``, ``remote_hangup``, ``cancelled``,
-    ``rejected``, ``no_answer``, ``failed``, ``ack_timeout``, ...
+    ``cause``: ``local_hangup``, ``remote_hangup``, ``cancelled``, ``rejected``,
+    ``busy`` (486/600), ``no_answer`` (408/480), ``failed`` (``give_up``),
+    ``ack_timeout`` (no ACK for our 2xx in 64·T1: we sent BYE), ``prack_timeout`` (no
+    PRACK for our reliable provisional: we sent 504), ``dialog_gone`` (481 to a request
+    in the dialog). ``status``/``reason``: the final response that ended it, if any.
     """
 
     cause: str

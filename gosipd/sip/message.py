@@ -12,7 +12,7 @@ Content-Length is always recomputed from the body.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Self, cast
 
@@ -547,13 +547,9 @@ def _body(body: bytes) -> bytes:
 _register_message_types(Request, Response)
 
 
-def parse(data: bytes) -> Request | Response:
-    """Parse one datagram into a Request or Response.
-
-    Checks framing (Content-Length, with trailing octets ignored; no Content-Length
-    means the rest of the datagram, as over UDP), the start line and the header names;
-    header values are parsed when first read (``msg.via``, ``msg.cseq``...). Raises
-    SIPParseError, whose ``headers`` (when set) let ``Response.for_malformed`` answer a
-    broken request.
-    """
-    return cast(Request | Response, parse_message(data))
+#: Parse one datagram into a Request or Response (``gosipd._sipparse.parse_message``):
+#: framing (Content-Length, with trailing octets ignored; no Content-Length means the
+#: rest of the datagram, as over UDP), the start line and the header names; header values
+#: are parsed when first read. Raises SIPParseError, whose ``headers`` (when set) let
+#: ``Response.for_malformed`` answer a broken request.
+parse = cast("Callable[[bytes | bytearray | memoryview], Request | Response]", parse_message)

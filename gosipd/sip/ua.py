@@ -25,7 +25,12 @@ attempt); plus the §14.1 glare back-off.
 Addresses: requests go to the next hop's numeric address, to an address the
 caller registered for its host name (``known_hosts``), to the outbound proxy,
 or else back to where the far end's messages came from. Responses go where
-RFC 3261 §18.2.2 and RFC 3581 (rport) say.
+RFC 3261 §18.2.2 and RFC 3581 (rport) say. Our Contact uses the address the far
+end saw (the received/rport of our Via), once a response told us.
+
+Not here: RFC 4028 session timers, offers in early dialogs (UPDATE with SDP
+before the call is up gets 500 + Retry-After), and an INVITE of ours without an
+offer (the ACK would have to carry the answer: give ``invite`` an ``sdp``).
 """
 
 from __future__ import annotations
@@ -200,7 +205,8 @@ class UAConfig:
     credentials: Credentials | None = None
     outbound_proxy: Address | None = None
     #: Option tags we support (sent in Supported; a Require outside this set gets 420).
-    supported: tuple[str, ...] = ("100rel", "timer")
+    #: Not "timer": RFC 4028 session refreshes are not implemented, so we do not claim it.
+    supported: tuple[str, ...] = ("100rel",)
     allow: tuple[str, ...] = (
         "INVITE",
         "ACK",
@@ -446,7 +452,12 @@ class UserAgent:
         headers: Sequence[tuple[str, str]] = (),
         call_id: str | None = None,
     ) -> Request:
-        """Start the call: send an INVITE for ``request_uri`` to ``destination``."""
+        """Start the call: send an INVITE for ``request_uri`` to ``destination``.
+
+        ``sdp`` is our offer (an INVITE without one is sent, but the answer a 2xx
+        would then need in the ACK cannot be given); ``headers`` are added as they are.
+        Returns the INVITE (without Via: each attempt gets its own).
+        """
         self._transition(CallInput.INVITE)
         self.call_id = call_id or f"{_token(self.rng, 128)}@gosipd"
         self._local_tag = _token(self.rng)
@@ -567,7 +578,7 @@ class UserAgent:
         if response.status > 100:
             self._attempt_progressed = True
         if response.status == 100 or response.to.tag is None:
-            if first or response.status == 100:
+            if first:  # once per attempt: later 100s answer INVITE retransmissions
                 self._events.append(ev.Trying(response.status, self._destination))
             return
         dialog = self._early_dialog(response)
@@ -1144,8 +1155,13 @@ class UserAgent:
     # ======================================================================
 
     def _receive_response(self, response: Response, source: Address, now: float) -> None:
-        if check(response) is not None or len(response.via) != 1:
-            # malformed, or not ours (§8.1.3.3: more than one Via: discard)
+        if (
+            check(response) is not None
+            or len(response.via) != 1  # §8.1.3.3: more than one Via: not ours, discard
+            or (response.status > 100 and response.to.tag is None and response.is_final)
+        ):
+            # malformed: a final response without a To tag cannot be matched to a dialog
+            # (§8.2.6.2: a UAS MUST add one)
             self.malformed += 1
             return
         key = client_key(response.via[0].branch or "", response.cseq.method)
@@ -1315,18 +1331,21 @@ class UserAgent:
         return False
 
     def _in_dialog(self, request: Request) -> bool:
-        dialog = self.dialog
-        return (
-            dialog is not None
-            and dialog.state is not DialogState.TERMINATED
-            and request.call_id == dialog.call_id
-            and request.to.tag == dialog.local_tag
-            and (request.from_.tag or "") == dialog.remote_tag
-        )
+        return self.dialog is not None and _belongs_to(request, self.dialog)
+
+    def _dialog_of(self, request: Request) -> Dialog | None:
+        """The dialog ``request`` belongs to: the call's, or (caller side) one of the early
+        dialogs its provisionals created (RFC 3311 allows UPDATE and INFO there)."""
+        if self._in_dialog(request):
+            return self.dialog
+        for dialog in self._early.values():
+            if _belongs_to(request, dialog):
+                return dialog
+        return None
 
     def _in_dialog_request(self, request: Request, reply_to: Address, now: float) -> None:
-        dialog = self.dialog
-        if dialog is None or not self._in_dialog(request):
+        dialog = self._dialog_of(request)
+        if dialog is None:
             self._server_reply(request, reply_to, now, 481, "Call/Transaction Does Not Exist")
             return
         if not dialog.accept_remote_cseq(request):
@@ -1351,7 +1370,7 @@ class UserAgent:
             case "PRACK":
                 self._on_prack(request, tx, now)
             case "INVITE" | "UPDATE":
-                self._on_remote_offer(request, tx, now)
+                self._on_remote_offer(request, tx, dialog, now)
             case "INFO":
                 tx.respond(self._response(request, 200), now)
                 self._events.append(
@@ -1381,24 +1400,29 @@ class UserAgent:
             case _:
                 pass  # a BYE for a call already over: the 200 is all it needs
 
-    def _on_remote_offer(self, request: Request, tx: ServerTransaction, now: float) -> None:
-        assert self.dialog is not None
+    def _on_remote_offer(
+        self, request: Request, tx: ServerTransaction, dialog: Dialog, now: float
+    ) -> None:
         if request.method == "UPDATE" and not request.body:
             # an UPDATE without an offer (a session refresh): nothing to negotiate
-            self.dialog.refresh_target(request)
+            dialog.refresh_target(request)
             tx.respond(self._response(request, 200), now)
             return
         if self._reinvite_tx is not None:
             tx.respond(self._response(request, 491, "Request Pending"), now)  # §14.2 glare
             return
-        if self._remote_offer_tx is not None or self.state is not CallState.CONFIRMED:
-            # §14.2: an INVITE while the previous one is unanswered (or the call is not
-            # up yet): 500 with Retry-After between 0 and 10 seconds
+        if (
+            self._remote_offer_tx is not None
+            or self.state is not CallState.CONFIRMED
+            or dialog is not self.dialog
+        ):
+            # §14.2: an INVITE while the previous one is unanswered (or an offer before
+            # the call is up, which we do not take): 500 with Retry-After of 0-10 s
             response = self._response(request, 500, "Server Internal Error")
             response.retry_after = self.rng.randint(0, MAX_RETRY_AFTER_500)
             tx.respond(response, now)
             return
-        self.dialog.refresh_target(request)
+        dialog.refresh_target(request)
         if request.method == "INVITE":
             tx.respond(Response.for_request(request, 100), now)
         self._remote_offer_tx = tx
@@ -1530,6 +1554,16 @@ class UserAgent:
         if not _is_ip(host):
             host = source[0]
         return (host.strip("[]"), via.port or 5060)
+
+
+def _belongs_to(request: Request, dialog: Dialog) -> bool:
+    """§12.2.2: Call-ID, our tag in To and theirs in From identify the dialog."""
+    return (
+        dialog.state is not DialogState.TERMINATED
+        and request.call_id == dialog.call_id
+        and request.to.tag == dialog.local_tag
+        and (request.from_.tag or "") == dialog.remote_tag
+    )
 
 
 def _challenges(response: Response) -> list[DigestChallenge]:

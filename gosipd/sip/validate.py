@@ -144,8 +144,14 @@ def _syntax(message: Request | Response) -> Rejection | None:
     try:
         for attribute in _READERS if isinstance(message, Request) else _RESPONSE_READERS:
             getattr(message, attribute)
+        # the URIs inside From, To, Contact and the routes are checked when first used
+        addresses = [message.from_, message.to, *message.contact, *message.record_route]
+        if isinstance(message, Request):
+            addresses += message.route
+        for address in addresses:
+            address.uri  # noqa: B018 - parsed for its errors
         for contact in message.contact:
-            contact.q  # noqa: B018 - parsed for its errors
+            contact.q  # noqa: B018
             contact.expires  # noqa: B018
     except SIPParseError as exc:
         return _bad(exc.reason)

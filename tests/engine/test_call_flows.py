@@ -10,7 +10,7 @@ from gosipd.sip.dialog import PUBLISHED_KEYS
 from gosipd.sip.requests import bye_from_state
 from gosipd.sip.ua import CallState
 
-from .conftest import ANSWER, BOB, OFFER, PROXY, make_pair
+from .conftest import ALICE, ANSWER, BOB, OFFER, PROXY, make_pair
 from .proxy import Proxy
 
 
@@ -188,18 +188,23 @@ def test_glare_is_answered_491_and_retried_after_the_back_off():
     pair.bob.reinvite(ANSWER, start)
     pair.net.run(start + 0.1)
     assert len(pair.net.sent_times("491")) == 2
+    answered = {"alice": 0, "bob": 0}
     for _ in range(2):  # each side's retry arrives at the other, which answers it
         pair.net.run(
             lambda: (
-                pair.bob._remote_offer_tx is not None or pair.alice._remote_offer_tx is not None
+                len(pair.alice_events(ev.RemoteOffer)) > answered["alice"]
+                or len(pair.bob_events(ev.RemoteOffer)) > answered["bob"]
             ),
             limit=10,
         )
-        if pair.bob._remote_offer_tx is not None:
+        if len(pair.bob_events(ev.RemoteOffer)) > answered["bob"]:
             pair.bob.answer_offer(ANSWER, pair.net.now)
-        if pair.alice._remote_offer_tx is not None:
+            answered["bob"] += 1
+        if len(pair.alice_events(ev.RemoteOffer)) > answered["alice"]:
             pair.alice.answer_offer(OFFER, pair.net.now)
+            answered["alice"] += 1
         pair.net.run(pair.net.now + 0.1)
+    assert answered == {"alice": 1, "bob": 1}
     pair.net.run(start + 10)
     alice_sent = pair.net.sent_times("INVITE", ("192.0.2.10", 5060))
     bob_sent = pair.net.sent_times("INVITE", ("192.0.2.20", 5062))
@@ -260,3 +265,22 @@ def test_published_dialog_state_is_json_and_a_bye_built_from_it_ends_the_call():
     assert pair.bob_events(ev.Ended)[0].cause == "remote_hangup"
     [ok] = [d for d in pair.net.sent if d.is_("200/BYE") and d.source == PROXY]
     assert ok.destination == ("192.0.2.10", 5999)
+
+
+def test_each_2xx_is_reacked_with_its_own_ack_after_a_reinvite():
+    pair = make_pair()
+    pair.establish()
+    pair.alice.reinvite(OFFER, pair.net.now)
+    pair.net.run(lambda: bool(pair.bob_events(ev.RemoteOffer)))
+    pair.bob.answer_offer(ANSWER, pair.net.now)
+    pair.net.run(lambda: bool(pair.alice_events(ev.OfferAnswered)))
+    first_ok, second_ok = [d.data for d in pair.net.sent if d.is_("200/INVITE")]
+    first_ack, second_ack = [d.data for d in pair.net.sent if d.is_("ACK")]
+    for ok, ack in ((first_ok, first_ack), (second_ok, second_ack)):
+        before = len(pair.net.sent)
+        pair.net.inject(ok, BOB, ALICE)  # a late retransmission of that 2xx
+        pair.net.run(pair.net.now + 0.1)
+        [again] = [d.data for d in pair.net.sent[before:] if d.is_("ACK")]
+        assert again == ack
+    assert len(pair.alice_events(ev.Answered)) == 1
+    assert len(pair.alice_events(ev.OfferAnswered)) == 1

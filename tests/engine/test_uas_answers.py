@@ -298,7 +298,9 @@ def test_a_bye_in_the_early_dialog_ends_the_invite_with_487() -> None:
     pair.net.run(lambda: bool(pair.bob_events(ev.IncomingCall)))
     pair.bob.ring(pair.net.now, reliable=False)
     pair.net.run(lambda: bool(pair.alice_events(ev.Ringing)))
-    early = next(iter(pair.alice._early.values()))
+    [invite] = pair.net.messages("INVITE", ALICE)
+    [ringing] = pair.net.messages("180", BOB)
+    early = Dialog.for_uac(invite, ringing)  # the caller's early dialog
     [reply] = answers(pair, forge(early, "BYE", branch="z9hG4bKearlybye"), ALICE)
     assert reply.status == 200
     assert pair.net.sent_times("487/INVITE")
@@ -349,3 +351,49 @@ def test_a_481_to_our_reinvite_ends_the_call() -> None:
     [rejected] = pair.alice_events(ev.OfferRejected)
     assert rejected.status == 481
     assert pair.alice_events(ev.Ended)[0].cause == "dialog_gone"
+
+
+def test_the_caller_answers_info_and_update_in_an_early_dialog() -> None:
+    pair = make_pair()
+    pair.dial()
+    pair.net.run(lambda: bool(pair.bob_events(ev.IncomingCall)))
+    pair.bob.ring(pair.net.now, reliable=False)
+    pair.net.run(lambda: bool(pair.alice_events(ev.Ringing)))
+    early = pair.bob.dialog  # the callee's side of the early dialog
+    assert early is not None
+    requests = [
+        forge(
+            early,
+            "INFO",
+            cseq=1,
+            branch="z9hG4bKe1",
+            sent_by=BOB,
+            body=b"Signal=9\r\n",
+            content_type="application/dtmf-relay",
+        ),
+        forge(early, "UPDATE", cseq=2, branch="z9hG4bKe2", sent_by=BOB),
+        forge(
+            early,
+            "UPDATE",
+            cseq=3,
+            branch="z9hG4bKe3",
+            sent_by=BOB,
+            body=ANSWER,
+            content_type="application/sdp",
+        ),
+    ]
+    for request in requests:
+        pair.net.inject(bytes(request), BOB, ALICE)
+    pair.net.run(pair.net.now + 0.1)
+    replies = {
+        r.cseq.number: r
+        for d in pair.net.sent
+        if d.source == ALICE
+        and d.status is not None
+        and isinstance(r := sip.parse(d.data), Response)
+        and r.cseq.method != "INVITE"
+    }
+    assert replies[1].status == 200 and pair.alice_events(ev.InfoReceived)
+    assert replies[2].status == 200  # a refresh without an offer
+    assert replies[3].status == 500 and replies[3].retry_after is not None  # no early offers
+    assert pair.alice.state is CallState.PROCEEDING

@@ -399,3 +399,22 @@ def test_wrong_types_are_refused_not_written() -> None:
         bytes(bare)
     with pytest.raises(ValueError):
         sip.Response(200).status = 42
+
+
+def test_the_uri_inside_from_and_to_is_checked_when_first_used() -> None:
+    m = sip.parse(
+        INVITE.replace(
+            b"From: Alice <sip:alice@atlanta.example.com>",
+            b"From: Alice <sip:alice@atlanta_example.com>",
+        )
+    )
+    assert m.from_.tag == "9fxced76sl"  # the dialog layer reads tags on every message
+    assert str(m.from_) == '"Alice" <sip:alice@atlanta_example.com>;tag=9fxced76sl'
+    with pytest.raises(sip.SIPParseError) as info:
+        _ = m.from_.uri
+    assert info.value.reason.startswith("line 4: header 'From': '_' is not allowed")
+    assert (info.value.line, info.value.header) == (4, "From")
+    rejection = sip.check(m)
+    assert rejection is not None and rejection.status == 400  # the door still refuses it
+    with pytest.raises(sip.SIPParseError):
+        sip.NameAddr.parse("<sip:alice@atlanta_example.com>")  # parsing on its own is eager
