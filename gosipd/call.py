@@ -180,7 +180,6 @@ class Call:
         self.id = runtime.spec.call
         self.direction = runtime.spec.direction
         self.app_arg: str | None = None
-        self._dtmf: trio.MemorySendChannel[str]
         self._dtmf_send, self._dtmf_receive = trio.open_memory_channel[str](DTMF_QUEUE)
         self._audio_readers: list[deque[bytes]] = []
         self._audio_wakeup = trio.Event()
@@ -514,10 +513,8 @@ class CallRuntime:
         self._duration_deadline = math.inf
         self._cause: str | None = None
         self._sip_status: int | None = None
-        self._sip_reason = ""
         self._app_started = False
         self._playback_waiters: list[trio.Event] = []
-        self._redirects = 0
         self._locator: Locator | None = None
         self._media_stats: dict[str, Any] | None = None
         self._held_by_remote = False
@@ -971,9 +968,8 @@ class CallRuntime:
                 await self._on_attempt_failed(failed)
             case ev.Redirected(status=status, contacts=contacts):
                 await self._on_redirect(status, contacts)
-            case ev.Failed(status=status, reason=reason):
+            case ev.Failed(status=status):
                 self._sip_status = status
-                self._sip_reason = reason
                 self._failover_response(status)
             case ev.IncomingCall() as incoming:
                 self.emit(
@@ -1045,7 +1041,6 @@ class CallRuntime:
     async def _on_redirect(self, status: int, contacts: tuple[URI, ...]) -> None:
         assert self.ua is not None
         now = trio.current_time()
-        self._redirects += 1
         for contact in contacts:
             if not contact.is_sip:
                 continue
