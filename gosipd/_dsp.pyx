@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""Audio DSP for one call: G.711 codecs, mixing, gain, level, comfort noise, tones.
+"""Audio DSP for one call: G.711 codecs, mixing, gain, level, comfort noise, tones,
+in-band DTMF detection.
 
 Everything here works on 16-bit native-endian linear PCM at any rate (8 kHz
 in practice) and on G.711 octets. It is the media loop's inner work, so it is
@@ -24,7 +25,7 @@ from cpython.buffer cimport (
     PyObject_GetBuffer,
 )
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.math cimport log10, lround, pow, sin, sqrt
+from libc.math cimport cos, log10, lround, pow, sin, sqrt
 from libc.stdint cimport int16_t, int64_t, uint8_t, uint16_t, uint64_t
 from libc.string cimport memset
 
@@ -34,8 +35,12 @@ import os
 
 __all__ = [
     "CALL_PROGRESS_TONES",
+    "DTMF_COLUMN_HZ",
+    "DTMF_EVENT_DIGITS",
     "DTMF_FREQUENCIES",
+    "DTMF_ROW_HZ",
     "ComfortNoise",
+    "DtmfDetector",
     "ToneGenerator",
     "alaw_decode",
     "alaw_decode_into",
@@ -784,3 +789,189 @@ cdef class ToneGenerator:
             self._fill(<int16_t*>dst, _samples_of(nbytes, "buf"))
         finally:
             PyBuffer_Release(&view)
+
+# --------------------------------------------------------------------------
+# In-band DTMF detection
+# --------------------------------------------------------------------------
+
+#: The DTMF frequencies, rows then columns.
+DTMF_ROW_HZ = (697, 770, 852, 941)
+DTMF_COLUMN_HZ = (1209, 1336, 1477, 1633)
+#: RFC 4733 event code (0-15) -> digit, the order ``DtmfDetector`` reports in.
+DTMF_EVENT_DIGITS = "0123456789*#ABCD"
+# Goertzel block length at 8 kHz (12.75 ms), as in spandsp: short enough for
+# 40 ms tones to give three blocks, long enough to separate 697 from 770 Hz.
+cdef int _BLOCK_8K = 102
+# Each tone must reach this level (dBov, RMS per component) to count.
+cdef double _MIN_LEVEL_DBOV = -36.0
+# Blocks in a row with the same digit before it counts, and without it before it ends.
+cdef int _HITS_TO_START = 2
+cdef int _MISSES_TO_END = 2
+DTMF_BLOCK_8K = _BLOCK_8K
+DTMF_MIN_LEVEL_DBOV = _MIN_LEVEL_DBOV
+DTMF_HITS_TO_START = _HITS_TO_START
+DTMF_MISSES_TO_END = _MISSES_TO_END
+
+# keypad position (row * 4 + column) -> RFC 4733 event code
+cdef int[16] _EVENT_AT = [1, 2, 3, 12, 4, 5, 6, 13, 7, 8, 9, 14, 10, 0, 11, 15]
+
+# Acceptance thresholds (ratios of Goertzel powers), after spandsp's detector.
+DEF _TWIST_LIMIT = 6.3  # 8 dB either way between the row and the column tone
+DEF _RELATIVE_PEAK = 6.3  # the winner is 8 dB above the others in its group
+DEF _TONE_SHARE = 0.82  # the two tones hold this share of the block's energy
+
+
+cdef class DtmfDetector:
+    """Finds DTMF digits in 16-bit PCM, frame after frame (Goertzel filters).
+
+    Audio is cut into blocks of ``block_size`` samples (102 at 8 kHz); a
+    block holds a digit when exactly one row and one column tone stand out
+    (each 8 dB above the rest of its group, within 8 dB of each other, above
+    ``DTMF_MIN_LEVEL_DBOV``, and together most of the block's energy). A
+    digit starts after two such blocks in a row and ends after two blocks
+    without it, so a single corrupted block neither invents nor splits a
+    digit. Each digit is reported once, when it ends, with its duration.
+    """
+
+    def __init__(self, int rate=8000):
+        if rate < 4000 or rate > 48000:
+            raise ValueError(f"rate must be 4000..48000 Hz, got {rate}")
+        self.rate = rate
+        self.block_size = (_BLOCK_8K * rate) // 8000
+        cdef int i
+        frequencies = DTMF_ROW_HZ + DTMF_COLUMN_HZ
+        for i in range(DTMF_FILTERS):
+            self._coef[i] = 2.0 * cos(6.283185307179586 * frequencies[i] / rate)
+        self.reset()
+
+    def reset(self):
+        """Forget any tone in progress and any digit not yet popped."""
+        cdef int i
+        for i in range(DTMF_FILTERS):
+            self._s1[i] = 0.0
+            self._s2[i] = 0.0
+        self._energy = 0.0
+        self._filled = 0
+        self._last_hit = -1
+        self._hits = 0
+        self._current = -1
+        self._current_blocks = 0
+        self._misses = 0
+        self._pending_head = 0
+        self._pending_count = 0
+        self.blocks_seen = 0
+
+    cdef void feed_samples(self, const int16_t* pcm, Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t i
+        cdef int k
+        cdef double x, s0
+        for i in range(n):
+            x = <double>pcm[i]
+            self._energy += x * x
+            for k in range(DTMF_FILTERS):
+                s0 = self._coef[k] * self._s1[k] - self._s2[k] + x
+                self._s2[k] = self._s1[k]
+                self._s1[k] = s0
+            self._filled += 1
+            if self._filled == self.block_size:
+                self._decide()
+
+    cdef void _decide(self) noexcept nogil:
+        cdef double power[DTMF_FILTERS]
+        cdef int k, row = 0, col = 4, hit = -1
+        cdef double n = self.block_size
+        # A full-scale-relative floor: a sine of amplitude A gives (A * n / 2)^2.
+        cdef double amplitude = 32768.0 * 1.4142135623730951 * pow(10.0, _MIN_LEVEL_DBOV / 20.0)
+        cdef double floor = (amplitude * n / 2.0) * (amplitude * n / 2.0)
+        for k in range(DTMF_FILTERS):
+            power[k] = (self._s1[k] * self._s1[k] + self._s2[k] * self._s2[k]
+                        - self._coef[k] * self._s1[k] * self._s2[k])
+        for k in range(1, 4):
+            if power[k] > power[row]:
+                row = k
+        for k in range(5, 8):
+            if power[k] > power[col]:
+                col = k
+        if (power[row] >= floor and power[col] >= floor
+                and power[col] < power[row] * _TWIST_LIMIT
+                and power[row] < power[col] * _TWIST_LIMIT
+                and power[row] + power[col] > _TONE_SHARE * (n / 2.0) * self._energy):
+            hit = _EVENT_AT[row * 4 + (col - 4)]
+            for k in range(4):
+                if k != row and power[k] * _RELATIVE_PEAK > power[row]:
+                    hit = -1
+            for k in range(4, 8):
+                if k != col and power[k] * _RELATIVE_PEAK > power[col]:
+                    hit = -1
+        for k in range(DTMF_FILTERS):
+            self._s1[k] = 0.0
+            self._s2[k] = 0.0
+        self._energy = 0.0
+        self._filled = 0
+        self.blocks_seen += 1
+
+        if hit >= 0 and hit == self._last_hit:
+            self._hits += 1
+        else:
+            self._hits = 1 if hit >= 0 else 0
+        self._last_hit = hit
+        if self._current >= 0:
+            if hit == self._current:
+                self._current_blocks += 1 + self._misses  # a one-block dropout is bridged
+                self._misses = 0
+                return
+            self._misses += 1
+            if self._misses < _MISSES_TO_END and hit < 0:
+                return
+            self._finish_current()
+        if hit >= 0 and self._hits >= _HITS_TO_START:
+            self._current = hit
+            self._current_blocks = self._hits
+            self._misses = 0
+
+    cdef void _finish_current(self) noexcept nogil:
+        cdef int slot
+        if self._pending_count < DTMF_PENDING:
+            slot = (self._pending_head + self._pending_count) % DTMF_PENDING
+            self._pending_digit[slot] = self._current
+            self._pending_ms[slot] = <int>(
+                (<int64_t>self._current_blocks * self.block_size * 1000) // self.rate)
+            self._pending_count += 1
+        self._current = -1
+        self._current_blocks = 0
+        self._misses = 0
+
+    cdef bint pop_digit(self, int* event, int* duration_ms) noexcept nogil:
+        if self._pending_count == 0:
+            return False
+        event[0] = self._pending_digit[self._pending_head]
+        duration_ms[0] = self._pending_ms[self._pending_head]
+        self._pending_head = (self._pending_head + 1) % DTMF_PENDING
+        self._pending_count -= 1
+        return True
+
+    def feed(self, pcm):
+        """Feed int16 PCM; return the digits that ended, as (digit, duration in ms)."""
+        cdef Py_buffer view
+        cdef Py_ssize_t nbytes
+        cdef const char* src = _read_buffer(pcm, &view, &nbytes, True, "pcm")
+        try:
+            n = _samples_of(nbytes, "pcm")
+            with nogil:
+                self.feed_samples(<const int16_t*>src, n)
+        finally:
+            PyBuffer_Release(&view)
+        return self._drain()
+
+    def flush(self):
+        """End of audio: finish a digit still sounding; return what ended."""
+        if self._current >= 0:
+            self._finish_current()
+        return self._drain()
+
+    cdef list _drain(self):
+        cdef int event, ms
+        out = []
+        while self.pop_digit(&event, &ms):
+            out.append((DTMF_EVENT_DIGITS[event], ms))
+        return out

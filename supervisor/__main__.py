@@ -1,9 +1,25 @@
-"""``gosipd``: run the supervisor in the foreground."""
+"""``gosipd``: run the supervisor in the foreground (systemd runs it as Type=notify)."""
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import grp
+import json
+import os
+import socket
 import sys
+from pathlib import Path
+
+import trio
+from . import systemd
+from .server import Supervisor
+from .zygote import Zygote
+
+from gosipd.config import Config, ConfigError, load_config
+from gosipd.log import configure_logging, get_logger
+
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -11,15 +27,126 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gosipd",
         description="Run the gosipd supervisor: one process per SIP call.",
     )
-    parser.add_argument("--config", help="TOML configuration file (default: built-in defaults)")
-    parser.add_argument("--socket", help="control socket path")
+    parser.add_argument("--config", type=Path, help="TOML configuration file (default: none)")
+    parser.add_argument("--socket", type=Path, help="control socket path")
+    parser.add_argument("--runtime-dir", type=Path, help="where calls publish themselves")
+    parser.add_argument("--listen", help="inbound SIP address host:port (overrides the config)")
     return parser
 
 
+def _control_socket(config: Config, inherited: dict[str, int]) -> socket.socket:
+    if "control" in inherited:
+        return socket.socket(fileno=inherited["control"])
+    activated = systemd.listen_fds()
+    if activated:
+        return activated[0]
+    path = config.resolved_socket_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # a stale socket from a supervisor that is gone
+        else:
+            probe.close()
+            raise ConfigError(f"another gosipd is already listening on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.bind(str(path))
+    os.chmod(path, 0o660)
+    if config.socket_group:
+        try:
+            os.chown(path, -1, grp.getgrnam(config.socket_group).gr_gid)
+        except KeyError:
+            raise ConfigError(f"socket_group {config.socket_group!r} does not exist") from None
+    sock.listen(512)
+    return sock
+
+
+def _sip_socket(config: Config, inherited: dict[str, int]) -> socket.socket | None:
+    if "sip" in inherited:
+        return socket.socket(fileno=inherited["sip"])
+    if config.inbound.listen is None:
+        return None
+    host, port = config.inbound.listen
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    sock.bind((host, port))
+    return sock
+
+
+def _start_zygote() -> socket.socket:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        code = 1
+        try:
+            code = Zygote(theirs).serve()
+        finally:
+            os._exit(code)
+    theirs.close()
+    return ours
+
+
 def main(argv: list[str] | None = None) -> int:
-    build_parser().parse_args(argv)
-    print("gosipd: the supervisor is not part of this build yet", file=sys.stderr)
-    return 1
+    args = build_parser().parse_args(argv)
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        config = load_config(args.config)
+        if args.socket:
+            config = config.with_overrides(socket_path=args.socket)
+        if args.runtime_dir:
+            config = config.with_overrides(runtime_dir=args.runtime_dir)
+        if args.listen:
+            from gosipd.config import InboundConfig, parse_hostport
+
+            config = config.with_overrides(
+                inbound=InboundConfig(
+                    listen=parse_hostport(args.listen, 5060, "--listen"),
+                    routes=config.inbound.routes,
+                    unrouted_status=config.inbound.unrouted_status,
+                    ring_ms=config.inbound.ring_ms,
+                    early_media=config.inbound.early_media,
+                )
+            )
+        configure_logging(config.log_level)
+        inherited: dict[str, int] = json.loads(os.environ.pop("GOSIPD_INHERIT_FDS", "{}"))
+        upgrade_state = json.loads(os.environ.pop("GOSIPD_UPGRADE_STATE", "{}"))
+        # Workers orphaned by an old zygote are re-parented to us, so we can reap them.
+        ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        config.resolved_runtime_dir().mkdir(parents=True, exist_ok=True)
+        control = _control_socket(config, inherited)
+        sip = _sip_socket(config, inherited)
+        old_zygote = socket.socket(fileno=inherited["zygote"]) if "zygote" in inherited else None
+        for sock in (control, sip, old_zygote):
+            if sock is not None:
+                sock.set_inheritable(False)
+        import gosipd.worker
+
+        gosipd.worker.CONFIG = config  # the zygote, and every worker it forks, inherit it
+        zygote = _start_zygote()
+    except (ConfigError, OSError) as exc:
+        print(f"gosipd: {exc}", file=sys.stderr)
+        return 2
+    from .inbound import crash_bye, handle_inbound
+
+    supervisor = Supervisor(
+        config,
+        control=control,
+        zygote=zygote,
+        sip=sip,
+        old_zygote=old_zygote,
+        argv=raw_argv,
+        crash_bye=crash_bye,
+        inbound=handle_inbound,
+    )
+    if upgrade_state.get("draining"):
+        supervisor.draining = True
+    get_logger().debug("supervisor.start", argv=raw_argv)
+    return trio.run(supervisor.run)
 
 
 if __name__ == "__main__":

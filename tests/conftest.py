@@ -10,10 +10,13 @@ skips the test locally and fails it under ``CI=true``. Mark such tests
 ``@pytest.mark.interop`` (and ``@pytest.mark.root`` for the black hole).
 
 ``sipp_uas(variant="echo", *, host="127.0.0.1", redirect_to=None, retry_after=30,
-user="labuser", password="labpass")`` -> :class:`tests.peers.SippUAS`
+user="labuser", password="labpass", keys=None)`` -> :class:`tests.peers.SippUAS`
     A SIPp UAS: ``echo`` (200 with PCMU SDP + RTP echo), ``100rel`` (reliable 180, needs
     PRACK), ``302`` (Contact ``redirect_to``), ``503`` (Retry-After ``retry_after``, also
-    to OPTIONS), ``auth401`` (digest verified by SIPp), ``auth407`` (structure-checked).
+    to OPTIONS), ``auth401`` (digest verified by SIPp), ``auth407`` (structure-checked),
+    ``reinvite`` (moves the media to ``keys["reinvite_port"]`` with a re-INVITE, moves it
+    back, hangs up), ``info`` (DTMF by SIP INFO, then BYE), ``codec`` (answers with
+    ``keys["answer_pt"]`` / ``keys["answer_rtpmap"]``); ``keys`` adds ``-key`` pairs.
     ``.host``, ``.port``, ``.address``, ``.media_port``, ``.uri(user="echo")``;
     ``.received("INVITE")`` / ``.sent("200")`` count the datagrams it got and sent so far
     (retransmissions included, from its ``-trace_msg`` log, so immediate), and

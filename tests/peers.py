@@ -435,6 +435,9 @@ SIPP_UAS_VARIANTS: dict[str, SippVariant] = {
     "503": SippVariant("uas_503.xml", rtp_echo=False),
     "auth401": SippVariant("uas_auth401.xml", rtp_echo=True),
     "auth407": SippVariant("uas_auth407.xml", rtp_echo=True),
+    "reinvite": SippVariant("uas_reinvite.xml", rtp_echo=True),
+    "info": SippVariant("uas_info.xml", rtp_echo=True),
+    "codec": SippVariant("uas_codec.xml", rtp_echo=True),
 }
 SIPP_UAC_SCENARIOS = (
     "uac_pcmu",
@@ -456,6 +459,10 @@ class SippUAS(_SipTrace):
     ``302``: redirects to ``redirect_to``.  ``503``: 503 + Retry-After (INVITE and OPTIONS).
     ``auth401``: digest challenge verified by SIPp (``user``/``password``), then a call.
     ``auth407``: proxy challenge (structure-checked only), then a call.
+    ``reinvite``: answers, moves the media with a re-INVITE, moves it back, sends BYE.
+    ``info``: answers, sends DTMF as SIP INFO, sends BYE.
+    ``codec``: answers with ``keys["answer_pt"]``/``keys["answer_rtpmap"]`` as its codec.
+    ``keys``: extra ``-key NAME VALUE`` pairs for the scenario (see each XML file).
     Every variant answers OPTIONS (200, or 503 for ``503``) and copies Record-Route.
     """
 
@@ -470,6 +477,7 @@ class SippUAS(_SipTrace):
         retry_after: int = 30,
         user: str = AUTH_USER,
         password: str = AUTH_PASS,
+        keys: dict[str, str] | None = None,
     ) -> None:
         if variant not in SIPP_UAS_VARIANTS:
             raise ValueError(f"unknown SIPp UAS variant {variant!r}: {sorted(SIPP_UAS_VARIANTS)}")
@@ -508,6 +516,8 @@ class SippUAS(_SipTrace):
                 argv += ["-key", "retry_after", str(retry_after)]
             if variant.startswith("auth"):
                 argv += ["-key", "auth_user", user, "-key", "auth_pass", password]
+            for key, value in (keys or {}).items():
+                argv += ["-key", key, value]
             self.process = Process(name, argv, self.dir / "sipp.log", self.dir)
             try:
                 self.process.wait_bound(host, self.port)

@@ -1,0 +1,12 @@
+"""``record:FILE``: record what the far end says (stereo: both sides) until it hangs up."""
+
+from __future__ import annotations
+
+from gosipd.call import Call, CallError
+
+
+async def run(call: Call) -> None:
+    if not call.app_arg:
+        raise CallError("the record app needs a file: record:/path/to/call.wav")
+    async with call.record(call.app_arg, stereo=True):
+        await call.wait_ended()

@@ -1,0 +1,1428 @@
+"""One call in one trio process: the glue between SIP, media and the app, and the Call API.
+
+``CallRuntime`` owns everything a call needs and nothing else: its SIP
+socket (``locate.UdpEndpoint``, which also reports ICMP errors), the
+sans-I/O SIP engine (``sip.ua.UserAgent``), the RFC 3263 failover walk
+(``locate.Failover``), the media session (``media.MediaSession``, whose
+paced RTP loop is a native thread) and the app. The trio layer is thin, as
+the design asks: one task reads the socket and feeds the engine, one
+sleeps until the earliest timer (engine, failover, ring timeout, max
+duration), and after each step ``_pump`` sends what the engine queued and
+acts on its events.
+
+``Call`` is what an app sees (see ``gosipd.apps``)::
+
+    async def app(call: gosipd.Call) -> None:
+        await call.play("welcome.wav")
+        digits = await call.collect_dtmf(max_digits=4, timeout=10, terminator="#")
+        async with call.record("caller.wav", stereo=True):
+            await call.play_tones("1209+697:100")
+        async for frame in call.audio():
+            ...
+        await call.hangup()
+
+An app that raises ends its call with a BYE and the cause ``app_error``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import ipaddress
+import math
+import os
+import pkgutil
+import random
+import secrets
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from gosipd import __version__, media, sdp
+from gosipd import apps as apps_package
+from gosipd.audio import AudioError, WavWriter, load_wav, tones_from_spec
+from gosipd.config import Config
+from gosipd.control import ControlError, ControlRequest, ok_reply
+from gosipd.locate import (
+    Datagram,
+    Failover,
+    FailoverPolicy,
+    IcmpError,
+    LocateError,
+    Locator,
+    Reason,
+    ResolverConfig,
+    Target,
+    UdpEndpoint,
+    Verdict,
+)
+from gosipd.log import get_logger
+from gosipd.publication import CallPublication, EventBus, serve_stream
+from gosipd.sip import URI, SIPParseError, parse
+from gosipd.sip import events as ev
+from gosipd.sip.digest import Credentials
+from gosipd.sip.timers import Timers
+from gosipd.sip.transaction import ProtocolError
+from gosipd.sip.ua import CallState, UAConfig, UserAgent
+from gosipd.trunk import DialError, caller_identity, dial_target
+
+__all__ = ["Call", "CallError", "CallRuntime", "CallSpec", "dtmf_from_info", "resolve_app"]
+
+#: How long a finished call keeps answering retransmissions before its process exits.
+LINGER_S = 2.0
+#: How long a hangup waits for the BYE's answer before the call counts as ended anyway
+#: (the far end may have vanished; the BYE is still retransmitted while the worker lingers).
+BYE_ANSWER_WAIT_S = 4.0
+#: Received audio frames an ``audio()`` reader may fall behind by before old ones are dropped.
+AUDIO_QUEUE_FRAMES = 250
+DTMF_QUEUE = 64
+#: Bodies we take: SDP, and the DTMF bodies of SIP INFO (old trunks send digits that way).
+ACCEPTED_BODIES = ("application/sdp", "application/dtmf-relay", "application/dtmf")
+
+App = Callable[["Call"], Awaitable[None]]
+
+
+class CallError(Exception):
+    """A call-level failure an app can catch (the call ended, a file is unusable...)."""
+
+
+@dataclass
+class CallSpec:
+    """What the supervisor (or a test) asks of one worker."""
+
+    call: str
+    direction: str = "outbound"
+    to: str = ""
+    from_: str | None = None
+    app: str | None = None
+    ring_timeout: float | None = None
+    max_duration: float | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    datagram: bytes | None = None  # inbound: the INVITE
+    source: tuple[str, int] | None = None  # inbound: where it came from
+    local_host: str | None = None  # inbound: the address it arrived on
+    reply_id: Any = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallSpec:
+        datagram = data.get("datagram")
+        source = data.get("source")
+        return cls(
+            call=str(data["call"]),
+            direction=str(data.get("direction", "outbound")),
+            to=str(data.get("to", "")),
+            from_=data.get("from"),
+            app=data.get("app"),
+            ring_timeout=data.get("ring_timeout"),
+            max_duration=data.get("max_duration"),
+            headers=[(str(n), str(v)) for n, v in data.get("headers", [])],
+            datagram=bytes.fromhex(datagram) if isinstance(datagram, str) else datagram,
+            source=(str(source[0]), int(source[1])) if source else None,
+            local_host=data.get("local_host"),
+            reply_id=data.get("reply_id"),
+        )
+
+
+def resolve_app(name: str | None) -> tuple[App, str | None]:
+    """The app a name means, and its argument (None when the name has none).
+
+    ``echo``, ``play:FILE``, ``tone:HZ``... name a built-in (``gosipd.apps.<name>.run``
+    with the rest as its argument); anything else is ``module:function[:ARG]`` (or
+    ``module`` for its ``run``). The function must be ``async def app(call)``.
+    """
+    name = (name or "echo").strip()
+    head, _, rest = name.partition(":")
+    if head.isidentifier():
+        builtin = f"gosipd.apps.{head}"
+        try:
+            return _async_app(name, importlib.import_module(builtin).run), rest or None
+        except ModuleNotFoundError as exc:
+            if exc.name != builtin:
+                raise CallError(f"built-in app {head!r} cannot load: {exc}") from None
+        except AttributeError:
+            raise CallError(f"built-in app {head!r} has no run()") from None
+    function, _, arg = rest.partition(":")
+    try:
+        module = importlib.import_module(head)
+    except ImportError as exc:
+        known = sorted(m.name for m in pkgutil.iter_modules(apps_package.__path__))
+        raise CallError(
+            f"no app {name!r}: no built-in {head!r} (built-ins: {', '.join(known)}) "
+            f"and no module to import ({exc})"
+        ) from None
+    try:
+        app = getattr(module, function or "run")
+    except AttributeError:
+        raise CallError(f"no app {name!r}: {head} has no {function or 'run'!r}") from None
+    return _async_app(name, app), arg or None
+
+
+def _async_app(name: str, app: Any) -> App:
+    call_method = getattr(app, "__call__", None)  # noqa: B004 - an instance with async __call__
+    if not (inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call_method)):
+        raise CallError(f"app {name!r} is not an async function (async def app(call): ...)")
+    return app  # type: ignore[no-any-return]
+
+
+class Call:
+    """The API an app writes against (one per call; see the module docstring)."""
+
+    def __init__(self, runtime: CallRuntime) -> None:
+        self._runtime = runtime
+        self.id = runtime.spec.call
+        self.direction = runtime.spec.direction
+        self.app_arg: str | None = None
+        self._dtmf_send, self._dtmf_receive = trio.open_memory_channel[str](DTMF_QUEUE)
+        self._audio_readers: list[deque[bytes]] = []
+        self._audio_wakeup = trio.Event()
+        self._recorders: list[WavWriter] = []
+        self._sent = _SentAudio()
+
+    # --- identity ---------------------------------------------------------------------
+
+    @property
+    def remote_uri(self) -> str:
+        return self._runtime.remote_uri
+
+    @property
+    def ended(self) -> bool:
+        return self._runtime.ended.is_set()
+
+    # --- audio out -----------------------------------------------------------------------
+
+    async def play(self, source: str | Path | bytes, *, wait: bool = True) -> None:
+        """Play a WAV file (any rate and channel count) or 8 kHz int16 PCM bytes."""
+        pcm = source if isinstance(source, bytes) else await trio.to_thread.run_sync(_load, source)
+        await self._play_pcm(pcm, wait)
+
+    async def play_tones(self, spec: str, *, wait: bool = True) -> None:
+        """Tones by spec: ``"1209+697:100,0:50,440:500"`` (Hz[+Hz]:ms, 0 Hz is silence)."""
+        try:
+            pcm = tones_from_spec(spec)
+        except AudioError as exc:
+            raise CallError(str(exc)) from None
+        await self._play_pcm(pcm, wait)
+
+    def write(self, pcm: bytes) -> None:
+        """Queue 8 kHz int16 PCM without waiting (echo apps, generated audio)."""
+        self._queue_pcm(pcm)
+
+    def _queue_pcm(self, pcm: bytes) -> None:
+        session = self._runtime.require_media()
+        try:
+            session.play(pcm)
+        except media.MediaError as exc:
+            raise CallError(str(exc)) from None
+        self._sent.queued(pcm, session.playback_queued, recording=self._stereo_recording)
+
+    @property
+    def _stereo_recording(self) -> bool:
+        return any(writer.stereo for writer in self._recorders)
+
+    async def _play_pcm(self, pcm: bytes, wait: bool) -> None:
+        drained = self._runtime.playback_drained_event()
+        self._queue_pcm(pcm)
+        if wait:
+            await drained.wait()
+            self._runtime.check_alive()
+
+    async def hold(self) -> None:
+        """Put the far end on hold (a ``sendonly`` re-INVITE: we may still play to it);
+        returns when it has answered. ``call.hold`` with ``by: "local"`` follows."""
+        await self._runtime.reoffer_hold(True)
+
+    async def resume(self) -> None:
+        """Take the far end off hold (a ``sendrecv`` re-INVITE)."""
+        await self._runtime.reoffer_hold(False)
+
+    def status(self) -> dict[str, Any]:
+        """What the ``status`` control op answers: state, remote, SIP and media figures."""
+        return self._runtime.status()
+
+    def media_statistics(self) -> dict[str, Any]:
+        """The call's media figures so far (packets, loss, jitter, MOS...); empty before
+        the media starts."""
+        session = self._runtime.session
+        return session.statistics().as_dict() if session is not None else {}
+
+    async def stop_playback(self) -> None:
+        """Drop whatever is still queued for playback (barge-in)."""
+        self._runtime.require_media().stop_playback()
+        self._sent.clear()
+
+    async def send_dtmf(self, digits: str, *, duration_ms: int = 100) -> None:
+        """Send DTMF: RFC 4733 events when negotiated, else in-band tones."""
+        try:
+            self._runtime.require_media().send_dtmf(digits, duration_ms)
+        except ValueError as exc:
+            raise CallError(str(exc)) from None
+
+    # --- audio and DTMF in -------------------------------------------------------------
+
+    async def collect_dtmf(
+        self,
+        max_digits: int = 1,
+        timeout: float | None = None,
+        terminator: str | None = None,
+        *,
+        inter_digit_timeout: float | None = None,
+    ) -> str:
+        """Digits as they are pressed: stops at ``max_digits``, the ``terminator`` (not
+        returned) or ``timeout`` (whole collection) / ``inter_digit_timeout``."""
+        digits = ""
+        deadline = trio.current_time() + timeout if timeout is not None else math.inf
+        while len(digits) < max_digits:
+            limit = deadline
+            if digits and inter_digit_timeout is not None:
+                limit = min(limit, trio.current_time() + inter_digit_timeout)
+            with trio.move_on_at(limit):
+                with contextlib.suppress(trio.EndOfChannel):
+                    digit = await self._dtmf_receive.receive()
+                    if terminator is not None and digit == terminator:
+                        return digits
+                    digits += digit
+                    continue
+                return digits  # the call ended
+            return digits
+        return digits
+
+    async def audio(self) -> AsyncIterator[bytes]:
+        """Received audio, 20 ms of 8 kHz int16 at a time, for as long as the call lasts."""
+        queue: deque[bytes] = deque(maxlen=AUDIO_QUEUE_FRAMES)
+        self._audio_readers.append(queue)
+        self._runtime.want_audio(True)
+        try:
+            while True:
+                while queue:
+                    yield queue.popleft()
+                if self.ended:
+                    return
+                await self._audio_wakeup.wait()
+        finally:
+            if queue in self._audio_readers:
+                self._audio_readers.remove(queue)
+            self._runtime.want_audio(bool(self._audio_readers or self._recorders))
+
+    @asynccontextmanager
+    async def record(self, path: str | Path, *, stereo: bool = False) -> AsyncIterator[WavWriter]:
+        """Record what the far end says (and, with ``stereo``, what we sent, on the right)."""
+        writer = self.start_recording(path, stereo=stereo)
+        try:
+            yield writer
+        finally:
+            if writer in self._recorders:
+                self._recorders.remove(writer)
+            writer.close()
+            self._runtime.want_audio(bool(self._audio_readers or self._recorders))
+
+    def start_recording(self, path: str | Path, *, stereo: bool = False) -> WavWriter:
+        """Record until the call ends (the ``record`` control op)."""
+        try:
+            writer = WavWriter(path, stereo=stereo)
+        except OSError as exc:
+            raise CallError(f"{path}: cannot record there ({exc.strerror})") from None
+        if stereo and not self._stereo_recording:
+            session = self._runtime.session
+            self._sent.start(session.playback_queued if session is not None else 0)
+        self._recorders.append(writer)
+        self._runtime.want_audio(True)
+        return writer
+
+    def _deliver_audio(self, frames: list[bytes]) -> None:
+        for queue in self._audio_readers:
+            queue.extend(frames)
+        if self._recorders:
+            stereo = self._stereo_recording
+            for frame in frames:
+                sent = self._sent.take(len(frame)) if stereo else None
+                for writer in self._recorders:
+                    writer.write(frame, sent)
+        self._audio_wakeup.set()
+        self._audio_wakeup = trio.Event()
+
+    def _deliver_dtmf(self, digit: str) -> None:
+        with contextlib.suppress(trio.WouldBlock):
+            self._dtmf_send.send_nowait(digit)
+
+    def _close(self) -> None:
+        self._dtmf_send.close()
+        self._audio_wakeup.set()
+        for writer in list(self._recorders):
+            writer.close()
+        self._recorders.clear()
+
+    # --- ending ------------------------------------------------------------------------
+
+    async def hangup(self) -> None:
+        """End the call (BYE, CANCEL or a rejection, as its state needs) and wait for it."""
+        self._runtime.hangup("local_hangup")
+        await self._runtime.ended.wait()
+
+    async def wait_ended(self) -> None:
+        await self._runtime.ended.wait()
+
+
+class _SentAudio:
+    """What we queued to send, for the right channel of a stereo recording.
+
+    The media loop sends one frame per tick and delivers one received frame per tick, so
+    taking one frame of this per received frame keeps the channels in step. It holds
+    only what is not yet sent (``unsent`` from the session) unless a stereo recording
+    is reading it.
+    """
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+
+    def start(self, unsent_samples: int) -> None:
+        """A stereo recording starts: keep what is still to be sent, in order."""
+        self._trim(unsent_samples)
+
+    def queued(self, pcm: bytes, unsent_samples: int, *, recording: bool) -> None:
+        self._pending += pcm
+        if not recording:
+            self._trim(unsent_samples)
+
+    def take(self, size: int) -> bytes:
+        chunk = bytes(self._pending[:size])
+        del self._pending[:size]
+        return chunk + bytes(size - len(chunk))
+
+    def clear(self) -> None:
+        self._pending.clear()
+
+    def _trim(self, unsent_samples: int) -> None:
+        keep = max(0, unsent_samples) * 2
+        if len(self._pending) > keep:
+            del self._pending[: len(self._pending) - keep]
+
+
+DTMF_SYMBOLS = "0123456789*#ABCD"
+#: RFC 4733 event codes 10 and 11 are * and #; some trunks send the code as the signal.
+_INFO_EVENT_CODES = {str(code): digit for code, digit in enumerate(DTMF_SYMBOLS)}
+
+
+def dtmf_from_info(content_type: str | None, body: bytes) -> str | None:
+    """The digit an INFO request carries, or None when it carries none."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    text = body.decode("utf-8", errors="replace").strip()
+    signal: str | None = None
+    if kind == "application/dtmf-relay":
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip().lower() == "signal":
+                signal = value.strip()
+    elif kind == "application/dtmf":
+        signal = text
+    if not signal:
+        return None
+    signal = signal.upper()
+    if len(signal) == 1 and signal in DTMF_SYMBOLS:
+        return signal
+    return _INFO_EVENT_CODES.get(signal) if signal.isdigit() else None
+
+
+def _load(source: str | Path) -> bytes:
+    try:
+        return load_wav(source)
+    except AudioError as exc:
+        raise CallError(str(exc)) from None
+
+
+def _top_branch(data: bytes) -> str | None:
+    """The top Via's branch of a SIP message, or None if it has none or does not parse."""
+    try:
+        via = parse(data).top_via
+    except SIPParseError:
+        return None
+    return via.branch if via is not None else None
+
+
+def _routable_host(host: str) -> bool:
+    try:
+        return not ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _local_ip_towards(address: str) -> str:
+    """The address the kernel would send from to reach ``address`` (no packet is sent)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((address, 9))
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1" if family == socket.AF_INET else "::1"
+
+
+class CallRuntime:
+    """The trio glue for one call (see the module docstring)."""
+
+    def __init__(
+        self,
+        spec: CallSpec,
+        config: Config,
+        *,
+        runtime_dir: Path | None = None,
+        rng: random.Random | None = None,
+        app: App | None = None,
+        answer_socket: socket.socket | None = None,
+    ) -> None:
+        """``app`` runs in place of ``spec.app`` (for programs that embed a call).
+
+        ``answer_socket`` (inbound): the socket the INVITE arrived on, handed over by the
+        supervisor. Responses to what arrived there (the INVITE, its retransmissions, a
+        CANCEL) go out through it, from the address the caller sent to, as RFC 3581 §4
+        asks for callers behind NAT; the runtime owns and closes it."""
+        self.spec = spec
+        self._app = app
+        self.config = config
+        self.rng = rng or random.SystemRandom()
+        self.log = get_logger(call=spec.call)
+        self.bus = EventBus()
+        self.publication = CallPublication(runtime_dir or config.resolved_runtime_dir(), spec.call)
+        self.ended = trio.Event()
+        self.call = Call(self)
+        self.remote_uri = spec.to
+        self.ua: UserAgent | None = None
+        self.endpoint: UdpEndpoint | None = None
+        self.session: media.MediaSession | None = None
+        self.failover: Failover | None = None
+        #: The offer we sent last and whose answer we await (INVITE, re-INVITE or a 200).
+        self._offer: sdp.SessionDescription | None = None
+        #: Our current description of the session (the base of every re-offer and answer).
+        self._local_sdp: sdp.SessionDescription | None = None
+        self._offer_waiters: list[trio.Event] = []
+        self._offer_refusal: int | None = None
+        self._rtp: tuple[socket.socket, socket.socket | None] | None = None
+        self._local_ip = "127.0.0.1"
+        self._wakeup = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._started = 0.0
+        self._answered_at: float | None = None
+        self._ring_deadline = math.inf
+        self._duration_deadline = math.inf
+        self._cause: str | None = None
+        self._sip_status: int | None = None
+        self._app_started = False
+        self._playback_waiters: list[trio.Event] = []
+        self._locator: Locator | None = None
+        self._media_stats: dict[str, Any] | None = None
+        self._held_by_remote = False
+        self._held_by_us = False
+        self._bye_deadline = math.inf
+        self._audio_wanted = False
+        self._end_event: dict[str, Any] | None = None
+        self._app_error: str | None = None
+        self._icmp_reasons: dict[tuple[str, int], Reason] = {}
+        self._answer_problem = "no SDP in the answer"
+        self._answer_socket = (
+            trio.socket.from_stdlib_socket(answer_socket) if answer_socket is not None else None
+        )
+        #: Top Via branches of requests that reached us through the public socket.
+        self._public_branches: set[str] = set()
+        self._end_reason: str | None = None
+
+    # ======================================================================
+    # running
+    # ======================================================================
+
+    async def run(self, client: trio.SocketStream | None = None) -> int:
+        self._started = trio.current_time()
+        wall_start = time.time()
+        await self.publication.open()
+        self.publication.publish(
+            call=self.spec.call,
+            pid=os.getpid(),
+            version=__version__,
+            started=wall_start,
+            direction=self.spec.direction,
+            target=self.spec.to,
+        )
+        self.emit(
+            "call.started", direction=self.spec.direction, target=self.spec.to, version=__version__
+        )
+        clean, exit_status = True, 0
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self.publication.serve, self._control, self.bus)
+                if client is not None:
+                    nursery.start_soon(self._serve_client, client)
+                try:
+                    if self.spec.direction == "inbound":
+                        await self._start_inbound()
+                    else:
+                        await self._start_outbound()
+                except (CallError, LocateError, OSError, sdp.SDPError, ValueError) as exc:
+                    self._finish("failed", None, str(exc))
+                if not self.ended.is_set():
+                    nursery.start_soon(self._drive)
+                await self.ended.wait()
+                # answer retransmissions for a moment, unless the engine is already quiet
+                with trio.move_on_after(LINGER_S):
+                    while self.ua is not None and not self.ua.finished:
+                        await trio.sleep(0.05)
+                nursery.cancel_scope.cancel()
+        except Exception as exc:
+            # A bug in this glue (or below): the call ends visibly, never silently. A
+            # confirmed dialog stays published, so the supervisor sends the BYE for it.
+            dialog = self.publication.state.get("dialog")
+            self.log.error("call.internal_error", error=repr(exc), exc_info=True)
+            if not self.ended.is_set():
+                self._finish("internal_error", self._sip_status, repr(exc))
+            if dialog:
+                self.publication.publish(dialog=dialog, ended=False)
+                clean = False
+            exit_status = 1
+        finally:
+            self._close_media()
+            if self.endpoint is not None:
+                self.endpoint.close()
+            if self._answer_socket is not None:
+                self._answer_socket.close()
+            self.bus.close()
+            self.publication.close(clean=clean)
+        return exit_status
+
+    async def _serve_client(self, client: trio.SocketStream) -> None:
+        first = ok_reply(self.spec.reply_id, call=self.spec.call, pid=os.getpid())
+        await serve_stream(client, self._control, self.bus, first_reply=first, subscribed=True)
+
+    # ======================================================================
+    # events out
+    # ======================================================================
+
+    def emit(self, name: str, **fields: Any) -> dict[str, Any]:
+        event = {"event": name, "call": self.spec.call, "ts": round(time.time(), 6), **fields}
+        self.bus.publish(event)
+        self.log.info(
+            name,
+            **{k: v for k, v in fields.items() if k != "media"},
+            **({"media": fields["media"]} if "media" in fields else {}),
+        )
+        return event
+
+    # ======================================================================
+    # outbound
+    # ======================================================================
+
+    def _ua_config(
+        self, local: tuple[str, int], outbound: tuple[str, int] | None = None
+    ) -> UAConfig:
+        """``outbound``: the located trunk proxy, where requests go when the dialog's
+        next hop is a name we did not locate."""
+        trunk = self.config.trunk
+        credentials = None
+        if trunk.username and trunk.password:
+            credentials = Credentials(trunk.username, trunk.password, trunk.realm)
+        return UAConfig(
+            local_address=local,
+            contact_user="gosipd",
+            timers=Timers(self.config.t1, self.config.t2, self.config.t4),
+            credentials=credentials,
+            outbound_proxy=outbound,
+            accept=ACCEPTED_BODIES,
+        )
+
+    async def _locate(self, host: str, port: int | None, secure: bool) -> list[Target]:
+        if self._locator is None:
+            self._locator = Locator(
+                ResolverConfig(
+                    nameservers=self.config.dns_nameservers,
+                    port=self.config.dns_port,
+                    timeout=self.config.dns_timeout_s,
+                ),
+                rng=self.rng,
+            )
+        location = await self._locator.locate(host, port=port, secure=secure)
+        for step in location.steps:
+            self.log.debug("locate.step", step=step)
+        return list(location.targets)
+
+    async def _start_outbound(self) -> None:
+        try:
+            dial = dial_target(self.spec.to, self.config.trunk)
+        except DialError as exc:
+            raise CallError(str(exc)) from None
+        request_uri = dial.request_uri
+        targets = await self._locate(dial.host, dial.port, dial.secure)
+        first = targets[0].address
+        self._local_ip = self._advertised_ip(first)
+        bind_host = (
+            "::" if ":" in first or ":" in self.config.sip_address else (self.config.sip_address)
+        )
+        self.endpoint = UdpEndpoint(bind_host, 0)
+        local = (self._local_ip, self.endpoint.local_address[1])
+        outbound = targets[0].endpoint if dial.via_proxy else None
+        self.ua = UserAgent(self._ua_config(local, outbound), rng=self.rng)
+        self._rtp = media.bind_rtp_pair(
+            self._bind_ip(), range(self.config.rtp_port_min, self.config.rtp_port_max, 2)
+        )
+        self._offer = sdp.make_offer(self._local_ip, self._rtp[0].getsockname()[1])
+        self.failover = Failover(
+            targets,
+            trio.current_time(),
+            policy=FailoverPolicy(target_timeout=self.config.attempt_timeout_s),
+        )
+        target = self.failover.next_target(trio.current_time())
+        self._log_failover()
+        if target is None:
+            raise CallError("no target to call")
+        try:
+            from_ = caller_identity(self.spec.from_, self.config.trunk, self._local_ip)
+        except DialError as exc:
+            raise CallError(str(exc)) from None
+        self.remote_uri = str(request_uri)
+        ring_timeout = self.spec.ring_timeout or self.config.limits.ring_timeout_s
+        self._ring_deadline = trio.current_time() + ring_timeout
+        self.ua.invite(
+            request_uri,
+            destination=target.endpoint,
+            from_=from_,
+            now=trio.current_time(),
+            sdp=bytes(self._offer),
+            headers=self.spec.headers,
+            call_id=f"{secrets.token_hex(16)}@{self._local_ip}",
+        )
+        self.publication.publish(sip_call_id=self.ua.call_id)
+        self._nursery_start(self._receive_sip)
+        await self._pump()
+
+    def _advertised_ip(self, towards: str) -> str:
+        if self.config.public_address:
+            return self.config.public_address
+        if _routable_host(self.config.sip_address):
+            return self.config.sip_address
+        return _local_ip_towards(towards)
+
+    def _bind_ip(self) -> str:
+        if _routable_host(self.config.sip_address):
+            return self.config.sip_address
+        return (
+            self._local_ip
+            if not self.config.public_address
+            else ("0.0.0.0" if ":" not in self._local_ip else "::")
+        )
+
+    def _log_failover(self) -> None:
+        if self.failover is None:
+            return
+        for event in self.failover.pop_events():
+            self.emit(event.event, **event.fields())
+
+    # ======================================================================
+    # inbound
+    # ======================================================================
+
+    async def _start_inbound(self) -> None:
+        assert self.spec.datagram is not None and self.spec.source is not None
+        source = self.spec.source
+        self._local_ip = (
+            self.config.public_address or self.spec.local_host or (_local_ip_towards(source[0]))
+        )
+        bind_host = (
+            "::"
+            if ":" in source[0]
+            else (self.config.sip_address if _routable_host(self.config.sip_address) else "0.0.0.0")
+        )
+        self.endpoint = UdpEndpoint(bind_host, 0)
+        local = (self._local_ip, self.endpoint.local_address[1])
+        self.ua = UserAgent(self._ua_config(local), rng=self.rng)
+        self._rtp = media.bind_rtp_pair(
+            self._bind_ip(), range(self.config.rtp_port_min, self.config.rtp_port_max, 2)
+        )
+        self._note_public(self.spec.datagram)
+        self.ua.receive(self.spec.datagram, source, trio.current_time())
+        self._nursery_start(self._receive_sip)
+        self._nursery_start(self._receive_forwarded)
+        await self._pump()
+
+    async def _answer_incoming(self, event: ev.IncomingCall) -> None:
+        assert self.ua is not None and self._rtp is not None
+        request = event.request
+        self.remote_uri = str(request.from_.uri)
+        self.publication.publish(sip_call_id=request.call_id, caller=str(request.from_.uri))
+        if self.spec.app is None and self._app is None:
+            self.ua.reject(trio.current_time(), self.config.inbound.unrouted_status)
+            await self._pump()
+            return
+        now = trio.current_time()
+        offer = event.sdp
+        port = self._rtp[0].getsockname()[1]
+        try:
+            if offer:
+                local, negotiated = sdp.answer(
+                    sdp.SessionDescription.parse(offer), self._local_ip, port
+                )
+            else:
+                local, negotiated = sdp.make_offer(self._local_ip, port), None
+                self._offer = local  # the answer comes in the ACK
+        except sdp.SDPError as exc:
+            self.log.info("call.bad_offer", reason=str(exc))
+            self.ua.reject(now, 488, "Not Acceptable Here")
+            await self._pump()
+            return
+        self._local_sdp = local
+        if self.config.inbound.ring_ms:
+            early = self.config.inbound.early_media and negotiated is not None
+            status = 183 if early else 180
+            self.ua.ring(now, status=status, sdp=bytes(local) if early else None)
+            self.emit("call.ringing", sip_status=status, early_media=early)
+            if early and negotiated is not None:
+                self._start_media(negotiated)
+            await self._pump()
+            await trio.sleep(self.config.inbound.ring_ms / 1000)
+            if self.ended.is_set() or self.ua.state not in (CallState.INCOMING, CallState.EARLY):
+                return
+        self.ua.answer(trio.current_time(), sdp=bytes(local))
+        if negotiated is not None:
+            self._start_media(negotiated)
+        await self._pump()
+
+    async def _receive_forwarded(self) -> None:
+        """Datagrams the supervisor's inbound socket got for our Call-ID (CANCEL, resends)."""
+        path = self.publication.directory / f"{self.spec.call}.sip"
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_DGRAM)
+        await sock.bind(str(path))
+        try:
+            while True:
+                packet = await sock.recv(65536 + 256)
+                header, _, data = packet.partition(b"\n")
+                try:
+                    host, port_text = header.decode().rsplit(" ", 1)
+                    source = (host, int(port_text))
+                except ValueError:
+                    continue
+                assert self.ua is not None
+                self._note_public(data)
+                self.ua.receive(data, source, trio.current_time())
+                await self._pump()
+        finally:
+            sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    # ======================================================================
+    # the engine loop
+    # ======================================================================
+
+    def _nursery_start(self, fn: Callable[[], Awaitable[None]]) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(fn)
+
+    async def _receive_sip(self) -> None:
+        assert self.endpoint is not None and self.ua is not None
+        while True:
+            item = await self.endpoint.receive()
+            now = trio.current_time()
+            if isinstance(item, Datagram):
+                self.ua.receive(item.data, item.source, now)
+            elif isinstance(item, IcmpError) and item.reason is not None:
+                self.log.info(
+                    "sip.icmp", destination=list(item.destination), reason=str(item.reason)
+                )
+                # the engine fails the transaction sent there (AttemptFailed for the
+                # INVITE, which drives the failover in _on_attempt_failed)
+                self._icmp_reasons[item.destination] = item.reason
+                self.ua.transport_error(item.destination, now, str(item.reason))
+            await self._pump()
+
+    def _next_deadline(self) -> float:
+        deadlines = [self._ring_deadline, self._duration_deadline, self._bye_deadline]
+        if self.ua is not None and (t := self.ua.next_timer()) is not None:
+            deadlines.append(t)
+        if self.failover is not None and (t := self.failover.next_timer()) is not None:
+            deadlines.append(t)
+        return min(deadlines)
+
+    async def _drive(self) -> None:
+        """Sleep until the earliest timer, or until poked; then fire what is due."""
+        while True:
+            with trio.move_on_at(self._next_deadline()):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            now = trio.current_time()
+            if self.ua is not None:
+                self.ua.handle_timer(now)
+            if self.failover is not None and not self.failover.settled:
+                timer = self.failover.next_timer()
+                due = timer is not None and now >= timer
+                if due and self.failover.handle_timer(now) is Verdict.FAILOVER:
+                    await self._next_target()
+            if now >= self._ring_deadline and self.ua is not None:
+                self._ring_deadline = math.inf
+                if self.ua.state in (CallState.CALLING, CallState.PROCEEDING, CallState.WAITING):
+                    self._cause = "no_answer"
+                    self.ua.cancel(now)
+            if now >= self._duration_deadline:
+                self._duration_deadline = math.inf
+                self.hangup("max_duration")
+            if now >= self._bye_deadline:
+                self._bye_deadline = math.inf
+                self.log.info("call.bye_unanswered", waited_s=BYE_ANSWER_WAIT_S)
+                self._finish(self._cause or "local_hangup", self._sip_status, "BYE unanswered")
+            await self._pump()
+
+    def poke(self) -> None:
+        self._wakeup.set()
+
+    async def _pump(self) -> None:
+        """Send what the engine queued; act on its events."""
+        if self.ua is None or self.endpoint is None:
+            return
+        while True:
+            for data, destination in self.ua.datagrams_to_send():
+                try:
+                    if self._answer_socket is not None and self._answers_public(data):
+                        await self._answer_socket.sendto(data, destination)
+                    else:
+                        await self.endpoint.send(data, destination)
+                except (OSError, ValueError) as exc:
+                    self.log.warning(
+                        "sip.send_failed", destination=list(destination), error=str(exc)
+                    )
+                    self.ua.transport_error(destination, trio.current_time(), str(exc))
+            events = self.ua.events()
+            if not events:
+                break
+            for event in events:
+                await self._on_event(event)
+        self._publish_dialog()
+        self.poke()
+
+    def _note_public(self, data: bytes) -> None:
+        if self._answer_socket is not None and (branch := _top_branch(data)) is not None:
+            self._public_branches.add(branch)
+
+    def _answers_public(self, data: bytes) -> bool:
+        """A response to a request that reached us through the public socket."""
+        return data.startswith(b"SIP/2.0 ") and _top_branch(data) in self._public_branches
+
+    async def _next_target(self) -> None:
+        assert self.failover is not None and self.ua is not None
+        now = trio.current_time()
+        target = self.failover.next_target(now)
+        self._log_failover()
+        if target is None:
+            self._walk_over(now, "unreachable")
+            return
+        self.ua.retry(target.endpoint, now)
+
+    def _walk_over(self, now: float, cause: str) -> None:
+        """No target is left: the call fails (the engine may still wait on a silent one)."""
+        assert self.ua is not None
+        if self.ua.state in (CallState.CALLING, CallState.WAITING):
+            self.ua.give_up(now, cause=cause if self._sip_status is None else "failed")
+        elif self.ua.state is CallState.PROCEEDING:
+            self._cause = cause
+            self.ua.cancel(now)
+
+    async def _on_event(self, event: ev.Event) -> None:
+        now = trio.current_time()
+        setup_ms = round((now - self._started) * 1000)
+        match event:
+            case ev.Trying(status=status):
+                self._failover_response(status)
+                self.emit("call.trying", sip_status=status)
+            case ev.Ringing(status=status, reliable=reliable):
+                self._failover_response(status)
+                self.emit("call.ringing", sip_status=status, reliable=reliable)
+            case ev.EarlyMedia(status=status, sdp=body, reliable=reliable):
+                self._failover_response(status)
+                negotiated = self._negotiate(body)
+                if negotiated is not None:
+                    self._start_media(negotiated)
+                self.emit("call.early_media", sip_status=status, reliable=reliable)
+            case ev.Answered(sdp=body, status=status):
+                self._failover_response(status)
+                self._answered_at = now
+                self._ring_deadline = math.inf
+                self._sip_status = status
+                negotiated = self._negotiate(body) if body else None
+                if negotiated is not None:
+                    self._start_media(negotiated)
+                self._local_sdp = self._offer
+                self.emit("call.answered", sip_status=status, setup_ms=setup_ms)
+                if self.session is None:
+                    # RFC 3264 §5: an answer we cannot use leaves no session; end it
+                    self._end_reason = f"unusable SDP answer: {self._answer_problem}"
+                    self.hangup("failed")
+                    return
+                self._start_duration_timer()
+                self._start_app()
+            case ev.AuthChallenged(status=status, realms=realms):
+                self.emit("call.auth_challenged", sip_status=status, realms=list(realms))
+            case ev.AttemptFailed() as failed:
+                await self._on_attempt_failed(failed)
+            case ev.Redirected(status=status, contacts=contacts):
+                await self._on_redirect(status, contacts)
+            case ev.Failed(status=status):
+                self._sip_status = status
+                self._failover_response(status)
+            case ev.IncomingCall() as incoming:
+                self.emit(
+                    "call.incoming",
+                    caller=str(incoming.request.from_.uri),
+                    to=str(incoming.request.to.uri),
+                )
+                assert self._nursery is not None
+                self._nursery.start_soon(self._answer_incoming, incoming)
+            case ev.AckReceived(sdp=body):
+                if body and self._offer is not None and self.session is None:
+                    negotiated = self._negotiate(body)  # we offered in the 200
+                    if negotiated is not None:
+                        self._start_media(negotiated)
+                self._answered_at = now
+                self._sip_status = 200
+                self.emit("call.answered", sip_status=200, setup_ms=setup_ms)
+                self._start_duration_timer()
+                self._start_app()
+            case ev.CancelReceived():
+                self._cause = "cancelled"
+            case ev.RemoteOffer(sdp=body):
+                self._on_remote_offer(body)
+            case ev.OfferAnswered(sdp=body):
+                self._on_offer_answered(body)
+            case ev.OfferRejected(status=status, reason=reason):
+                self.log.info("call.offer_rejected", sip_status=status, reason=reason)
+                self._offer = None
+                self._offer_refusal = status
+                self._wake_offer_waiters()
+            case ev.InfoReceived(content_type=content_type, body=body):
+                self._on_info(content_type, body)
+            case ev.Ended(cause=cause, status=status, reason=reason):
+                if status is not None and (self._sip_status is None or self._answered_at is None):
+                    self._sip_status = status
+                self._finish(self._cause or cause, self._sip_status, reason)
+
+    def _failover_response(self, status: int) -> None:
+        """Tell the failover walk what the current target answered (while it waits on one)."""
+        failover = self.failover
+        if failover is not None and not failover.settled and failover.current is not None:
+            failover.on_response(status, trio.current_time())
+            self._log_failover()
+
+    async def _on_attempt_failed(self, failed: ev.AttemptFailed) -> None:
+        assert self.ua is not None
+        now = trio.current_time()
+        if failed.status is not None:
+            self._sip_status = failed.status
+        if self.failover is None or self.failover.settled:
+            self.ua.give_up(now, cause="failed")
+            return
+        if failed.reason == "status" and failed.status is not None:
+            verdict = self.failover.on_response(failed.status, now, retry_after=failed.retry_after)
+        elif failed.reason == "transport":
+            reason = self._icmp_reasons.get(failed.destination, Reason.PORT_UNREACHABLE)
+            verdict = self.failover.on_transport_error(failed.destination, reason, now)
+        else:
+            verdict = self.failover.handle_timer(math.inf)
+        self._log_failover()
+        if verdict is Verdict.FAILOVER:
+            target = self.failover.next_target(now)
+            self._log_failover()
+            if target is not None:
+                self.ua.retry(target.endpoint, now)
+                return
+        self._walk_over(now, "unreachable" if failed.reason != "status" else "failed")
+
+    async def _on_redirect(self, status: int, contacts: tuple[URI, ...]) -> None:
+        assert self.ua is not None
+        now = trio.current_time()
+        for contact in contacts:
+            if not contact.is_sip:
+                continue
+            try:
+                targets = await self._locate(contact.host, contact.port, contact.scheme == "sips")
+            except LocateError as exc:
+                self.log.info("call.redirect_unusable", contact=str(contact), reason=str(exc))
+                continue
+            self.emit("call.redirected", sip_status=status, contact=str(contact))
+            self.failover = Failover(
+                targets, now, policy=FailoverPolicy(target_timeout=self.config.attempt_timeout_s)
+            )
+            target = self.failover.next_target(now)
+            self._log_failover()
+            if target is not None:
+                self.remote_uri = str(contact)
+                self.ua.retry(target.endpoint, now, request_uri=contact)
+                return
+        self._sip_status = status
+        self.ua.give_up(now, cause="failed")
+
+    def _negotiate(self, body: bytes) -> sdp.NegotiatedMedia | None:
+        if self._offer is None:
+            self._answer_problem = "SDP where no offer was made"
+            return None
+        try:
+            return sdp.negotiate(self._offer, sdp.SessionDescription.parse(body))
+        except sdp.SDPError as exc:
+            self._answer_problem = str(exc)
+            self.log.warning("call.bad_answer", reason=str(exc))
+            return None
+
+    def _on_remote_offer(self, body: bytes | None) -> None:
+        assert self.ua is not None and self._rtp is not None
+        now = trio.current_time()
+        if body is None:
+            # a re-INVITE without SDP asks for our offer; its answer comes in the ACK
+            local = self._local_sdp or self._offer
+            self._offer = local
+            self.ua.answer_offer(bytes(local) if local is not None else None, now)
+            return
+        try:
+            offer = sdp.SessionDescription.parse(body)
+            local, negotiated = sdp.answer(
+                offer,
+                self._local_ip,
+                self._rtp[0].getsockname()[1],
+                previous=self._local_sdp,
+            )
+        except sdp.SDPError as exc:
+            self.log.info("call.reoffer_refused", reason=str(exc))
+            self.ua.reject_offer(now, 488)
+            return
+        self._local_sdp = local
+        self.ua.answer_offer(bytes(local), now)
+        if self.session is None:
+            self._start_media(negotiated)
+        else:
+            self.session.update(negotiated)
+        # the far end holds us when its offer lets us send nothing (sendonly, inactive,
+        # or the RFC 2543 c=0.0.0.0)
+        self._set_held(remote=not negotiated.sending)
+
+    def _on_offer_answered(self, body: bytes | None) -> None:
+        """The answer to our re-offer (in a 200), or to the offer of our 200 (in an ACK)."""
+        offer = self._offer
+        if body and offer is not None:
+            negotiated = self._negotiate(body)
+            if negotiated is not None:
+                self._local_sdp = offer
+                if self.session is None:
+                    self._start_media(negotiated)
+                else:
+                    self.session.update(negotiated)
+                direction = offer.direction_of(offer.media[0]) if offer.media else "sendrecv"
+                self._set_held(local=direction in ("sendonly", "inactive"))
+        self._offer = None
+        self._wake_offer_waiters()
+
+    def _wake_offer_waiters(self) -> None:
+        waiters, self._offer_waiters = self._offer_waiters, []
+        for waiter in waiters:
+            waiter.set()
+
+    def _set_held(self, *, remote: bool | None = None, local: bool | None = None) -> None:
+        """Emit ``call.hold`` / ``call.resume`` when either side's hold changes."""
+        if remote is not None and remote != self._held_by_remote:
+            self._held_by_remote = remote
+            self.emit("call.hold" if remote else "call.resume", by="remote")
+        if local is not None and local != self._held_by_us:
+            self._held_by_us = local
+            self.emit("call.hold" if local else "call.resume", by="local")
+
+    async def reoffer_hold(self, held: bool) -> None:
+        """Put the far end on hold (``sendonly``) or take it off (a re-INVITE), and wait
+        for its answer. Raises ``CallError`` when the far end refuses."""
+        self.check_alive()
+        if self.ua is None or self.ua.state is not CallState.CONFIRMED or self._local_sdp is None:
+            raise CallError("only an answered call can be held or resumed")
+        if held == self._held_by_us:
+            return
+        previous = self._local_sdp
+        offer = sdp.hold(previous) if held else sdp.resume(previous, self._local_ip)
+        waiter = trio.Event()
+        try:
+            self.ua.reinvite(bytes(offer), trio.current_time())
+        except ProtocolError as exc:
+            raise CallError(f"cannot {'hold' if held else 'resume'} now: {exc}") from None
+        self._offer = offer
+        self._offer_refusal = None
+        self._offer_waiters.append(waiter)
+        await self._pump()
+        await waiter.wait()
+        self.check_alive()
+        if self._offer_refusal is not None:
+            raise CallError(
+                f"the far end refused to {'hold' if held else 'resume'}: {self._offer_refusal}"
+            )
+
+    def _on_info(self, content_type: str | None, body: bytes) -> None:
+        """SIP INFO DTMF, for trunks that still send it: ``application/dtmf-relay``
+        (``Signal=5``) or ``application/dtmf`` (the digit alone). Other INFOs are
+        answered 200 by the engine and otherwise ignored."""
+        digit = dtmf_from_info(content_type, body)
+        if digit is not None:
+            self.emit("call.dtmf", digit=digit, via="info")
+            self.call._deliver_dtmf(digit)
+
+    # ======================================================================
+    # media
+    # ======================================================================
+
+    def _start_media(self, negotiated: sdp.NegotiatedMedia) -> None:
+        assert self._rtp is not None
+        if self.session is not None:
+            self.session.update(negotiated)
+            return
+        rtp, rtcp = self._rtp
+        self.session = media.MediaSession(
+            rtp,
+            negotiated,
+            rtcp_sock=rtcp,
+            media_timeout=self.config.limits.media_timeout_s,
+        )
+        self.session.start(trio.current_time())
+        if self._audio_wanted:
+            self.session.want_audio(True)
+        self._nursery_start(self._media_events)
+
+    async def _media_events(self) -> None:
+        session = self.session
+        assert session is not None
+        async for event in media.events(session):
+            match event:
+                case media.DtmfReceived(digit=digit, duration_ms=duration):
+                    self.emit("call.dtmf", digit=digit, duration_ms=duration)
+                    self.call._deliver_dtmf(digit)
+                case media.PlaybackDrained():
+                    waiters, self._playback_waiters = self._playback_waiters, []
+                    for waiter in waiters:
+                        waiter.set()
+                case media.AudioAvailable():
+                    self.call._deliver_audio(session.read_audio())
+                    if self._audio_wanted:
+                        session.want_audio(True)  # one event per request: ask again
+                case media.MediaTimeout(silent_for=silent):
+                    self.emit("call.media_timeout", silent_s=round(silent, 3))
+                    self.hangup("media_timeout")
+                case media.RemoteLatched(address=address):
+                    self.log.info("media.latched", address=list(address))
+                case _:
+                    pass
+
+    def require_media(self) -> media.MediaSession:
+        self.check_alive()
+        if self.session is None:
+            raise CallError("the call has no media (yet)")
+        return self.session
+
+    def check_alive(self) -> None:
+        if self.ended.is_set():
+            raise CallError("the call has ended")
+
+    def playback_drained_event(self) -> trio.Event:
+        event = trio.Event()
+        self._playback_waiters.append(event)
+        return event
+
+    def want_audio(self, flag: bool) -> None:
+        self._audio_wanted = flag
+        if self.session is not None:
+            self.session.want_audio(flag)
+
+    def _close_media(self) -> None:
+        if self.session is not None and self._media_stats is None:
+            self._media_stats = self.session.close().as_dict()
+        if self._rtp is not None and self.session is None:
+            for sock in self._rtp:
+                if sock is not None:
+                    sock.close()
+
+    # ======================================================================
+    # app, timers, ending
+    # ======================================================================
+
+    def _start_app(self) -> None:
+        if self._app_started:
+            return
+        self._app_started = True
+        self._nursery_start(self._run_app)
+
+    async def _run_app(self) -> None:
+        try:
+            if self._app is not None:
+                app, arg = self._app, None
+            else:
+                app, arg = resolve_app(self.spec.app)
+            self.call.app_arg = arg
+            await app(self.call)
+        except CallError as exc:
+            if not self.ended.is_set():
+                self._app_error = str(exc)
+                self.log.warning("call.app_error", error=str(exc))
+                self.hangup("app_error")
+            return
+        except Exception as exc:  # an app's bug ends its call, never the process
+            self._app_error = repr(exc)
+            self.log.error("call.app_error", error=repr(exc), exc_info=True)
+            self.hangup("app_error")
+            return
+        if not self.ended.is_set():
+            self.hangup("local_hangup")
+
+    def _start_duration_timer(self) -> None:
+        limit = self.spec.max_duration or self.config.limits.max_duration_s
+        self._duration_deadline = trio.current_time() + limit
+
+    def hangup(self, cause: str) -> None:
+        """End the call for ``cause`` (BYE, CANCEL or a rejection, as the state needs)."""
+        if self.ended.is_set():
+            return
+        if self._cause is None:
+            self._cause = cause
+        if self.ua is None or self.ua.state in (CallState.IDLE, CallState.TERMINATED):
+            self._finish(cause, None, "")
+            return
+        now = trio.current_time()
+        self.ua.hangup(now)
+        if self.ua.state is CallState.TERMINATING:
+            self._bye_deadline = now + BYE_ANSWER_WAIT_S
+        if self._nursery is not None:
+            self._nursery.start_soon(self._pump)
+
+    def _finish(self, cause: str, status: int | None, reason: str) -> None:
+        if self.ended.is_set():
+            return
+        self._close_media()
+        now = trio.current_time()
+        duration = now - self._answered_at if self._answered_at is not None else 0.0
+        media_stats = self._media_stats or {}
+        reason = self._end_reason or reason
+        extra = {"app_error": self._app_error} if self._app_error is not None else {}
+        event = self.emit(
+            "call.ended",
+            cause=cause,
+            sip_status=status,
+            reason=reason,
+            answered=self._answered_at is not None,
+            duration_s=round(duration, 3),
+            setup_ms=round((self._answered_at - self._started) * 1000)
+            if self._answered_at is not None
+            else None,
+            version=__version__,
+            sip=self._sip_figures(),
+            media={
+                "packets_sent": media_stats.get("packets_sent", 0),
+                "packets_received": media_stats.get("packets_received", 0),
+                "packets_lost": media_stats.get("packets_lost", 0),
+                "jitter_ms": round(float(media_stats.get("jitter_ms", 0.0)), 3),
+                "mos": round(float(media_stats.get("mos", 0.0)), 2) if media_stats else None,
+                "rtt_ms": media_stats.get("rtt_ms"),
+            },
+            **extra,
+        )
+        self._end_event = event
+        self.publication.publish(ended=True, dialog=None)
+        self.call._close()
+        for waiter in self._playback_waiters:
+            waiter.set()
+        self.ended.set()
+
+    def _sip_figures(self) -> dict[str, Any]:
+        local = self.endpoint.local_address if self.endpoint is not None else None
+        return {
+            "local": list(local) if local is not None else None,
+            "malformed": self.ua.malformed if self.ua is not None else 0,
+        }
+
+    def _publish_dialog(self) -> None:
+        """Publish the confirmed dialog so a supervisor can BYE it if we die."""
+        if self.ua is None or self.ended.is_set():
+            return
+        dialog = self.ua.dialog
+        confirmed = dialog is not None and self.ua.state is CallState.CONFIRMED
+        published = self.publication.state.get("dialog")
+        if not confirmed:
+            if published:
+                self.publication.publish(dialog=None)
+            return
+        assert dialog is not None
+        state = {
+            "state": "confirmed",
+            **dialog.published_state(),
+            # where the BYE goes (the next hop, located): what a supervisor cannot work out
+            "destination": list(self.ua.next_hop_address(dialog)),
+        }
+        if published != state:
+            self.publication.publish(dialog=state)
+
+    # ======================================================================
+    # the call's control socket
+    # ======================================================================
+
+    async def _control(self, request: ControlRequest) -> dict[str, Any]:
+        args = request.args
+        match request.op:
+            case "status" | "show":
+                return self.status()
+            case "hangup":
+                self.hangup("local_hangup")
+                return {}
+            case "dtmf":
+                try:
+                    self.require_media().send_dtmf(
+                        args["digits"], int(args.get("duration_ms", 100))
+                    )
+                except (CallError, ValueError) as exc:
+                    raise ControlError("bad_state", str(exc)) from None
+                return {}
+            case "play":
+                try:
+                    pcm = await trio.to_thread.run_sync(_load, args["file"])
+                    self.require_media().play(pcm)
+                except CallError as exc:
+                    raise ControlError("bad_state", str(exc)) from None
+                return {"seconds": round(len(pcm) / 16000, 3)}
+            case "record":
+                try:
+                    self.require_media()
+                    self.call.start_recording(args["file"], stereo=bool(args.get("stereo")))
+                except CallError as exc:
+                    raise ControlError("bad_state", str(exc)) from None
+                return {}
+            case "dialog":
+                return {"dialog": self.publication.state.get("dialog")}
+            case _:
+                raise ControlError("unknown_op", f"a call does not serve {request.op!r}")
+
+    def status(self) -> dict[str, Any]:
+        state = self.ua.state.value if self.ua is not None else "starting"
+        info: dict[str, Any] = {
+            "call": self.spec.call,
+            "pid": os.getpid(),
+            "version": __version__,
+            "direction": self.spec.direction,
+            "remote": self.remote_uri,
+            "state": state,
+            "sip_call_id": self.ua.call_id if self.ua is not None else None,
+            "app": self.spec.app or "echo",
+            "age_s": round(trio.current_time() - self._started, 3),
+            "answered": self._answered_at is not None,
+            "held": {"by_us": self._held_by_us, "by_remote": self._held_by_remote},
+            "sip": self._sip_figures(),
+        }
+        if self.session is not None:
+            stats = self.session.statistics()
+            info["media"] = {
+                "remote": list(self.session.remote),
+                "codec": self.session.media.codec,
+                "packets_sent": stats.packets_sent,
+                "packets_received": stats.packets_received,
+                "packets_lost": stats.packets_lost,
+                "jitter_ms": round(stats.jitter_ms, 3),
+            }
+        return info

@@ -1,0 +1,327 @@
+"""gosipd's configuration: one TOML file, sane defaults, errors that name the key.
+
+The supervisor reads it once and hands each call worker the parsed form, so
+a worker never re-reads a file that an operator may be editing. Everything
+has a default: with no file at all gosipd can dial any full SIP URI.
+
+Example (a Flowroute-style trunk)::
+
+    [trunk]
+    domain = "us-west-or.sip.flowroute.com"   # located per RFC 3263
+    username = "12345678"
+    password = "secret"
+    from = "sip:+15551230000@us-west-or.sip.flowroute.com"
+    caller_id = "Acme Support"
+    prefix = "12345678*"                      # tech prefix put before dialled numbers
+
+    [sip]
+    address = "0.0.0.0"          # where call workers bind their SIP sockets
+    public_address = "203.0.113.7"
+    t1 = 0.5
+
+    [rtp]
+    port_min = 20000
+    port_max = 29999
+
+    [inbound]
+    listen = "0.0.0.0:5060"
+    [inbound.routes]
+    "support" = "ivr"
+    "*" = "echo"
+
+    [limits]
+    max_calls = 500
+    max_calls_per_second = 200
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Config", "ConfigError", "InboundConfig", "Limits", "TrunkConfig", "load_config"]
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class TrunkConfig:
+    domain: str | None = None  # located per RFC 3263 unless proxy is set
+    proxy: str | None = None  # "host[:port]": every initial request goes here
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    realm: str | None = None
+    from_uri: str | None = None
+    caller_id: str | None = None
+    prefix: str = ""
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.domain or self.proxy)
+
+
+@dataclass(frozen=True)
+class InboundConfig:
+    listen: tuple[str, int] | None = None
+    #: Request-URI user -> app name; "*" matches anyone else.
+    routes: dict[str, str] = field(default_factory=dict)
+    #: The status for a user with no route (404, 480 or 486).
+    unrouted_status: int = 404
+    ring_ms: int = 0  # how long to send 180 before answering
+    early_media: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_calls: int = 1000
+    max_calls_per_second: float = 500.0
+    max_duration_s: float = 4 * 3600
+    ring_timeout_s: float = 60.0
+    media_timeout_s: float = 30.0
+    control_connections: int = 2000
+
+
+@dataclass(frozen=True)
+class Config:
+    sip_address: str = "0.0.0.0"
+    public_address: str | None = None
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    attempt_timeout_s: float = 2.0  # per-target INVITE timeout before failing over
+    rtp_port_min: int = 20000
+    rtp_port_max: int = 29999
+    dns_nameservers: tuple[str, ...] = ()
+    dns_port: int = 53
+    dns_timeout_s: float = 2.0
+    runtime_dir: Path | None = None
+    socket_path: Path | None = None
+    socket_group: str | None = None
+    log_level: str = "info"
+    trunk: TrunkConfig = field(default_factory=TrunkConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)
+    limits: Limits = field(default_factory=Limits)
+
+    def resolved_runtime_dir(self) -> Path:
+        """/run/gosipd as root, $XDG_RUNTIME_DIR/gosipd otherwise (or /tmp/gosipd-UID)."""
+        if self.runtime_dir is not None:
+            return self.runtime_dir
+        if os.geteuid() == 0:
+            return Path("/run/gosipd")
+        xdg = os.environ.get("XDG_RUNTIME_DIR")
+        if xdg:
+            return Path(xdg) / "gosipd"
+        return Path(f"/tmp/gosipd-{os.geteuid()}")
+
+    def resolved_socket_path(self) -> Path:
+        return self.socket_path or self.resolved_runtime_dir() / "control.sock"
+
+    def with_overrides(self, **changes: Any) -> Config:
+        return replace(self, **changes)
+
+
+def _check(section: str, key: str, value: Any, kind: type | tuple[type, ...], path: Path) -> Any:
+    if (
+        isinstance(value, bool)
+        and kind is not bool
+        and bool not in (kind if isinstance(kind, tuple) else (kind,))
+    ):
+        raise ConfigError(f"{path}: [{section}] {key} must be {_kind_name(kind)}, not a boolean")
+    if not isinstance(value, kind):
+        raise ConfigError(
+            f"{path}: [{section}] {key} must be {_kind_name(kind)}, not {type(value).__name__}"
+        )
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {
+        int: "a whole number",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        dict: "a table",
+        list: "a list",
+    }
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def parse_hostport(text: str, default_port: int, where: str) -> tuple[str, int]:
+    """'host', 'host:port', '[v6]:port' -> (host, port)."""
+    host, port = text, default_port
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ConfigError(f"{where}: unclosed '[' in {text!r}")
+        host = text[1:end]
+        rest = text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ConfigError(f"{where}: expected ':port' after ']' in {text!r}")
+            port = _port(rest[1:], where)
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        port = _port(port_text, where)
+    if not host:
+        raise ConfigError(f"{where}: no host in {text!r}")
+    return host, port
+
+
+def _port(text: str, where: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise ConfigError(f"{where}: {text!r} is not a port number")
+    return int(text)
+
+
+_SIP_KEYS: dict[str, tuple[str, Kind]] = {
+    "address": ("sip_address", str),
+    "public_address": ("public_address", str),
+    "t1": ("t1", (int, float)),
+    "t2": ("t2", (int, float)),
+    "t4": ("t4", (int, float)),
+    "attempt_timeout": ("attempt_timeout_s", (int, float)),
+}
+_RTP_KEYS: dict[str, tuple[str, Kind]] = {"port_min": ("rtp_port_min", int), "port_max": ("rtp_port_max", int)}
+_DNS_KEYS: dict[str, tuple[str, Kind]] = {"port": ("dns_port", int), "timeout": ("dns_timeout_s", (int, float))}
+_DAEMON_KEYS: dict[str, tuple[str, Kind]] = {
+    "runtime_dir": ("runtime_dir", str),
+    "socket": ("socket_path", str),
+    "socket_group": ("socket_group", str),
+    "log_level": ("log_level", str),
+}
+Kind = type | tuple[type, ...]
+_TRUNK_KEYS: dict[str, Kind] = {
+    "domain": str,
+    "proxy": str,
+    "username": str,
+    "password": str,
+    "realm": str,
+    "from": str,
+    "caller_id": str,
+    "prefix": str,
+}
+_LIMIT_KEYS: dict[str, Kind] = {
+    "max_calls": int,
+    "max_calls_per_second": (int, float),
+    "max_duration": (int, float),
+    "ring_timeout": (int, float),
+    "media_timeout": (int, float),
+    "control_connections": int,
+}
+
+
+def load_config(path: Path | None) -> Config:
+    """Read a TOML file (or nothing: the defaults) into a validated ``Config``."""
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return config_from_dict(data, path)
+
+
+def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Config:
+    known = {"sip", "rtp", "dns", "daemon", "trunk", "inbound", "limits"}
+    for section in data:
+        if section not in known:
+            raise ConfigError(
+                f"{path}: unknown section [{section}]; known: {', '.join(sorted(known))}"
+            )
+    changes: dict[str, Any] = {}
+    for section, keys in (
+        ("sip", _SIP_KEYS),
+        ("rtp", _RTP_KEYS),
+        ("dns", _DNS_KEYS),
+        ("daemon", _DAEMON_KEYS),
+    ):
+        table = _check("", section, data.get(section, {}), dict, path)
+        for key, value in table.items():
+            if section == "dns" and key == "nameservers":
+                servers = _check(section, key, value, list, path)
+                for server in servers:
+                    _check(section, key, server, str, path)
+                    try:
+                        ipaddress.ip_address(server)
+                    except ValueError:
+                        raise ConfigError(
+                            f"{path}: [dns] nameservers: {server!r} is not an IP address"
+                        ) from None
+                changes["dns_nameservers"] = tuple(servers)
+                continue
+            if key not in keys:
+                raise ConfigError(f"{path}: unknown key [{section}] {key}")
+            attr, kind = keys[key]
+            _check(section, key, value, kind, path)
+            if attr in ("runtime_dir", "socket_path"):
+                value = Path(value)
+            elif isinstance(value, int) and kind == (int, float):
+                value = float(value)
+            changes[attr] = value
+    config = Config(**changes)
+    if not (0 < config.t1 <= config.t2) or config.t4 <= 0:
+        raise ConfigError(f"{path}: [sip] needs 0 < t1 <= t2 and t4 > 0")
+    if not (1024 <= config.rtp_port_min < config.rtp_port_max <= 65535):
+        raise ConfigError(f"{path}: [rtp] needs 1024 <= port_min < port_max <= 65535")
+
+    trunk_table = _check("", "trunk", data.get("trunk", {}), dict, path)
+    trunk: dict[str, Any] = {}
+    for key, value in trunk_table.items():
+        if key not in _TRUNK_KEYS:
+            raise ConfigError(f"{path}: unknown key [trunk] {key}")
+        _check("trunk", key, value, _TRUNK_KEYS[key], path)
+        trunk["from_uri" if key == "from" else key] = value
+    if "proxy" in trunk:
+        parse_hostport(trunk["proxy"], 5060, f"{path}: [trunk] proxy")
+
+    inbound_table = _check("", "inbound", data.get("inbound", {}), dict, path)
+    inbound: dict[str, Any] = {}
+    for key, value in inbound_table.items():
+        if key == "listen":
+            inbound["listen"] = parse_hostport(
+                _check("inbound", key, value, str, path), 5060, f"{path}: [inbound] listen"
+            )
+        elif key == "routes":
+            routes = _check("inbound", key, value, dict, path)
+            for user, app in routes.items():
+                _check("inbound.routes", user, app, str, path)
+            inbound["routes"] = dict(routes)
+        elif key == "unrouted_status":
+            status = _check("inbound", key, value, int, path)
+            if status not in (403, 404, 480, 486, 603):
+                raise ConfigError(f"{path}: [inbound] unrouted_status must be 403/404/480/486/603")
+            inbound[key] = status
+        elif key == "ring_ms":
+            inbound[key] = _check("inbound", key, value, int, path)
+        elif key == "early_media":
+            inbound[key] = _check("inbound", key, value, bool, path)
+        else:
+            raise ConfigError(f"{path}: unknown key [inbound] {key}")
+
+    limits_table = _check("", "limits", data.get("limits", {}), dict, path)
+    limits: dict[str, Any] = {}
+    names = {f.name for f in fields(Limits)}
+    for key, value in limits_table.items():
+        if key not in _LIMIT_KEYS:
+            raise ConfigError(f"{path}: unknown key [limits] {key}")
+        _check("limits", key, value, _LIMIT_KEYS[key], path)
+        if isinstance(value, int | float) and value <= 0:
+            raise ConfigError(f"{path}: [limits] {key} must be positive")
+        attr = key if key in names else f"{key}_s"
+        limits[attr] = value
+    return replace(
+        config,
+        trunk=TrunkConfig(**trunk),
+        inbound=InboundConfig(**inbound),
+        limits=Limits(**limits),
+    )

@@ -1,0 +1,177 @@
+"""How a call worker makes itself known: its control socket, its published state, its events.
+
+Under ``<runtime>/calls/`` a worker keeps ``<id>.sock`` (JSON lines: status,
+hangup, dtmf, play, record, subscribe, dialog) and ``<id>.json`` (who it is
+and, once confirmed, the dialog state a supervisor needs to send the BYE
+should the worker die). Both are written atomically and removed when the call
+ends cleanly; that is the whole contract with the supervisor.
+
+``EventBus`` fans the call's events out to every subscriber (the dial
+client, ``gosipctl events``, the log) without letting a slow one hold the
+call back: a subscriber that stops reading is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from gosipd.control import (
+    ControlError,
+    ControlRequest,
+    LineBuffer,
+    encode,
+    error_reply,
+    ok_reply,
+    parse_request,
+)
+
+__all__ = ["CallPublication", "EventBus"]
+
+#: Events kept for a subscriber that joins late (it gets the call's story so far).
+HISTORY = 64
+SUBSCRIBER_QUEUE = 256
+
+Handler = Callable[[ControlRequest], Awaitable[dict[str, Any]]]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self.history: list[dict[str, Any]] = []
+        self._subscribers: set[trio.MemorySendChannel[dict[str, Any]]] = set()
+        self.closed = False
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self.history = [*self.history[-(HISTORY - 1) :], event]
+        for channel in list(self._subscribers):
+            try:
+                channel.send_nowait(event)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                channel.close()
+                self._subscribers.discard(channel)
+
+    def subscribe(self) -> trio.MemoryReceiveChannel[dict[str, Any]]:
+        send, receive = trio.open_memory_channel[dict[str, Any]](SUBSCRIBER_QUEUE)
+        for event in self.history:
+            send.send_nowait(event)
+        if self.closed:
+            send.close()
+        else:
+            self._subscribers.add(send)
+        return receive
+
+    def close(self) -> None:
+        """No more events: every subscriber's stream ends after what it has."""
+        self.closed = True
+        for channel in self._subscribers:
+            channel.close()
+        self._subscribers.clear()
+
+
+class CallPublication:
+    def __init__(self, runtime_dir: Path, call_id: str) -> None:
+        self.directory = runtime_dir / "calls"
+        self.call_id = call_id
+        self.socket_path = self.directory / f"{call_id}.sock"
+        self.state_path = self.directory / f"{call_id}.json"
+        self.state: dict[str, Any] = {}
+        self._listener: trio.socket.SocketType | None = None
+
+    def publish(self, **changes: Any) -> None:
+        """Merge ``changes`` into the published state and write it atomically."""
+        self.state.update(changes)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(f".json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.state))
+        os.replace(tmp, self.state_path)
+
+    async def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        await sock.bind(str(self.socket_path))
+        os.chmod(self.socket_path, 0o660)
+        sock.listen(64)
+        self._listener = sock
+
+    async def serve(self, handler: Handler, events: EventBus) -> None:
+        """Answer control connections until cancelled."""
+        assert self._listener is not None
+        async with trio.open_nursery() as nursery:
+            while True:
+                conn, _ = await self._listener.accept()
+                nursery.start_soon(self._connection, trio.SocketStream(conn), handler, events)
+
+    async def _connection(
+        self, stream: trio.SocketStream, handler: Handler, events: EventBus
+    ) -> None:
+        await serve_stream(stream, handler, events)
+
+    def close(self, *, clean: bool) -> None:
+        """Stop serving; a clean end removes the files (a crash leaves them for the supervisor)."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if clean:
+            for path in (self.socket_path, self.state_path):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+
+async def serve_stream(
+    stream: trio.SocketStream,
+    handler: Handler,
+    events: EventBus,
+    *,
+    first_reply: bytes | None = None,
+    subscribed: bool = False,
+) -> None:
+    """Serve one control connection: requests in, replies (and maybe events) out."""
+    buffer = LineBuffer()
+    async with stream:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            if first_reply is not None:
+                await stream.send_all(first_reply)
+            if subscribed:
+                await _stream_events(stream, events)
+                return
+            while True:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                for line in buffer.feed(data):
+                    if isinstance(line, ControlError):
+                        await stream.send_all(error_reply(None, line))
+                        continue
+                    try:
+                        request = parse_request(line)
+                        if request.op == "subscribe":
+                            await stream.send_all(ok_reply(request.id))
+                            await _stream_events(stream, events)
+                            return
+                        result = await handler(request)
+                        await stream.send_all(ok_reply(request.id, **result))
+                    except ControlError as exc:
+                        await stream.send_all(
+                            error_reply(getattr(locals().get("request"), "id", None), exc)
+                        )
+
+
+async def _stream_events(stream: trio.SocketStream, events: EventBus) -> None:
+    receive = events.subscribe()
+    async with receive:
+        async for event in receive:
+            with trio.fail_after(5):
+                await stream.send_all(encode(event))
+
+
+def now_ts() -> float:
+    return round(time.time(), 6)

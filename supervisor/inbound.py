@@ -1,0 +1,263 @@
+"""The supervisor's inbound SIP socket: new INVITEs fork a worker, the rest is routed.
+
+A datagram for a call in progress (by Call-ID) goes to that call's worker,
+through the Unix datagram socket it publishes (``<id>.sip``), prefixed with
+the source address. A new INVITE starts an inbound call whose app the
+``[inbound.routes]`` table names for the Request-URI user. OPTIONS get 200,
+or 503 with Retry-After while draining, so a load balancer probing with
+OPTIONS (Kamailio's dispatcher) moves traffic elsewhere. Everything else
+gets the stateless answer RFC 3261 asks for (481, 405, 501), and nothing
+that arrives here can touch a call it does not belong to.
+
+Also here: the BYE the supervisor sends for a worker that died with a
+confirmed dialog, from the state the worker published.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import secrets
+import socket
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from gosipd.control import ControlError
+from gosipd.log import get_logger
+from gosipd.sip import Request, Response, SIPParseError, Via, parse
+from gosipd.sip.requests import bye_from_state
+from gosipd.sip.timers import Timers
+from gosipd.sip.transaction import MAGIC_COOKIE, ClientNonInvite, ResponseReceived
+
+if TYPE_CHECKING:
+    from .server import Supervisor
+
+__all__ = ["crash_bye", "handle_inbound", "route_app"]
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO"
+KNOWN_UNSERVED = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER"})
+DRAIN_RETRY_AFTER = 60
+
+log = get_logger(component="inbound")
+
+
+def route_app(routes: dict[str, str], user: str | None) -> str | None:
+    """The app for a Request-URI user: an exact route, else the ``*`` route, else None."""
+    if user is not None and user in routes:
+        return routes[user]
+    return routes.get("*")
+
+
+def _reply_address(request: Request, source: tuple[str, int]) -> tuple[str, int]:
+    via = request.top_via
+    if via is None:
+        return source
+    if via.has_rport:
+        return (source[0], via.rport or source[1])
+    host = via.received or via.host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        host = source[0]
+    if host != source[0]:
+        host = source[0]
+    return (host, via.port or 5060)
+
+
+async def _reply(
+    supervisor: Supervisor,
+    request: Request,
+    source: tuple[str, int],
+    status: int,
+    reason: str | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> None:
+    if request.method == "ACK" or supervisor.sip is None:
+        return
+    tag = secrets.token_hex(8) if status > 100 else None
+    try:
+        response = Response.for_request(request, status, reason, to_tag=tag)
+    except (SIPParseError, ValueError):
+        return
+    for name, value in headers:
+        response.headers.add(name, value)
+    response.headers.add("Server", "gosipd")
+    with contextlib.suppress(OSError):
+        await supervisor.sip.sendto(bytes(response), _reply_address(request, source))
+
+
+async def handle_inbound(supervisor: Supervisor, data: bytes, source: tuple[str, int]) -> None:
+    try:
+        message = parse(data)
+    except SIPParseError as exc:
+        reply = Response.for_malformed(exc, to_tag=secrets.token_hex(8))
+        if reply is not None and supervisor.sip is not None:
+            via = reply.top_via
+            address = (source[0], via.rport or source[1]) if via and via.has_rport else source
+            with contextlib.suppress(OSError):
+                await supervisor.sip.sendto(bytes(reply), address)
+        return
+    if isinstance(message, Response):
+        return  # the supervisor sends no requests on this socket
+    request = message
+    try:
+        call_id = request.call_id
+        to_tag = request.to.tag
+        method = request.method
+    except SIPParseError:
+        await _reply(supervisor, request, source, 400, "Bad Request")
+        return
+    owner = supervisor.sip_routes.get(call_id)
+    if owner is not None:
+        await _forward(supervisor, owner, data, source, request)
+        return
+    if method == "ACK":
+        return
+    if method == "OPTIONS" and to_tag is None:
+        if supervisor.draining:
+            await _reply(
+                supervisor,
+                request,
+                source,
+                503,
+                "Service Unavailable",
+                (("Retry-After", str(DRAIN_RETRY_AFTER)),),
+            )
+        else:
+            await _reply(
+                supervisor,
+                request,
+                source,
+                200,
+                None,
+                (("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "100rel, timer")),
+            )
+        return
+    if to_tag is not None or method in ("CANCEL", "BYE", "PRACK", "UPDATE", "INFO"):
+        await _reply(supervisor, request, source, 481, "Call/Transaction Does Not Exist")
+        return
+    if method in KNOWN_UNSERVED:
+        await _reply(supervisor, request, source, 405, "Method Not Allowed", (("Allow", ALLOW),))
+        return
+    if method != "INVITE":
+        await _reply(supervisor, request, source, 501, "Not Implemented", (("Allow", ALLOW),))
+        return
+    await _new_call(supervisor, request, data, source)
+
+
+async def _new_call(
+    supervisor: Supervisor, request: Request, data: bytes, source: tuple[str, int]
+) -> None:
+    config = supervisor.config
+    if supervisor.draining:
+        await _reply(
+            supervisor,
+            request,
+            source,
+            503,
+            "Service Unavailable",
+            (("Retry-After", str(DRAIN_RETRY_AFTER)),),
+        )
+        return
+    user = request.uri.user if request.uri.is_sip else None
+    app = route_app(config.inbound.routes, user)
+    if app is None:
+        await _reply(supervisor, request, source, config.inbound.unrouted_status)
+        return
+    call_id = secrets.token_hex(8)
+    assert supervisor.sip is not None
+    local_host = supervisor.sip.getsockname()[0]
+    if local_host in ("0.0.0.0", "::"):
+        local_host = None
+    spec: dict[str, Any] = {
+        "call": call_id,
+        "direction": "inbound",
+        "app": app,
+        "to": str(request.uri),
+        "datagram": data.hex(),
+        "source": list(source),
+        "local_host": local_host,
+    }
+    supervisor.sip_routes[request.call_id] = call_id
+    supervisor.counters["inbound"] += 1
+    try:
+        record = await supervisor.start_call(spec)
+    except ControlError as exc:
+        supervisor.sip_routes.pop(request.call_id, None)
+        log.info("inbound.refused", reason=exc.message)
+        await _reply(
+            supervisor, request, source, 503, "Service Unavailable", (("Retry-After", "5"),)
+        )
+        return
+    record.sip_call_id = request.call_id
+
+
+async def _forward(
+    supervisor: Supervisor, owner: str, data: bytes, source: tuple[str, int], request: Request
+) -> None:
+    path = supervisor.runtime_dir / "calls" / f"{owner}.sip"
+    packet = f"{source[0]} {source[1]}\n".encode() + data
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_DGRAM)
+    try:
+        await sock.sendto(packet, str(path))
+    except OSError:
+        # the worker is not listening (yet, or any more): a retransmission will come
+        if owner not in supervisor.registry.calls and request.method not in ("ACK", "INVITE"):
+            await _reply(supervisor, request, source, 481, "Call/Transaction Does Not Exist")
+    finally:
+        sock.close()
+
+
+async def crash_bye(state: dict[str, Any]) -> None:
+    """Hang up a dead worker's confirmed dialog, so the far end is not left with a ghost call."""
+    dialog = state.get("dialog")
+    if not isinstance(dialog, dict):
+        return
+    destination = dialog.get("destination")
+    if not destination:
+        return
+    target = (str(destination[0]), int(destination[1]))
+    family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        await sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+        await sock.connect(target)
+        local = sock.getsockname()
+        via = Via(
+            "UDP", local[0], local[1], branch=f"{MAGIC_COOKIE}{secrets.token_hex(8)}", rport=True
+        )
+        try:
+            bye = bye_from_state(dialog, via)
+        except (KeyError, ValueError, SIPParseError) as exc:
+            log.warning("call.crash_bye_impossible", call=state.get("call"), reason=str(exc))
+            return
+        outbox: list[tuple[bytes, tuple[str, int]]] = []
+        tx = ClientNonInvite(bye, target, Timers(), outbox, trio.current_time())
+        status = None
+        while not tx.terminated and status is None:
+            for payload, _ in outbox:
+                with contextlib.suppress(OSError):
+                    await sock.send(payload)
+            outbox.clear()
+            deadline = tx.next_timer() or trio.current_time() + 1
+            with trio.move_on_at(deadline):
+                try:
+                    data = await sock.recv(65535)
+                except OSError:
+                    break  # refused: nobody is there to hang up
+                with contextlib.suppress(SIPParseError):
+                    response = parse(data)
+                    if isinstance(response, Response):
+                        for event in tx.receive(response, trio.current_time()):
+                            if isinstance(event, ResponseReceived) and event.response.status >= 200:
+                                status = event.response.status
+            tx.handle_timer(trio.current_time())
+        log.info(
+            "call.crash_bye",
+            call=state.get("call"),
+            sip_status=status,
+            sip_call_id=dialog.get("call_id"),
+        )
+    finally:
+        sock.close()
