@@ -1,10 +1,22 @@
-"""gosipd: a telephony daemon that runs each SIP/RTP call in its own process."""
+"""gosipd: a telephony daemon that runs each SIP/RTP call in its own process.
 
-from importlib.metadata import PackageNotFoundError, version
+Apps are written against ``gosipd.Call`` (see ``gosipd.call``); it is imported
+lazily so that ``gosipctl`` and the supervisor stay light.
+"""
 
-try:
-    __version__ = version("gosipd")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["__version__"]
+from gosipd._version import __version__
+
+if TYPE_CHECKING:
+    from gosipd.call import Call, CallError
+
+__all__ = ["Call", "CallError", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Call", "CallError"):
+        from gosipd import call
+
+        return getattr(call, name)
+    raise AttributeError(f"module 'gosipd' has no attribute {name!r}")

@@ -73,6 +73,8 @@ __all__ = ["Call", "CallError", "CallRuntime", "CallSpec", "resolve_app"]
 
 #: How long a finished call keeps answering retransmissions before its process exits.
 LINGER_S = 2.0
+#: How long the dial client may take to read the call's last events.
+CLIENT_FLUSH_S = 5.0
 #: Received audio frames an ``audio()`` reader may fall behind by before old ones are dropped.
 AUDIO_QUEUE_FRAMES = 250
 DTMF_QUEUE = 64
@@ -403,26 +405,31 @@ class CallRuntime:
             "call.started", direction=self.spec.direction, target=self.spec.to, version=__version__
         )
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self.publication.serve, self._control, self.bus)
+            async with trio.open_nursery() as outer:
+                # The dial client's stream outlives the call's tasks: it ends when the
+                # bus closes, after the client has read everything, call.ended included.
                 if client is not None:
-                    nursery.start_soon(self._serve_client, client)
-                try:
-                    if self.spec.direction == "inbound":
-                        await self._start_inbound()
-                    else:
-                        await self._start_outbound()
-                except (CallError, LocateError, OSError, sdp.SDPError, ValueError) as exc:
-                    self._finish("failed", None, str(exc))
-                if not self.ended.is_set():
-                    nursery.start_soon(self._drive)
-                await self.ended.wait()
-                # answer retransmissions for a moment, unless the engine is already quiet
-                with trio.move_on_after(LINGER_S):
-                    while self.ua is not None and not self.ua.finished:
-                        await trio.sleep(0.05)
-                nursery.cancel_scope.cancel()
+                    outer.start_soon(self._serve_client, client)
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self.publication.serve, self._control, self.bus)
+                    try:
+                        if self.spec.direction == "inbound":
+                            await self._start_inbound()
+                        else:
+                            await self._start_outbound()
+                    except (CallError, LocateError, OSError, sdp.SDPError, ValueError) as exc:
+                        self._finish("failed", None, str(exc))
+                    if not self.ended.is_set():
+                        nursery.start_soon(self._drive)
+                    await self.ended.wait()
+                    # answer retransmissions for a moment, unless the engine is already quiet
+                    with trio.move_on_after(LINGER_S):
+                        while self.ua is not None and not self.ua.finished:
+                            await trio.sleep(0.05)
+                    nursery.cancel_scope.cancel()
+                self.bus.close()
+                outer.cancel_scope.deadline = trio.current_time() + CLIENT_FLUSH_S
         finally:
             self._close_media()
             if self.endpoint is not None:

@@ -61,7 +61,7 @@ def _control_socket(config: Config, inherited: dict[str, int]) -> socket.socket:
             os.chown(path, -1, grp.getgrnam(config.socket_group).gr_gid)
         except KeyError:
             raise ConfigError(f"socket_group {config.socket_group!r} does not exist") from None
-    sock.listen(512)
+    sock.listen(4096)
     return sock
 
 

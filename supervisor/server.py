@@ -564,6 +564,13 @@ class Supervisor:
     async def _dial(self, stream: trio.SocketStream, request: ControlRequest) -> bool:
         args = dict(request.args)
         wait = args.pop("wait", True)
+        if not str(args["to"]).startswith(("sip:", "sips:")) and not self.config.trunk.configured:
+            raise ControlError(
+                "no_trunk",
+                f"{args['to']!r} is a number, and no trunk is configured to dial it "
+                "(dial a full SIP URI, or set [trunk] domain or proxy)",
+                field="to",
+            )
         spec: dict[str, Any] = {"direction": "outbound", **args}
         self.counters["dials"] += 1
         call_id = secrets.token_hex(8)
