@@ -714,7 +714,6 @@ class CallRuntime:
         while True:
             with trio.move_on_at(self._next_deadline()):
                 await self._wakeup.wait()
-            self._wakeup = trio.Event()
             now = trio.current_time()
             if self.ua is not None:
                 self.ua.handle_timer(now)
@@ -732,6 +731,9 @@ class CallRuntime:
                 self._duration_deadline = math.inf
                 self.hangup("max_duration")
             await self._pump()
+            # Our own _pump pokes too; the deadline is recomputed at the top anyway, so
+            # re-arm only now, or this loop would wake itself forever.
+            self._wakeup = trio.Event()
 
     def poke(self) -> None:
         self._wakeup.set()

@@ -77,11 +77,23 @@ def _sip_socket(config: Config, inherited: dict[str, int]) -> socket.socket | No
     return sock
 
 
+def _max_fd() -> int:
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 65536
+
+
 def _start_zygote() -> socket.socket:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
         ours.close()
+        # The zygote and the workers it forks must hold none of the supervisor's sockets:
+        # a worker holding the control or SIP listener would outlive a restart and keep it.
+        keep = theirs.fileno()
+        os.closerange(3, keep)
+        os.closerange(keep + 1, _max_fd())
         code = 1
         try:
             code = Zygote(theirs).serve()

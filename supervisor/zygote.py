@@ -78,9 +78,18 @@ def decode_status(status: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+PR_SET_NAME = 15
+
+
 def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def set_process_name(name: str) -> None:
+    """What ps -o comm and top show (15 bytes at most)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 class Zygote:
@@ -94,6 +103,7 @@ class Zygote:
 
     def serve(self) -> int:
         _die_with_parent()
+        set_process_name("gosipd-zygote")
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -172,6 +182,7 @@ class Zygote:
         for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         os.setsid()  # a terminal's Ctrl-C or the supervisor's fate never reaches a call
+        set_process_name("gosipd-call")
         self.channel.close()
         os.close(self._wakeup_r)
         os.close(self._wakeup_w)
