@@ -7,6 +7,7 @@ import ctypes
 import grp
 import json
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -104,6 +105,9 @@ def _start_zygote() -> socket.socket:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A reload (SIGHUP) that arrives while we start up must not kill us; trio takes the
+    # signal over once it runs.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = build_parser().parse_args(argv)
     raw_argv = list(sys.argv[1:] if argv is None else argv)
     try:
