@@ -1102,6 +1102,7 @@ class CallRuntime:
                 "jitter_ms": round(float(media_stats.get("jitter_ms", 0.0)), 3),
                 "mos": round(float(media_stats.get("mos", 0.0)), 2) if media_stats else None,
                 "rtt_ms": media_stats.get("rtt_ms"),
+                "send_lateness_p99_ms": media_stats.get("send_lateness_p99_ms"),
             },
         )
         self._end_event = event
