@@ -1,14 +1,12 @@
-"""gosipd: a telephony daemon that runs each SIP/RTP call in its own process."""
+"""gosipd: a telephony daemon that runs each SIP/RTP call in its own process.
 
-from __future__ import annotations
+Apps are written against ``gosipd.Call`` (see ``gosipd.call``); it is imported
+lazily so that ``gosipctl`` and the supervisor stay light.
+"""
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("gosipd")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+from gosipd._version import __version__
 
 if TYPE_CHECKING:
     from gosipd.call import Call, CallError
@@ -17,8 +15,7 @@ __all__ = ["Call", "CallError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    """``gosipd.Call`` for apps (``async def app(call: gosipd.Call)``), imported on first
-    use so that ``import gosipd`` stays light and gosipd.call can import __version__."""
+    """``gosipd.Call`` for apps (``async def app(call: gosipd.Call)``), imported on first use."""
     if name in ("Call", "CallError"):
         from gosipd import call
 

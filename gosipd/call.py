@@ -81,6 +81,8 @@ LINGER_S = 2.0
 #: How long a hangup waits for the BYE's answer before the call counts as ended anyway
 #: (the far end may have vanished; the BYE is still retransmitted while the worker lingers).
 BYE_ANSWER_WAIT_S = 4.0
+#: How long the dial client may take to read the call's last events.
+CLIENT_FLUSH_S = 5.0
 #: Received audio frames an ``audio()`` reader may fall behind by before old ones are dropped.
 AUDIO_QUEUE_FRAMES = 250
 DTMF_QUEUE = 64
@@ -553,26 +555,31 @@ class CallRuntime:
         )
         clean, exit_status = True, 0
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self.publication.serve, self._control, self.bus)
+            async with trio.open_nursery() as outer:
+                # The dial client's stream outlives the call's tasks: it ends when the
+                # bus closes, after the client has read everything, call.ended included.
                 if client is not None:
-                    nursery.start_soon(self._serve_client, client)
-                try:
-                    if self.spec.direction == "inbound":
-                        await self._start_inbound()
-                    else:
-                        await self._start_outbound()
-                except (CallError, LocateError, OSError, sdp.SDPError, ValueError) as exc:
-                    self._finish("failed", None, str(exc))
-                if not self.ended.is_set():
-                    nursery.start_soon(self._drive)
-                await self.ended.wait()
-                # answer retransmissions for a moment, unless the engine is already quiet
-                with trio.move_on_after(LINGER_S):
-                    while self.ua is not None and not self.ua.finished:
-                        await trio.sleep(0.05)
-                nursery.cancel_scope.cancel()
+                    outer.start_soon(self._serve_client, client)
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self.publication.serve, self._control, self.bus)
+                    try:
+                        if self.spec.direction == "inbound":
+                            await self._start_inbound()
+                        else:
+                            await self._start_outbound()
+                    except (CallError, LocateError, OSError, sdp.SDPError, ValueError) as exc:
+                        self._finish("failed", None, str(exc))
+                    if not self.ended.is_set():
+                        nursery.start_soon(self._drive)
+                    await self.ended.wait()
+                    # answer retransmissions for a moment, unless the engine is already quiet
+                    with trio.move_on_after(LINGER_S):
+                        while self.ua is not None and not self.ua.finished:
+                            await trio.sleep(0.05)
+                    nursery.cancel_scope.cancel()
+                self.bus.close()
+                outer.cancel_scope.deadline = trio.current_time() + CLIENT_FLUSH_S
         except Exception as exc:
             # A bug in this glue (or below): the call ends visibly, never silently. A
             # confirmed dialog stays published, so the supervisor sends the BYE for it.
@@ -852,7 +859,6 @@ class CallRuntime:
         while True:
             with trio.move_on_at(self._next_deadline()):
                 await self._wakeup.wait()
-            self._wakeup = trio.Event()
             now = trio.current_time()
             if self.ua is not None:
                 self.ua.handle_timer(now)
@@ -874,6 +880,9 @@ class CallRuntime:
                 self.log.info("call.bye_unanswered", waited_s=BYE_ANSWER_WAIT_S)
                 self._finish(self._cause or "local_hangup", self._sip_status, "BYE unanswered")
             await self._pump()
+            # Our own _pump pokes too; the deadline is recomputed at the top anyway, so
+            # re-arm only now, or this loop would wake itself forever.
+            self._wakeup = trio.Event()
 
     def poke(self) -> None:
         self._wakeup.set()
@@ -1322,6 +1331,7 @@ class CallRuntime:
                 "jitter_ms": round(float(media_stats.get("jitter_ms", 0.0)), 3),
                 "mos": round(float(media_stats.get("mos", 0.0)), 2) if media_stats else None,
                 "rtt_ms": media_stats.get("rtt_ms"),
+                "send_lateness_p99_ms": media_stats.get("send_lateness_p99_ms"),
             },
             **extra,
         )

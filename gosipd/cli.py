@@ -52,7 +52,14 @@ class Connection:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
-            self.sock.connect(str(path))
+            for _ in range(200):
+                try:
+                    self.sock.connect(str(path))
+                    break
+                except BlockingIOError:  # the listen backlog is full for a moment
+                    time.sleep(0.01)
+            else:
+                raise CliError(f"gosipd at {path} is not accepting connections")
         except FileNotFoundError:
             raise CliError(f"no gosipd listening at {path} (is it running? see --socket)") from None
         except PermissionError:
@@ -134,7 +141,12 @@ def describe(event: dict[str, Any]) -> str:
             return f"trying {event.get('target')}"
         case "call.ended":
             status = event.get("sip_status")
-            return f"ended: {event.get('cause')}" + (f" (SIP {status})" if status else "")
+            reason = event.get("reason")
+            return (
+                f"ended: {event.get('cause')}"
+                + (f" (SIP {status})" if status else "")
+                + (f": {reason}" if reason else "")
+            )
     details = {k: v for k, v in event.items() if k not in ("event", "call", "ts")}
     return f"{short} {json.dumps(details)}" if details else short
 
@@ -149,7 +161,7 @@ def summary(event: dict[str, Any]) -> str:
         else None,
         f"setup {event.get('setup_ms')} ms" if event.get("setup_ms") is not None else None,
     ]
-    if media:
+    if media and (media.get("packets_sent") or media.get("packets_received")):
         parts.append(
             f"packets {media.get('packets_sent', 0)} sent / {media.get('packets_received', 0)}"
             f" received, {media.get('packets_lost', 0)} lost, jitter {media.get('jitter_ms', 0)}"
@@ -176,9 +188,11 @@ def follow_call(conn: Connection, as_json: bool, call_id: str) -> int:
             if answered and event.get("cause") in NORMAL_CAUSES:
                 return EXIT_OK
             status = event.get("sip_status")
+            reason = event.get("reason")
             print(
                 f"gosipctl: call {call_id} {event.get('cause')}"
-                + (f" with SIP {status}" if status else ""),
+                + (f" with SIP {status}" if status else "")
+                + (f": {reason}" if reason else ""),
                 file=sys.stderr,
             )
             return EXIT_CALL_FAILED
@@ -192,7 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--socket", type=Path, help="control socket (default: $GOSIPD_SOCKET)")
     parser.add_argument("--json", action="store_true", help="print JSON lines, not text")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # the same two options after the command too (gosipctl dial X --json)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--socket", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_sub_parser(common)
+    )
 
     dial = commands.add_parser("dial", help="place a call and follow it to the end")
     dial.add_argument("target", help="a SIP URI, or a number for the configured trunk")
@@ -224,6 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("undrain", help="take new calls again")
     commands.add_parser("upgrade", help="re-exec the supervisor from the installed code")
     return parser
+
+
+def _sub_parser(common: argparse.ArgumentParser) -> type[argparse.ArgumentParser]:
+    class SubParser(argparse.ArgumentParser):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("parents", [common])
+            super().__init__(**kwargs)
+
+    return SubParser
 
 
 def run(args: argparse.Namespace) -> int:

@@ -199,7 +199,7 @@ OPS: dict[str, Schema] = {
         "from": (_string(512), False),
         "app": (_string(1024), False),
         "ring_timeout": (_number(1, 600), False),
-        "max_duration": (_number(1, 86_400), False),
+        "max_duration": (_number(0.1, 86_400), False),
         "headers": (_headers, False),
         "wait": (_boolean, False),
     },

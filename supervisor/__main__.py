@@ -7,6 +7,7 @@ import ctypes
 import grp
 import json
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -61,7 +62,7 @@ def _control_socket(config: Config, inherited: dict[str, int]) -> socket.socket:
             os.chown(path, -1, grp.getgrnam(config.socket_group).gr_gid)
         except KeyError:
             raise ConfigError(f"socket_group {config.socket_group!r} does not exist") from None
-    sock.listen(512)
+    sock.listen(4096)
     return sock
 
 
@@ -77,11 +78,23 @@ def _sip_socket(config: Config, inherited: dict[str, int]) -> socket.socket | No
     return sock
 
 
+def _max_fd() -> int:
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 65536
+
+
 def _start_zygote() -> socket.socket:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
         ours.close()
+        # The zygote and the workers it forks must hold none of the supervisor's sockets:
+        # a worker holding the control or SIP listener would outlive a restart and keep it.
+        keep = theirs.fileno()
+        os.closerange(3, keep)
+        os.closerange(keep + 1, _max_fd())
         code = 1
         try:
             code = Zygote(theirs).serve()
@@ -92,6 +105,9 @@ def _start_zygote() -> socket.socket:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A reload (SIGHUP) that arrives while we start up must not kill us; trio takes the
+    # signal over once it runs.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = build_parser().parse_args(argv)
     raw_argv = list(sys.argv[1:] if argv is None else argv)
     try:

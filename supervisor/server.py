@@ -141,7 +141,7 @@ class Supervisor:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._read_zygote)
-            nursery.start_soon(self._signals)
+            await nursery.start(self._signals)  # handlers in place before READY=1
             if self._old_zygote is not None:
                 # an upgrade: the previous zygote stops forking; its workers carry on
                 with contextlib.suppress(OSError):
@@ -167,10 +167,11 @@ class Supervisor:
         self.log.info("supervisor.exit", calls=len(self.registry))
         return 0
 
-    async def _signals(self) -> None:
+    async def _signals(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(
             signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD
         ) as signals:
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     await self.start_upgrade()
@@ -564,6 +565,13 @@ class Supervisor:
     async def _dial(self, stream: trio.SocketStream, request: ControlRequest) -> bool:
         args = dict(request.args)
         wait = args.pop("wait", True)
+        if not str(args["to"]).startswith(("sip:", "sips:")) and not self.config.trunk.configured:
+            raise ControlError(
+                "no_trunk",
+                f"{args['to']!r} is a number, and no trunk is configured to dial it "
+                "(dial a full SIP URI, or set [trunk] domain or proxy)",
+                field="to",
+            )
         spec: dict[str, Any] = {"direction": "outbound", **args}
         self.counters["dials"] += 1
         call_id = secrets.token_hex(8)

@@ -7,7 +7,9 @@ engine once, calls ``gc.freeze()`` (so a worker's garbage collections never
 touch, and never copy, the inherited objects), and then sits in a plain
 blocking loop. Each spawn request forks a worker that starts its own
 ``trio.run``; the worker costs only the pages it writes (~3 MB), not a fresh
-interpreter (~27 MB).
+interpreter (~27 MB). A couple of warm spares (``gosipd.spare``), forked
+ahead of demand and already inside ``trio.run``, take the dials first, so
+the fork is off a dial's critical path.
 
 Wire protocol with the supervisor, over a SOCK_SEQPACKET socketpair (one
 JSON object per packet, file descriptors as SCM_RIGHTS):
@@ -35,6 +37,7 @@ import signal
 import socket
 import sys
 import traceback
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -42,8 +45,13 @@ __all__ = ["WORKER_ENTRY", "Zygote", "decode_status", "recv_packet", "send_packe
 
 #: ``module:function`` run in each forked worker as ``function(spec, client_fd) -> exit code``.
 WORKER_ENTRY = "gosipd.worker:run_forked"
+#: ``module:function`` a warm spare runs as ``function(channel) -> exit code`` (gosipd.spare).
+SPARE_ENTRY = "gosipd.spare:serve_spare"
+#: How many warm spares the zygote keeps ready.
+SPARES = 2
 MAX_PACKET = 256 * 1024
 WorkerMain = Callable[[dict[str, Any], int | None], int]
+SpareMain = Callable[[socket.socket], int]
 PR_SET_PDEATHSIG = 1
 
 
@@ -78,47 +86,76 @@ def decode_status(status: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+PR_SET_NAME = 15
+
+
 def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
+def set_process_name(name: str) -> None:
+    """What ps -o comm and top show (15 bytes at most)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
 class Zygote:
     """The zygote's side: runs in the forked process until told to exit."""
 
-    def __init__(self, channel: socket.socket, entry: str = WORKER_ENTRY) -> None:
+    def __init__(
+        self,
+        channel: socket.socket,
+        entry: str = WORKER_ENTRY,
+        spare_entry: str | None = SPARE_ENTRY,
+        spares: int = SPARES,
+    ) -> None:
         self.channel = channel
         self.entry = entry
+        self.spare_entry = spare_entry
+        self.spare_count = spares if spare_entry else 0
         self.children: dict[int, str] = {}
+        self.spares: deque[tuple[int, socket.socket]] = deque()
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def serve(self) -> int:
         _die_with_parent()
+        set_process_name("gosipd-zygote")
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self._wakeup_w)
-        module, _, function = self.entry.partition(":")
-        run = getattr(importlib.import_module(module), function)
+        run: WorkerMain = _load(self.entry)
+        serve_spare: SpareMain | None = _load(self.spare_entry) if self.spare_entry else None
         gc.collect()
         gc.freeze()
-        while True:
-            readable, _, _ = select.select([self.channel.fileno(), self._wakeup_r], [], [])
-            if self._wakeup_r in readable:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wakeup_r, 4096)
-                self._reap()
-            if self.channel.fileno() in readable:
-                message, fds = recv_packet(self.channel)
-                if message is None or message.get("op") == "exit":
-                    for fd in fds:
-                        os.close(fd)
-                    return 0
-                if message.get("op") == "spawn":
-                    self._spawn(message, fds, run)
-                else:
-                    for fd in fds:
-                        os.close(fd)
+        if serve_spare is not None:
+            for _ in range(self.spare_count):
+                self._fork_spare(serve_spare)
+        try:
+            while True:
+                readable, _, _ = select.select([self.channel.fileno(), self._wakeup_r], [], [])
+                if self._wakeup_r in readable:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wakeup_r, 4096)
+                    self._reap()
+                if self.channel.fileno() in readable:
+                    message, fds = recv_packet(self.channel)
+                    if message is None or message.get("op") == "exit":
+                        for fd in fds:
+                            os.close(fd)
+                        return 0
+                    if message.get("op") == "spawn":
+                        self._spawn(message, fds, run)
+                        if serve_spare is not None:
+                            while len(self.spares) < self.spare_count:
+                                self._fork_spare(serve_spare)  # after the reply: off the dial's path
+                    else:
+                        for fd in fds:
+                            os.close(fd)
+        finally:
+            for _, spare in self.spares:
+                spare.close()  # an idle spare reads EOF and exits without a call
 
     def _reap(self) -> None:
         while True:
@@ -128,22 +165,33 @@ class Zygote:
                 return
             if pid == 0:
                 return
+            idle = [entry for entry in self.spares if entry[0] == pid]
+            for entry in idle:  # a spare died before it got a call: nobody to tell
+                self.spares.remove(entry)
+                entry[1].close()
+            if idle:
+                continue
             call = self.children.pop(pid, "")
             with contextlib.suppress(OSError):
                 send_packet(
                     self.channel, {"exited": pid, "call": call, "status": decode_status(status)}
                 )
 
-    def _spawn(
-        self,
-        message: dict[str, Any],
-        fds: list[int],
-        run: Callable[[dict[str, Any], int | None], int],
-    ) -> None:
+    def _spawn(self, message: dict[str, Any], fds: list[int], run: WorkerMain) -> None:
         call = str(message.get("call", ""))
         client_fd = fds[0] if fds else None
         for extra in fds[1:]:
             os.close(extra)
+        while self.spares:
+            pid, spare = self.spares.popleft()
+            try:
+                send_packet(spare, {"spec": message["spec"]}, [client_fd] if client_fd else [])
+            except OSError:
+                spare.close()  # that spare is gone; try the next, or fork
+                continue
+            spare.close()
+            self._started(call, pid, client_fd)
+            return
         try:
             pid = os.fork()
         except OSError as exc:
@@ -154,7 +202,7 @@ class Zygote:
         if pid == 0:
             code = 70
             try:
-                self._become_worker(client_fd)
+                self._become_worker()
                 code = run(message["spec"], client_fd)
             except BaseException:
                 traceback.print_exc()
@@ -162,16 +210,50 @@ class Zygote:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
+        self._started(call, pid, client_fd)
+
+    def _started(self, call: str, pid: int, client_fd: int | None) -> None:
         self.children[pid] = call
         if client_fd is not None:
             os.close(client_fd)
         send_packet(self.channel, {"spawned": call, "pid": pid})
 
-    def _become_worker(self, client_fd: int | None) -> None:
+    def _fork_spare(self, serve_spare: SpareMain) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            return  # no spare this time: calls are forked on demand
+        if pid == 0:
+            code = 70
+            try:
+                ours.close()
+                for _, other in self.spares:
+                    other.close()
+                self._become_worker()
+                code = serve_spare(theirs)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        theirs.close()
+        self.spares.append((pid, ours))
+
+    def _become_worker(self) -> None:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         os.setsid()  # a terminal's Ctrl-C or the supervisor's fate never reaches a call
+        set_process_name("gosipd-call")
         self.channel.close()
         os.close(self._wakeup_r)
         os.close(self._wakeup_w)
+
+
+def _load(entry: str) -> Any:
+    module, _, function = entry.partition(":")
+    return getattr(importlib.import_module(module), function)

@@ -1,0 +1,107 @@
+"""A warm spare: a call process forked ahead of demand, already inside ``trio.run``.
+
+Forking and starting a call process costs a few milliseconds of page faults
+on a virtual machine (every page the child writes is copied: trio's runner,
+the logger, the SIP engine's first message). The zygote keeps a couple of
+spares that have paid that already, each waiting on its own socket for a
+call: a dial then puts an INVITE on the wire in about the time it takes to
+read the request, and the fork of the next spare happens after the reply,
+off the critical path. A spare is used once, for one call: isolation is the
+same as for a process forked on demand.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+
+__all__ = ["serve_spare", "warm_up"]
+
+
+def warm_up() -> None:
+    """Touch what every call touches before its first packet, without any I/O."""
+    from gosipd import sdp
+    from gosipd.call import CallRuntime, CallSpec
+    from gosipd.config import Config
+    from gosipd.log import get_logger
+    from gosipd.sip import URI, NameAddr, parse
+    from gosipd.sip.ua import UAConfig, UserAgent
+
+    CallRuntime(CallSpec(call="warm-up", to="sip:warm-up@127.0.0.1"), Config())
+
+    offer = sdp.make_offer("127.0.0.1", 40000)
+    ua = UserAgent(UAConfig(("127.0.0.1", 5060)))
+    ua.invite(
+        URI.parse("sip:warm-up@127.0.0.1:5060"),
+        destination=("127.0.0.1", 5060),
+        from_=NameAddr.parse("<sip:gosipd@127.0.0.1>"),
+        now=0.0,
+        sdp=bytes(offer),
+    )
+    for data, _ in ua.datagrams_to_send():
+        parse(data).via  # noqa: B018 - typed access is part of the warm-up
+    sdp.answer(offer, "127.0.0.1", 40002)
+    ua.events()
+    get_logger(call="warm-up")
+
+
+async def _warm_sockets(directory: Path) -> None:
+    """The sockets a call opens, opened and closed once (their code paths, their pages)."""
+    from gosipd import media
+    from gosipd.locate import Locator, ResolverConfig, UdpEndpoint
+
+    path = directory / f".warm-up-{os.getpid()}.sock"
+    unix = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    try:
+        await unix.bind(str(path))
+    except OSError:
+        pass
+    finally:
+        unix.close()
+        path.unlink(missing_ok=True)
+    UdpEndpoint("127.0.0.1", 0).close()
+    try:
+        rtp, rtcp = media.bind_rtp_pair("127.0.0.1", range(40000, 60000, 2))
+    except OSError:
+        pass
+    else:
+        rtp.close()
+        if rtcp is not None:
+            rtcp.close()
+    Locator(ResolverConfig(nameservers=("127.0.0.1",)))
+
+
+async def _serve(channel: socket.socket) -> int:
+    from gosipd.call import CallSpec
+    from gosipd.supervisor.zygote import recv_packet
+    from gosipd.worker import CONFIG, run_call
+
+    warm_up()
+    await _warm_sockets(Path(CONFIG.resolved_runtime_dir()) / "calls")
+    channel.setblocking(False)
+    while True:
+        await trio.lowlevel.wait_readable(channel)
+        try:
+            message, fds = recv_packet(channel)
+        except BlockingIOError:
+            continue
+        break
+    channel.close()
+    if message is None:
+        return 0  # the zygote is going away: so do we, without a call
+    spec: dict[str, Any] = message["spec"]
+    client_fd = fds[0] if fds else None
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(call=spec.get("call"), pid=os.getpid())
+    runtime_dir = Path(spec["runtime_dir"]) if spec.get("runtime_dir") else None
+    return await run_call(CallSpec.from_dict(spec), CONFIG, client_fd, runtime_dir)
+
+
+def serve_spare(channel: socket.socket) -> int:
+    """The spare's whole life: warm up, wait for one call, run it."""
+    return trio.run(_serve, channel)

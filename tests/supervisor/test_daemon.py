@@ -1,0 +1,159 @@
+"""The supervisor as an operator meets it: dial, follow, list, refuse, survive bad clients."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from .daemon import Connection
+
+pytestmark = pytest.mark.interop
+
+
+def test_a_dial_streams_the_calls_events_to_the_end(gosipd, sipp_uas):
+    uas = sipp_uas("echo")
+    daemon = gosipd()
+    reply, conn = daemon.dial(uas.uri("echo"), max_duration=2, app="tone:1000")
+    assert reply["ok"] is True and reply["id"] == 1
+    names = []
+    for event in conn.lines():
+        names.append(event["event"])
+        if event["event"] == "call.ended":
+            ended = event
+            break
+    assert names[0] == "call.started"
+    assert "call.answered" in names
+    assert ended["cause"] == "max_duration"
+    assert ended["sip_status"] == 200
+    assert ended["media"]["packets_received"] > 50
+    assert ended["call"] == reply["call"]
+    assert uas.received("BYE") == 1
+
+
+def test_a_call_through_the_daemons_own_inbound_listener(gosipd):
+    daemon = gosipd()
+    reply, conn = daemon.dial(f"sip:echo@127.0.0.1:{daemon.sip_port}", max_duration=2)
+    ended = conn.until_event("call.ended")
+    assert ended["cause"] == "max_duration"
+    assert ended["media"]["packets_received"] > 50
+    inbound = [e for e in daemon.events()
+               if e.get("event") == "call.ended" and e.get("call") != reply["call"]]
+    assert inbound and inbound[0]["cause"] == "remote_hangup"
+
+
+def test_calls_status_and_hangup_of_a_live_call(gosipd, sipp_uas):
+    uas = sipp_uas("echo")
+    daemon = gosipd()
+    reply, conn = daemon.dial(uas.uri("echo"), max_duration=60)
+    conn.until_event("call.answered")
+    calls = daemon.request({"op": "calls"})["calls"]
+    assert [c["call"] for c in calls] == [reply["call"]]
+    shown = daemon.request({"op": "show", "call": reply["call"]})
+    assert shown["ok"] and shown["state"] == "confirmed" and shown["answered"] is True
+    status = daemon.request({"op": "status"})
+    assert status["calls"] == 1 and status["draining"] is False
+    assert daemon.request({"op": "hangup", "call": reply["call"]})["ok"]
+    assert conn.until_event("call.ended")["cause"] == "local_hangup"
+    missing = daemon.request({"op": "hangup", "call": "0123456789abcdef"})
+    assert missing["error"]["code"] == "no_such_call"
+
+
+def test_bad_control_input_is_answered_and_disturbs_no_call(gosipd, sipp_uas):
+    uas = sipp_uas("echo")
+    daemon = gosipd()
+    reply, call_conn = daemon.dial(uas.uri("echo"), max_duration=8)
+    call_conn.until_event("call.answered")
+
+    idle = []
+    for _ in range(1000):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(str(daemon.socket))
+        idle.append(sock)
+
+    cases = [
+        (b"garbage\n", "bad_json"),
+        (b'{"op": "dial", "to": 7}\n', "bad_field"),
+        (b'{"op": "explode"}\n', "unknown_op"),
+        (b'{"id": 3, "op": "dtmf", "call": "nope", "digits": "1"}\n', "no_such_call"),
+    ]
+    for line, code in cases:
+        conn = daemon.connect()
+        conn.send(line)
+        answer = conn.read()
+        assert answer is not None and answer["ok"] is False
+        assert answer["error"]["code"] == code
+        conn.close()
+
+    big = daemon.connect(30)
+    chunk = b"x" * 1_000_000
+    for _ in range(10):  # a 10 MB line
+        big.send(chunk)
+    big.send(b'\n{"id": 9, "op": "status"}\n')
+    first, second = big.read(), big.read()
+    assert first is not None and first["error"]["code"] == "too_long"
+    assert second is not None and second["ok"] is True
+    big.close()
+
+    truncated = daemon.connect()
+    truncated.send(b'{"op": "dial", "to": "sip:')
+    truncated.close()
+
+    status = daemon.request({"op": "status"})
+    assert status["ok"] and status["calls"] == 1
+    for sock in idle:
+        sock.close()
+    ended = call_conn.until_event("call.ended")
+    assert ended["cause"] == "max_duration"
+    assert ended["media"]["packets_lost"] == 0
+
+
+def test_the_limits_refuse_calls_with_a_clear_error(gosipd, sipp_uas):
+    uas = sipp_uas("echo")
+    daemon = gosipd(extra="[limits]\nmax_calls = 2\n")
+    conns = []
+    for _ in range(2):
+        reply, conn = daemon.dial(uas.uri("echo"), max_duration=30)
+        assert reply["ok"]
+        conns.append(conn)
+    for conn in conns:
+        conn.until_event("call.answered")
+    refused, _ = daemon.dial(uas.uri("echo"))
+    assert refused["ok"] is False
+    assert refused["error"]["code"] == "too_many_calls"
+    assert "2 calls" in refused["error"]["message"]
+
+
+def test_gosipctl_dial_exit_codes(gosipd, sipp_uas, capsys):
+    from gosipd.cli import main
+
+    uas = sipp_uas("echo")
+    daemon = gosipd()
+    code = main(["--socket", str(daemon.socket), "dial", uas.uri("echo"), "--max-duration", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "answered" in out and "summary:" in out
+    refused = sipp_uas("503")
+    code = main(["--socket", str(daemon.socket), "dial", refused.uri("x"), "--json"])
+    captured = capsys.readouterr()
+    assert code == 1
+    last = json.loads(captured.out.strip().splitlines()[-1])
+    assert last["event"] == "call.ended" and last["sip_status"] == 503
+    assert "503" in captured.err
+    code = main(["--socket", str(daemon.socket), "dial", "12345"])
+    captured = capsys.readouterr()
+    assert code == 3
+    assert "no_trunk" in captured.err and "no trunk is configured" in captured.err
+    code = main(["--socket", str(daemon.directory / "nope.sock"), "status"])
+    assert code == 3
+    assert "no gosipd listening" in capsys.readouterr().err
+
+
+def test_the_control_socket_is_group_only(gosipd):
+    daemon = gosipd(listen=False)
+    mode = daemon.socket.stat().st_mode & 0o777
+    assert mode == 0o660
+    assert time.time() - daemon.socket.stat().st_mtime < 60
+    _ = Connection
