@@ -59,8 +59,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def _dial_until_answered(daemon: Daemon, uri: str, results: list[float], errors: list[str],
-                         duration: float) -> None:
+def _dial_until_answered(
+    daemon: Daemon, uri: str, results: list[float], errors: list[str], duration: float
+) -> None:
     start = time.monotonic()
     try:
         reply, conn = daemon.dial(uri, max_duration=duration)
@@ -102,11 +103,33 @@ def sipp_rate(workdir: Path, uas_target: str, calls: int = SETUP_CALLS) -> float
     can with the same number of calls in flight: the reference setup rate."""
     start = time.monotonic()
     result = subprocess.run(
-        ["sipp", "-sn", "uac", "-i", "127.0.0.1", "-p", "0", "-m", str(calls),
-         "-r", "10000", "-l", str(SETUP_CONCURRENCY), "-d", "200", "-nostdin",
-         "-timeout", "120s", "-trace_err", "-error_file", str(workdir / "sipp-ref.err"),
-         uas_target],
-        capture_output=True, timeout=180, cwd=workdir,
+        [
+            "sipp",
+            "-sn",
+            "uac",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-m",
+            str(calls),
+            "-r",
+            "10000",
+            "-l",
+            str(SETUP_CONCURRENCY),
+            "-d",
+            "200",
+            "-nostdin",
+            "-timeout",
+            "120s",
+            "-trace_err",
+            "-error_file",
+            str(workdir / "sipp-ref.err"),
+            uas_target,
+        ],
+        capture_output=True,
+        timeout=180,
+        cwd=workdir,
     )
     elapsed = time.monotonic() - start
     if result.returncode != 0:
@@ -129,8 +152,9 @@ def dial_to_invite_latency(daemon: Daemon, samples: int = LATENCY_SAMPLES) -> li
         while True:  # skip retransmissions of earlier INVITEs
             data, source = sock.recvfrom(65535)
             text = data.decode(errors="replace")
-            call_id = next((line for line in text.split("\r\n")
-                            if line.lower().startswith("call-id:")), "")
+            call_id = next(
+                (line for line in text.split("\r\n") if line.lower().startswith("call-id:")), ""
+            )
             if text.startswith("INVITE") and call_id not in seen:
                 break
         arrived = time.perf_counter()
@@ -138,11 +162,16 @@ def dial_to_invite_latency(daemon: Daemon, samples: int = LATENCY_SAMPLES) -> li
         latencies.append((arrived - sent) * 1000)
         conn.close()
         # refuse the call so the worker ends at once
-        headers = [line for line in text.split("\r\n")
-                   if line.split(":")[0].lower() in ("via", "from", "to", "call-id", "cseq")]
-        busy = "SIP/2.0 486 Busy Here\r\n" + "\r\n".join(
-            h + (";tag=b" if h.lower().startswith("to:") else "") for h in headers
-        ) + "\r\nContent-Length: 0\r\n\r\n"
+        headers = [
+            line
+            for line in text.split("\r\n")
+            if line.split(":")[0].lower() in ("via", "from", "to", "call-id", "cseq")
+        ]
+        busy = (
+            "SIP/2.0 486 Busy Here\r\n"
+            + "\r\n".join(h + (";tag=b" if h.lower().startswith("to:") else "") for h in headers)
+            + "\r\nContent-Length: 0\r\n\r\n"
+        )
         sock.sendto(busy.encode(), source)
         time.sleep(0.02)
     sock.close()
@@ -153,9 +182,12 @@ def fresh_interpreter_uss() -> int:
     """USS of a fresh interpreter that imported what a call needs: the per-call cost
     without the zygote's fork and gc.freeze()."""
     child = subprocess.Popen(
-        [sys.executable, "-c",
-         "import gosipd.call, gosipd.worker, sys, time; print('ready', flush=True); "
-         "time.sleep(30)"],
+        [
+            sys.executable,
+            "-c",
+            "import gosipd.call, gosipd.worker, sys, time; print('ready', flush=True); "
+            "time.sleep(30)",
+        ],
         stdout=subprocess.PIPE,
     )
     assert child.stdout is not None
@@ -237,21 +269,29 @@ def main(argv: list[str] | None = None) -> bool:
             lab.close()
 
     print("\nSystem (through the supervisor, real call processes, SIPp UAS on loopback)")
-    print(f"dial request -> INVITE on the wire: median {median_latency:.2f} ms, "
-          f"p90 {sorted(latency)[int(len(latency) * 0.9)]:.2f} ms   (budget <= 5 ms)")
+    print(
+        f"dial request -> INVITE on the wire: median {median_latency:.2f} ms, "
+        f"p90 {sorted(latency)[int(len(latency) * 0.9)]:.2f} ms   (budget <= 5 ms)"
+    )
     if errors:
         print(f"first setup error: {errors[0]}")
-    print(f"call setups: {rate:.0f}/s with {SETUP_CONCURRENCY} in flight; SIPp's own UAC "
-          f"reaches {reference:.0f}/s on the same UAS (ratio {rate / reference:.2f}); "
-          f"errors {len(errors)}   (budget >= 200/s)")
+    print(
+        f"call setups: {rate:.0f}/s with {SETUP_CONCURRENCY} in flight; SIPp's own UAC "
+        f"reaches {reference:.0f}/s on the same UAS (ratio {rate / reference:.2f}); "
+        f"errors {len(errors)}   (budget >= 200/s)"
+    )
     print(f"memory: fresh interpreter with the engine imported {fresh / 1024:.1f} MB USS")
-    print(f"{'calls':>6} {'CPU/call':>9} {'USS/call':>9} {'sent':>9} {'lost':>6} "
-          f"{'p99 late (median call)':>23} {'(worst call)':>13}")
+    print(
+        f"{'calls':>6} {'CPU/call':>9} {'USS/call':>9} {'sent':>9} {'lost':>6} "
+        f"{'p99 late (median call)':>23} {'(worst call)':>13}"
+    )
     for row in curve:
-        print(f"{row['calls']:>6} {row['cpu_per_call_pct']:>8.3f}% "
-              f"{row['uss_kib_median'] / 1024:>7.2f}MB {row['packets_sent']:>9} "
-              f"{row['packets_lost']:>6} {row['p99_lateness_ms_median_call']:>21.2f}ms "
-              f"{row['p99_lateness_ms_worst_call']:>11.2f}ms")
+        print(
+            f"{row['calls']:>6} {row['cpu_per_call_pct']:>8.3f}% "
+            f"{row['uss_kib_median'] / 1024:>7.2f}MB {row['packets_sent']:>9} "
+            f"{row['packets_lost']:>6} {row['p99_lateness_ms_median_call']:>21.2f}ms "
+            f"{row['p99_lateness_ms_worst_call']:>11.2f}ms"
+        )
     checks = {
         "dial -> INVITE median <= 5 ms": median_latency <= 5.0,
         "setups >= 200/s": rate >= 200 and not errors,
@@ -265,8 +305,17 @@ def main(argv: list[str] | None = None) -> bool:
     for name, passed in checks.items():
         print(f"  {'ok    ' if passed else 'MISSED'} {name}")
         ok &= passed
-    print(json.dumps({"latency_ms": median_latency, "setup_rate": rate, "sipp_rate": reference,
-                      "fresh_uss_kib": fresh, "curve": curve}))
+    print(
+        json.dumps(
+            {
+                "latency_ms": median_latency,
+                "setup_rate": rate,
+                "sipp_rate": reference,
+                "fresh_uss_kib": fresh,
+                "curve": curve,
+            }
+        )
+    )
     return ok
 
 

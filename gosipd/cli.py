@@ -209,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     # the same two options after the command too (gosipctl dial X --json)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--socket", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help=argparse.SUPPRESS)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=_sub_parser(common)
     )

@@ -188,8 +188,14 @@ _SIP_KEYS: dict[str, tuple[str, Kind]] = {
     "t4": ("t4", (int, float)),
     "attempt_timeout": ("attempt_timeout_s", (int, float)),
 }
-_RTP_KEYS: dict[str, tuple[str, Kind]] = {"port_min": ("rtp_port_min", int), "port_max": ("rtp_port_max", int)}
-_DNS_KEYS: dict[str, tuple[str, Kind]] = {"port": ("dns_port", int), "timeout": ("dns_timeout_s", (int, float))}
+_RTP_KEYS: dict[str, tuple[str, Kind]] = {
+    "port_min": ("rtp_port_min", int),
+    "port_max": ("rtp_port_max", int),
+}
+_DNS_KEYS: dict[str, tuple[str, Kind]] = {
+    "port": ("dns_port", int),
+    "timeout": ("dns_timeout_s", (int, float)),
+}
 _DAEMON_KEYS: dict[str, tuple[str, Kind]] = {
     "runtime_dir": ("runtime_dir", str),
     "socket": ("socket_path", str),

@@ -78,7 +78,7 @@ async def _warm_sockets(directory: Path) -> None:
 
 async def _serve(channel: socket.socket) -> int:
     from gosipd.call import CallSpec
-    from gosipd.supervisor.zygote import recv_packet
+    from gosipd.packet import recv_packet
     from gosipd.worker import CONFIG, run_call
 
     warm_up()

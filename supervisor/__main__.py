@@ -13,12 +13,13 @@ import sys
 from pathlib import Path
 
 import trio
-from . import systemd
-from .server import Supervisor
-from .zygote import Zygote
 
 from gosipd.config import Config, ConfigError, load_config
 from gosipd.log import configure_logging, get_logger
+
+from . import systemd
+from .server import Supervisor
+from .zygote import Zygote
 
 PR_SET_CHILD_SUBREAPER = 36
 

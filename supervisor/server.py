@@ -31,15 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from . import systemd
-from .registry import (
-    CallRecord,
-    Registry,
-    calls_dir,
-    read_published,
-    remove_published,
-)
-from .zygote import decode_status, recv_packet, send_packet
 
 from gosipd import __version__
 from gosipd.config import Config
@@ -53,6 +44,17 @@ from gosipd.control import (
     parse_request,
 )
 from gosipd.log import get_logger
+from gosipd.packet import recv_packet, send_packet
+
+from . import systemd
+from .registry import (
+    CallRecord,
+    Registry,
+    calls_dir,
+    read_published,
+    remove_published,
+)
+from .zygote import decode_status
 
 __all__ = ["Supervisor"]
 

@@ -25,12 +25,10 @@ JSON object per packet, file descriptors as SCM_RIGHTS):
 
 from __future__ import annotations
 
-import array
 import contextlib
 import ctypes
 import gc
 import importlib
-import json
 import os
 import select
 import signal
@@ -41,7 +39,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["WORKER_ENTRY", "Zygote", "decode_status", "recv_packet", "send_packet"]
+from gosipd.packet import recv_packet, send_packet
+
+__all__ = ["WORKER_ENTRY", "Zygote", "decode_status"]
 
 #: ``module:function`` run in each forked worker as ``function(spec, client_fd) -> exit code``.
 WORKER_ENTRY = "gosipd.worker:run_forked"
@@ -49,34 +49,9 @@ WORKER_ENTRY = "gosipd.worker:run_forked"
 SPARE_ENTRY = "gosipd.spare:serve_spare"
 #: How many warm spares the zygote keeps ready.
 SPARES = 2
-MAX_PACKET = 256 * 1024
 WorkerMain = Callable[[dict[str, Any], int | None], int]
 SpareMain = Callable[[socket.socket], int]
 PR_SET_PDEATHSIG = 1
-
-
-def send_packet(sock: socket.socket, message: dict[str, Any], fds: list[int] = ()) -> None:  # type: ignore[assignment]
-    data = json.dumps(message).encode()
-    if fds:
-        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-        sock.sendmsg([data], ancillary)
-    else:
-        sock.send(data)
-
-
-def recv_packet(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
-    """One packet and the fds it carried; (None, []) at EOF."""
-    fds = array.array("i")
-    data, ancillary, _, _ = sock.recvmsg(MAX_PACKET, socket.CMSG_SPACE(16 * fds.itemsize))
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
-    if not data:
-        for fd in fds:
-            os.close(fd)
-        return None, []
-    message: dict[str, Any] = json.loads(data)
-    return message, list(fds)
 
 
 def decode_status(status: int) -> int:
@@ -149,7 +124,8 @@ class Zygote:
                         self._spawn(message, fds, run)
                         if serve_spare is not None:
                             while len(self.spares) < self.spare_count:
-                                self._fork_spare(serve_spare)  # after the reply: off the dial's path
+                                # after the reply: off the dial's path
+                                self._fork_spare(serve_spare)
                     else:
                         for fd in fds:
                             os.close(fd)

@@ -75,8 +75,15 @@ class Connection:
 
 
 class Daemon:
-    def __init__(self, directory: Path, *, listen: bool = True, extra: str = "",
-                 env: dict[str, str] | None = None, pythonpath: Path | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        listen: bool = True,
+        extra: str = "",
+        env: dict[str, str] | None = None,
+        pythonpath: Path | None = None,
+    ) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.runtime = directory / "run"
@@ -90,8 +97,12 @@ class Daemon:
             f'socket = "{self.socket}"',
         ]
         if listen:
-            lines += ["[inbound]", f'listen = "127.0.0.1:{self.sip_port}"',
-                      "[inbound.routes]", '"*" = "echo"']
+            lines += [
+                "[inbound]",
+                f'listen = "127.0.0.1:{self.sip_port}"',
+                "[inbound.routes]",
+                '"*" = "echo"',
+            ]
         self.config.write_text("\n".join(lines) + "\n" + extra)
         self.env = dict(os.environ, **(env or {}))
         if pythonpath is not None:
@@ -117,14 +128,17 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise AssertionError(f"gosipd exited with {self.process.returncode}:\n"
-                                     + self.log.read_text()[-3000:])
+                raise AssertionError(
+                    f"gosipd exited with {self.process.returncode}:\n"
+                    + self.log.read_text()[-3000:]
+                )
             with contextlib.suppress(OSError):
                 reply = self.request({"op": "status"}, timeout=2)
                 if reply.get("ok"):
                     return
             time.sleep(0.05)
-        raise AssertionError("gosipd did not answer status in time:\n" + self.log.read_text()[-3000:])
+        tail = self.log.read_text()[-3000:]
+        raise AssertionError("gosipd did not answer status in time:\n" + tail)
 
     @property
     def pid(self) -> int:

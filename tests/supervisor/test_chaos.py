@@ -70,7 +70,7 @@ def test_chaos_kills_restart_and_drain_with_fifty_calls(gosipd, sipp_uas):
     byes_before = uas.received("BYE")
     for call_id, _ in victims:
         os.kill(pids[call_id], signal.SIGKILL)
-    for call_id, conn in victims:
+    for _, conn in victims:
         ended = conn.until_event("call.ended")
         assert ended["cause"] == "worker_crashed"
         assert ended["exit_status"] == -signal.SIGKILL
@@ -113,8 +113,11 @@ def _copy_tree(tmp_path: Path) -> Path:
     source = Path(gosipd.__file__).parent
     root = tmp_path / "site"
     shutil.copytree(source, root / "gosipd", ignore=shutil.ignore_patterns("*.c", "__pycache__"))
-    shutil.copytree(source.parent / "supervisor", root / "gosipd" / "supervisor",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        source.parent / "supervisor",
+        root / "gosipd" / "supervisor",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     return root
 
 
@@ -141,8 +144,7 @@ def test_upgrade_under_dial_load_drops_nothing_and_new_calls_run_new_code(
             if reply.get("ok"):
                 started = conn.until_event("call.started")
                 ended = conn.until_event("call.ended")
-                results.append({"ok": True, "version": started["version"],
-                                "cause": ended["cause"]})
+                results.append({"ok": True, "version": started["version"], "cause": ended["cause"]})
             else:
                 results.append(reply)
             conn.close()

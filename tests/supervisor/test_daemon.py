@@ -39,8 +39,11 @@ def test_a_call_through_the_daemons_own_inbound_listener(gosipd):
     ended = conn.until_event("call.ended")
     assert ended["cause"] == "max_duration"
     assert ended["media"]["packets_received"] > 50
-    inbound = [e for e in daemon.events()
-               if e.get("event") == "call.ended" and e.get("call") != reply["call"]]
+    inbound = [
+        e
+        for e in daemon.events()
+        if e.get("event") == "call.ended" and e.get("call") != reply["call"]
+    ]
     assert inbound and inbound[0]["cause"] == "remote_hangup"
 
 
@@ -64,7 +67,7 @@ def test_calls_status_and_hangup_of_a_live_call(gosipd, sipp_uas):
 def test_bad_control_input_is_answered_and_disturbs_no_call(gosipd, sipp_uas):
     uas = sipp_uas("echo")
     daemon = gosipd()
-    reply, call_conn = daemon.dial(uas.uri("echo"), max_duration=8)
+    _, call_conn = daemon.dial(uas.uri("echo"), max_duration=8)
     call_conn.until_event("call.answered")
 
     idle = []

@@ -35,7 +35,9 @@ def test_unit_files_pass_systemd_analyze_verify(tmp_path):
     shutil.copy(UNITS / "gosipd.socket", tmp_path / "gosipd.socket")
     result = subprocess.run(
         [analyze, "verify", str(tmp_path / "gosipd.service"), str(tmp_path / "gosipd.socket")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "gosipd.service" not in result.stderr, result.stderr
@@ -44,25 +46,35 @@ def test_unit_files_pass_systemd_analyze_verify(tmp_path):
 def test_the_service_keeps_calls_alive_and_is_sandboxed():
     service = (UNITS / "gosipd.service").read_text()
     for line in (
-        "Type=notify", "KillMode=process", "ExecReload=/bin/kill -HUP $MAINPID",
-        "User=gosipd", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
-        "ProtectHome=yes", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "Type=notify",
+        "KillMode=process",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "User=gosipd",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "ProtectHome=yes",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
         "RuntimeDirectoryPreserve=yes",
     ):
         assert line in service.splitlines(), line
     socket_unit = (UNITS / "gosipd.socket").read_text()
-    assert "SocketMode=0660" in socket_unit and "ListenStream=/run/gosipd/control.sock" in socket_unit
+    assert "SocketMode=0660" in socket_unit
+    assert "ListenStream=/run/gosipd/control.sock" in socket_unit
 
 
 def test_sysusers_and_tmpfiles_entries_are_valid():
-    for tool, name in (("systemd-sysusers", "gosipd.sysusers.conf"),
-                       ("systemd-tmpfiles", "gosipd.tmpfiles.conf")):
+    for tool, name in (
+        ("systemd-sysusers", "gosipd.sysusers.conf"),
+        ("systemd-tmpfiles", "gosipd.tmpfiles.conf"),
+    ):
         path = shutil.which(tool)
         if path is None:
             missing(f"{tool} (package systemd)")
         args = [path, "--cat-config"] if tool == "systemd-tmpfiles" else [path, "--dry-run"]
-        result = subprocess.run([*args, str(UNITS / name)], capture_output=True, text=True,
-                                timeout=60)
+        result = subprocess.run(
+            [*args, str(UNITS / name)], capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, result.stderr
         assert "Failed" not in result.stderr, result.stderr
 
@@ -101,8 +113,12 @@ def test_socket_activation_and_sd_notify(tmp_path):
     # LISTEN_PID must name the supervisor itself: set it in the shell that execs it
     listening = control.fileno()
     process = subprocess.Popen(
-        ["/bin/sh", "-c", 'export LISTEN_PID=$$; '
-                          f'exec "{sys.executable}" -m gosipd.supervisor --config "{config}"'],
+        [
+            "/bin/sh",
+            "-c",
+            "export LISTEN_PID=$$; "
+            f'exec "{sys.executable}" -m gosipd.supervisor --config "{config}"',
+        ],
         env=env,
         pass_fds=(3,),
         preexec_fn=lambda: os.dup2(listening, 3),  # the socket at fd 3, as systemd passes it

@@ -1,0 +1,43 @@
+"""One JSON object per SOCK_SEQPACKET packet, with file descriptors riding along as SCM_RIGHTS.
+
+The supervisor, its zygote and the warm spares hand calls (and the sockets a
+call takes over) to each other this way; one packet is one message, so no
+framing is needed.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["MAX_PACKET", "recv_packet", "send_packet"]
+
+MAX_PACKET = 256 * 1024
+
+
+def send_packet(sock: socket.socket, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
+    data = json.dumps(message).encode()
+    if fds:
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        sock.sendmsg([data], ancillary)
+    else:
+        sock.send(data)
+
+
+def recv_packet(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    """One packet and the fds it carried; (None, []) at EOF."""
+    fds = array.array("i")
+    data, ancillary, _, _ = sock.recvmsg(MAX_PACKET, socket.CMSG_SPACE(16 * fds.itemsize))
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    message: dict[str, Any] = json.loads(data)
+    return message, list(fds)
