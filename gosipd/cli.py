@@ -239,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     play = commands.add_parser("play", help="play a WAV file into a call")
     play.add_argument("call")
     play.add_argument("file", type=Path)
+    record = commands.add_parser("record", help="record a call's audio into a WAV file")
+    record.add_argument("call")
+    record.add_argument("file", type=Path, help="a path the daemon can write")
+    record.add_argument("--stereo", action="store_true", help="what we sent on the right")
     commands.add_parser("status", help="the daemon's state and counters")
     drain = commands.add_parser("drain", help="take no new calls; exit when the last one ends")
     drain.add_argument("--deadline", type=float, metavar="S", help="hang up what is left after S")
@@ -323,8 +327,10 @@ def run(args: argparse.Namespace) -> int:
             for key in ("call", "digits"):
                 if getattr(args, key, None):
                     message[key] = getattr(args, key)
-            if command == "play":
+            if command in ("play", "record"):
                 message["file"] = str(args.file.resolve())
+            if command == "record" and args.stereo:
+                message["stereo"] = True
             reply, _ = request(path, message)
             _check(reply)
             if as_json:

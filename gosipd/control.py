@@ -30,6 +30,7 @@ __all__ = [
     "error_reply",
     "ok_reply",
     "parse_request",
+    "request_id_of",
 ]
 
 #: The longest request line accepted; longer ones are refused and skipped to the next newline.
@@ -210,7 +211,11 @@ OPS: dict[str, Schema] = {
         "duration_ms": (_number(40, 2000), False),
     },
     "play": {"call": (_call_id, True), "file": (_string(4096), True)},
-    "record": {"call": (_call_id, True), "file": (_string(4096), True)},
+    "record": {
+        "call": (_call_id, True),
+        "file": (_string(4096), True),
+        "stereo": (_boolean, False),
+    },
     "calls": {},
     "show": {"call": (_call_id, True)},
     "subscribe": {"call": (_call_id, False)},
@@ -267,6 +272,15 @@ def parse_request(line: bytes | str, *, ops: Mapping[str, Schema] = OPS) -> Cont
         if required and name not in args:
             raise ControlError("bad_field", f"{op!r} needs '{name}'", field=name)
     return ControlRequest(request_id, op, args)
+
+
+def request_id_of(line: bytes | str) -> Any:
+    """The ``id`` of a request line that failed validation, so the refusal carries it."""
+    try:
+        data = json.loads(line)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return data.get("id") if isinstance(data, dict) else None
 
 
 def encode(message: Mapping[str, Any]) -> bytes:

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["MAX_PACKET", "recv_packet", "send_packet"]
+__all__ = ["MAX_PACKET", "fd_names", "recv_packet", "send_packet"]
 
 MAX_PACKET = 256 * 1024
 
@@ -41,3 +41,18 @@ def recv_packet(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
         return None, []
     message: dict[str, Any] = json.loads(data)
     return message, list(fds)
+
+
+def fd_names(message: dict[str, Any], fds: Sequence[int]) -> dict[str, int]:
+    """The fds a packet carried, by the names its ``fds`` field lists in order.
+
+    A packet without names carries at most its client connection. Fds beyond
+    the names are closed, so a confused sender cannot leak them into a call.
+    """
+    names = message.get("fds")
+    if not isinstance(names, list):
+        names = ["client"]
+    named = {str(name): fd for name, fd in zip(names, fds, strict=False)}
+    for extra in fds[len(named) :]:
+        os.close(extra)
+    return named

@@ -31,6 +31,7 @@ from gosipd.control import (
     error_reply,
     ok_reply,
     parse_request,
+    request_id_of,
 )
 
 __all__ = ["CallPublication", "EventBus"]
@@ -153,16 +154,19 @@ async def serve_stream(
                         continue
                     try:
                         request = parse_request(line)
-                        if request.op == "subscribe":
-                            await stream.send_all(ok_reply(request.id))
-                            await _stream_events(stream, events)
-                            return
-                        result = await handler(request)
-                        await stream.send_all(ok_reply(request.id, **result))
                     except ControlError as exc:
-                        await stream.send_all(
-                            error_reply(getattr(locals().get("request"), "id", None), exc)
-                        )
+                        await stream.send_all(error_reply(request_id_of(line), exc))
+                        continue
+                    if request.op == "subscribe":
+                        await stream.send_all(ok_reply(request.id))
+                        await _stream_events(stream, events)
+                        return
+                    try:
+                        result = await handler(request)
+                    except ControlError as exc:
+                        await stream.send_all(error_reply(request.id, exc))
+                    else:
+                        await stream.send_all(ok_reply(request.id, **result))
 
 
 async def _stream_events(stream: trio.SocketStream, events: EventBus) -> None:

@@ -78,7 +78,7 @@ async def _warm_sockets(directory: Path) -> None:
 
 async def _serve(channel: socket.socket) -> int:
     from gosipd.call import CallSpec
-    from gosipd.packet import recv_packet
+    from gosipd.packet import fd_names, recv_packet
     from gosipd.worker import CONFIG, run_call
 
     warm_up()
@@ -95,11 +95,11 @@ async def _serve(channel: socket.socket) -> int:
     if message is None:
         return 0  # the zygote is going away: so do we, without a call
     spec: dict[str, Any] = message["spec"]
-    client_fd = fds[0] if fds else None
+    named = fd_names(message, fds)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(call=spec.get("call"), pid=os.getpid())
     runtime_dir = Path(spec["runtime_dir"]) if spec.get("runtime_dir") else None
-    return await run_call(CallSpec.from_dict(spec), CONFIG, client_fd, runtime_dir)
+    return await run_call(CallSpec.from_dict(spec), CONFIG, named, runtime_dir)
 
 
 def serve_spare(channel: socket.socket) -> int:

@@ -34,22 +34,32 @@ NORMAL_ENDS = ("local_hangup", "remote_hangup", "max_duration")
 
 
 async def run_call(
-    spec: CallSpec, config: Config, client_fd: int | None = None, runtime_dir: Path | None = None
+    spec: CallSpec,
+    config: Config,
+    fds: dict[str, int] | None = None,
+    runtime_dir: Path | None = None,
 ) -> int:
+    """One call; ``fds`` are what the supervisor handed over: ``client``, the dial's
+    connection (it gets the call's events), ``answer``, the inbound SIP socket (responses
+    to the INVITE leave from the address the caller sent it to)."""
+    fds = fds or {}
     client = None
-    if client_fd is not None:
+    if (client_fd := fds.get("client")) is not None:
         sock = trio.socket.from_stdlib_socket(socket.socket(fileno=client_fd))
         client = trio.SocketStream(sock)
-    runtime = CallRuntime(spec, config, runtime_dir=runtime_dir)
+    answer = None
+    if (answer_fd := fds.get("answer")) is not None:
+        answer = socket.socket(fileno=answer_fd)
+    runtime = CallRuntime(spec, config, runtime_dir=runtime_dir, answer_socket=answer)
     return await runtime.run(client)
 
 
-def run_forked(spec: dict[str, Any], client_fd: int | None) -> int:
+def run_forked(spec: dict[str, Any], fds: dict[str, int]) -> int:
     """The zygote's entry: one call in this freshly forked process."""
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(call=spec.get("call"), pid=os.getpid())
     runtime_dir = Path(spec["runtime_dir"]) if spec.get("runtime_dir") else None
-    return trio.run(run_call, CallSpec.from_dict(spec), CONFIG, client_fd, runtime_dir)
+    return trio.run(run_call, CallSpec.from_dict(spec), CONFIG, fds, runtime_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import secrets
 import socket
 from typing import TYPE_CHECKING, Any
@@ -181,8 +182,11 @@ async def _new_call(
     }
     supervisor.sip_routes[request.call_id] = call_id
     supervisor.counters["inbound"] += 1
+    # The worker answers from the address the caller sent the INVITE to (RFC 3581 §4, and
+    # any NAT on the way), through its own copy of this socket; ours closes after the hand-over.
+    answer = os.dup(supervisor.sip.fileno())
     try:
-        record = await supervisor.start_call(spec)
+        record = await supervisor.start_call(spec, fds={"answer": answer})
     except ControlError as exc:
         supervisor.sip_routes.pop(request.call_id, None)
         log.info("inbound.refused", reason=exc.message)
@@ -190,6 +194,8 @@ async def _new_call(
             supervisor, request, source, 503, "Service Unavailable", (("Retry-After", "5"),)
         )
         return
+    finally:
+        os.close(answer)
     record.sip_call_id = request.call_id
 
 

@@ -42,6 +42,7 @@ from gosipd.control import (
     error_reply,
     ok_reply,
     parse_request,
+    request_id_of,
 )
 from gosipd.log import get_logger
 from gosipd.packet import recv_packet, send_packet
@@ -234,8 +235,9 @@ class Supervisor:
             except BlockingIOError:
                 continue
 
-    async def spawn(self, call_id: str, spec: dict[str, Any], client_fd: int | None) -> int:
-        """Fork a worker for ``spec``; returns its pid. ``client_fd`` passes to the worker."""
+    async def spawn(self, call_id: str, spec: dict[str, Any], fds: dict[str, int]) -> int:
+        """Fork a worker for ``spec``; returns its pid. ``fds`` (by name) pass to the worker:
+        ``client``, the dial's connection; ``answer``, the inbound SIP socket."""
         done = trio.Event()
         box: list[dict[str, Any]] = []
         self._spawn_waiters[call_id] = (done, box)
@@ -244,8 +246,8 @@ class Supervisor:
                 await trio.lowlevel.wait_writable(self._zygote)
                 send_packet(
                     self._zygote,
-                    {"op": "spawn", "call": call_id, "spec": spec},
-                    [client_fd] if client_fd is not None else [],
+                    {"op": "spawn", "call": call_id, "spec": spec, "fds": list(fds)},
+                    list(fds.values()),
                 )
             with trio.fail_after(10):
                 await done.wait()
@@ -260,8 +262,10 @@ class Supervisor:
     # calls
     # ======================================================================
 
-    async def start_call(self, spec: dict[str, Any], *, client_fd: int | None = None) -> CallRecord:
-        """Check the limits, fork the worker, and watch it."""
+    async def start_call(
+        self, spec: dict[str, Any], *, fds: dict[str, int] | None = None
+    ) -> CallRecord:
+        """Check the limits, fork the worker (handing it ``fds``), and watch it."""
         if self.draining:
             self.counters["refused"] += 1
             raise ControlError("draining", "this host is draining and takes no new calls")
@@ -283,7 +287,7 @@ class Supervisor:
         )
         self.registry.calls[call_id] = record
         try:
-            record.pid = await self.spawn(call_id, spec, client_fd)
+            record.pid = await self.spawn(call_id, spec, fds or {})
         except BaseException:
             del self.registry.calls[call_id]
             raise
@@ -499,7 +503,7 @@ class Supervisor:
             request = parse_request(line)
         except ControlError as exc:
             self.log.info("control.refused", **peer, code=exc.code, message=exc.message)
-            await self._send(stream, error_reply(_request_id(line), exc))
+            await self._send(stream, error_reply(request_id_of(line), exc))
             return False
         self.log.info("control.request", op=request.op, **peer)
         try:
@@ -589,7 +593,7 @@ class Supervisor:
         self._client_dups[call_id] = dup
         spec["reply_id"] = request.id
         try:
-            await self.start_call(spec, client_fd=fd)
+            await self.start_call(spec, fds={"client": fd})
         except BaseException:
             self._client_dups.pop(call_id, None)
             dup.close()
@@ -677,14 +681,6 @@ class Supervisor:
                     continue
                 raise
             await self._inbound(self, data, source[:2])
-
-
-def _request_id(line: bytes) -> Any:
-    try:
-        data = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    return data.get("id") if isinstance(data, dict) else None
 
 
 def _peer_credentials(sock: trio.socket.SocketType) -> dict[str, int]:

@@ -39,17 +39,17 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from gosipd.packet import recv_packet, send_packet
+from gosipd.packet import fd_names, recv_packet, send_packet
 
 __all__ = ["WORKER_ENTRY", "Zygote", "decode_status"]
 
-#: ``module:function`` run in each forked worker as ``function(spec, client_fd) -> exit code``.
+#: ``module:function`` run in each forked worker as ``function(spec, fds) -> exit code``.
 WORKER_ENTRY = "gosipd.worker:run_forked"
 #: ``module:function`` a warm spare runs as ``function(channel) -> exit code`` (gosipd.spare).
 SPARE_ENTRY = "gosipd.spare:serve_spare"
 #: How many warm spares the zygote keeps ready.
 SPARES = 2
-WorkerMain = Callable[[dict[str, Any], int | None], int]
+WorkerMain = Callable[[dict[str, Any], dict[str, int]], int]
 SpareMain = Callable[[socket.socket], int]
 PR_SET_PDEATHSIG = 1
 
@@ -155,43 +155,43 @@ class Zygote:
 
     def _spawn(self, message: dict[str, Any], fds: list[int], run: WorkerMain) -> None:
         call = str(message.get("call", ""))
-        client_fd = fds[0] if fds else None
-        for extra in fds[1:]:
-            os.close(extra)
+        named = fd_names(message, fds)
         while self.spares:
             pid, spare = self.spares.popleft()
             try:
-                send_packet(spare, {"spec": message["spec"]}, [client_fd] if client_fd else [])
+                send_packet(
+                    spare, {"spec": message["spec"], "fds": list(named)}, list(named.values())
+                )
             except OSError:
                 spare.close()  # that spare is gone; try the next, or fork
                 continue
             spare.close()
-            self._started(call, pid, client_fd)
+            self._started(call, pid, named)
             return
         try:
             pid = os.fork()
         except OSError as exc:
-            if client_fd is not None:
-                os.close(client_fd)
+            for fd in named.values():
+                os.close(fd)
             send_packet(self.channel, {"failed": call, "message": f"fork failed: {exc}"})
             return
         if pid == 0:
             code = 70
             try:
                 self._become_worker()
-                code = run(message["spec"], client_fd)
+                code = run(message["spec"], named)
             except BaseException:
                 traceback.print_exc()
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
-        self._started(call, pid, client_fd)
+        self._started(call, pid, named)
 
-    def _started(self, call: str, pid: int, client_fd: int | None) -> None:
+    def _started(self, call: str, pid: int, fds: dict[str, int]) -> None:
         self.children[pid] = call
-        if client_fd is not None:
-            os.close(client_fd)
+        for fd in fds.values():
+            os.close(fd)
         send_packet(self.channel, {"spawned": call, "pid": pid})
 
     def _fork_spare(self, serve_spare: SpareMain) -> None:

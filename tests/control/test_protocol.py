@@ -14,6 +14,7 @@ from gosipd.control import (
     error_reply,
     ok_reply,
     parse_request,
+    request_id_of,
 )
 
 
@@ -82,6 +83,12 @@ def test_a_dial_request_is_parsed_with_typed_fields():
         (b'{"op": "dtmf", "call": "c1", "digits": "12x"}', "bad_field", "digits", "DTMF digits"),
         (b'{"op": "hangup", "call": "../etc/passwd"}', "bad_field", "call", "not a call id"),
         (b'{"op": "drain", "deadline": -1}', "bad_field", "deadline", "between 0 and"),
+        (
+            b'{"op": "record", "call": "c1", "file": "/tmp/a.wav", "stereo": "yes"}',
+            "bad_field",
+            "stereo",
+            "must be true or false",
+        ),
     ],
 )
 def test_bad_requests_are_refused_naming_what_is_wrong(line, code, field, words):
@@ -90,6 +97,19 @@ def test_bad_requests_are_refused_naming_what_is_wrong(line, code, field, words)
     assert caught.value.code == code
     assert caught.value.field == field
     assert words in caught.value.message
+
+
+def test_a_stereo_recording_request_is_parsed():
+    request = parse_request(b'{"op": "record", "call": "c1", "file": "/tmp/a.wav", "stereo": true}')
+    assert request.args == {"call": "c1", "file": "/tmp/a.wav", "stereo": True}
+
+
+def test_a_refusal_carries_the_id_of_the_request_it_refuses():
+    line = b'{"id": "second", "op": "dtmf", "call": "c1", "digits": "x"}'
+    with pytest.raises(ControlError):
+        parse_request(line)
+    assert request_id_of(line) == "second"
+    assert request_id_of(b"{broken") is None
 
 
 def test_replies_echo_the_id_and_carry_an_error_object():

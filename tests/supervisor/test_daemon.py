@@ -47,6 +47,66 @@ def test_a_call_through_the_daemons_own_inbound_listener(gosipd):
     assert inbound and inbound[0]["cause"] == "remote_hangup"
 
 
+def _invite(port: int, to_port: int, call_id: str) -> bytes:
+    body = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+    return (
+        f"INVITE sip:echo@127.0.0.1:{to_port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-nat-1;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:caller@127.0.0.1>;tag=natcaller\r\n"
+        f"To: <sip:echo@127.0.0.1:{to_port}>\r\n"
+        f"Call-ID: {call_id}\r\n"
+        "CSeq: 1 INVITE\r\n"
+        f"Contact: <sip:caller@127.0.0.1:{port}>\r\n"
+        "Content-Type: application/sdp\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+def test_an_inbound_call_is_answered_from_the_address_the_invite_was_sent_to(gosipd):
+    """RFC 3581 §4: a caller behind NAT only hears responses from where it sent the INVITE."""
+    daemon = gosipd()
+    caller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    caller.bind(("127.0.0.1", 0))
+    caller.settimeout(5)
+    port = caller.getsockname()[1]
+    caller.sendto(_invite(port, daemon.sip_port, "nat-test-1"), ("127.0.0.1", daemon.sip_port))
+    sources = {}
+    while 200 not in sources:
+        data, source = caller.recvfrom(65536)
+        status = int(data.split(b" ", 2)[1])
+        sources[status] = source
+    assert set(sources.values()) == {("127.0.0.1", daemon.sip_port)}, sources
+    ok = data.decode()
+    to_line = next(line for line in ok.split("\r\n") if line.lower().startswith("to:"))
+    contact = next(line for line in ok.split("\r\n") if line.lower().startswith("contact:"))
+    target = contact.split("<", 1)[1].split(">", 1)[0]
+    host, worker_port = target.rsplit("@", 1)[1].split(";")[0].rsplit(":", 1)
+    common = (
+        f"Max-Forwards: 70\r\nFrom: <sip:caller@127.0.0.1>;tag=natcaller\r\n{to_line}\r\n"
+        "Call-ID: nat-test-1\r\n"
+    )
+    caller.sendto(
+        f"ACK {target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-nat-2\r\n"
+        f"{common}CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n".encode(),
+        (host, int(worker_port)),
+    )
+    caller.sendto(
+        f"BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-nat-3\r\n"
+        f"{common}CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n".encode(),
+        (host, int(worker_port)),
+    )
+    while True:
+        data, _ = caller.recvfrom(65536)
+        if b"CSeq: 2 BYE" in data:
+            break
+    assert data.startswith(b"SIP/2.0 200")
+    caller.close()
+
+
 def test_calls_status_and_hangup_of_a_live_call(gosipd, sipp_uas):
     uas = sipp_uas("echo")
     daemon = gosipd()
