@@ -446,6 +446,7 @@ cdef struct RecvStats:
     int64_t received
     int64_t duplicates
     uint32_t transit
+    bint has_transit
     double jitter
     uint64_t seen[2]
     int64_t ns_per_unit
@@ -524,7 +525,7 @@ cdef int _stats_update_seq(RecvStats* s, uint32_t seq) noexcept nogil:
 
 
 cdef int _stats_update(RecvStats* s, uint32_t ssrc, uint32_t seq, uint32_t timestamp,
-                       int64_t arrival_ns) noexcept nogil:
+                       int64_t arrival_ns, bint timing) noexcept nogil:
     cdef int result
     cdef uint32_t transit
     cdef int32_t d
@@ -538,13 +539,14 @@ cdef int _stats_update(RecvStats* s, uint32_t ssrc, uint32_t seq, uint32_t times
         s.max_seq = (seq - 1) & 0xFFFF
         s.probation = MIN_SEQUENTIAL
     result = _stats_update_seq(s, seq)
-    if result != 1:
+    if result != 1 or not timing:
         return result
     transit = <uint32_t>(<uint64_t>(arrival_ns // ns_per_unit)) - timestamp
-    if s.received > 1:
+    if s.received > 1 and s.has_transit:
         d = <int32_t>(transit - s.transit)
         s.jitter += (fabs(<double>d) - s.jitter) / 16.0
     s.transit = transit
+    s.has_transit = True
     return 1
 
 
@@ -559,8 +561,9 @@ cdef class ReceptionStatistics:
         memset(&self._s, 0, sizeof(RecvStats))
         self._s.ns_per_unit = 1_000_000_000 // clock_rate
 
-    def update(self, uint32_t ssrc, uint32_t seq, uint32_t timestamp, int64_t arrival_ns):
-        return _stats_update(&self._s, ssrc, seq & 0xFFFF, timestamp, arrival_ns) == 1
+    def update(self, uint32_t ssrc, uint32_t seq, uint32_t timestamp, int64_t arrival_ns,
+               bint timing=True):
+        return _stats_update(&self._s, ssrc, seq & 0xFFFF, timestamp, arrival_ns, timing) == 1
 
     def snapshot(self):
         """(ssrc, received, expected, extended_max, jitter, duplicates)."""
@@ -1550,7 +1553,10 @@ cdef class MediaLoop:
                     continue
                 if not self._accept_source(&rx.source[i], &h, now):
                     continue
-                result = _stats_update(&self._stats, h.ssrc, h.sequence, h.timestamp, arrival)
+                # RFC 4733 events keep the event's start as timestamp: they count for
+                # loss, but their transit is no measure of the network's jitter.
+                result = _stats_update(&self._stats, h.ssrc, h.sequence, h.timestamp, arrival,
+                                       pt != self._cfg.te_receive_pt)
                 if result == -1:
                     continue  # a duplicate
                 store_i64(&self._packets_received, self._packets_received + 1)

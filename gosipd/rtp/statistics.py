@@ -74,6 +74,7 @@ class ReceptionStatistics:
         self.received = 0
         self.duplicates = 0
         self.transit = 0
+        self.has_transit = False
         self.jitter = 0.0
         self.started = False
         #: Bit (seq & 127) is set when that sequence number was received (duplicate window).
@@ -96,11 +97,15 @@ class ReceptionStatistics:
                 self.seen &= ~(1 << ((seq - k) & 127))
         self.seen |= 1 << (seq & 127)
 
-    def update(self, ssrc: int, seq: int, timestamp: int, arrival_ns: int) -> bool:
+    def update(
+        self, ssrc: int, seq: int, timestamp: int, arrival_ns: int, *, timing: bool = True
+    ) -> bool:
         """Account one packet that arrived at ``arrival_ns`` (any monotonic clock, in ns).
 
         Returns whether the packet counts (False during probation, for
         duplicates and for an unconfirmed jump). A new SSRC restarts everything.
+        ``timing=False`` (RFC 4733 events, whose timestamp stays at the event's
+        start) counts the packet for loss but keeps it out of the jitter.
         """
         if not self.started or ssrc != self.ssrc:
             self._reset(ssrc)
@@ -110,10 +115,12 @@ class ReceptionStatistics:
             self.probation = MIN_SEQUENTIAL
         if not self._update_seq(seq):
             return False
+        if not timing:
+            return True
         # A.8: jitter from the difference of relative transit times.
         arrival_units = arrival_ns * self.clock_rate // 1_000_000_000
         transit = (arrival_units - timestamp) & 0xFFFFFFFF
-        if self.received > 1:
+        if self.received > 1 and self.has_transit:
             d = transit - self.transit
             if d >= 1 << 31:
                 d -= 1 << 32
@@ -121,6 +128,7 @@ class ReceptionStatistics:
                 d += 1 << 32
             self.jitter += (abs(d) - self.jitter) / 16.0
         self.transit = transit
+        self.has_transit = True
         return True
 
     def _update_seq(self, seq: int) -> bool:

@@ -48,6 +48,7 @@ streams = st.lists(
         st.sampled_from([0, 0, 0, 0, 1, -1, 2, 5, 200, -50, 3001, 40000]),  # sequence step
         st.integers(0, 40_000_000),  # arrival jitter in ns
         st.sampled_from([7, 7, 7, 7, 7, 7, 9]),  # ssrc
+        st.sampled_from([True, True, True, False]),  # timing (False: an RFC 4733 event)
     ),
     max_size=300,
 )
@@ -56,16 +57,18 @@ streams = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(streams, st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF))
 def test_c_and_python_statistics_agree_on_any_stream(
-    stream: list[tuple[int, int, int]], seq0: int, ts0: int
+    stream: list[tuple[int, int, int, bool]], seq0: int, ts0: int
 ) -> None:
     py, c = ReceptionStatistics(), _media.ReceptionStatistics()
     seq, ts, t = seq0, ts0, 10**12
-    for step, jitter, ssrc in stream:
+    for step, jitter, ssrc, timing in stream:
         seq = (seq + step) & 0xFFFF
         ts = (ts + 160 * step) & 0xFFFFFFFF
         t += 20_000_000
         arrival = t + jitter
-        assert py.update(ssrc, seq, ts, arrival) == c.update(ssrc, seq, ts, arrival)
+        assert py.update(ssrc, seq, ts, arrival, timing=timing) == c.update(
+            ssrc, seq, ts, arrival, timing
+        )
         s = py.snapshot()
         assert (
             s.ssrc,

@@ -86,6 +86,25 @@ def test_jitter_follows_rfc3550_a8() -> None:
     assert abs(s.snapshot().jitter - 40.0) < 0.5
 
 
+def test_rfc4733_events_count_for_loss_but_not_for_jitter() -> None:
+    """A keypress: event packets share the sequence space, but their timestamp stays
+    at the event's start, so their transit would read as jitter."""
+
+    def keypress(timing: bool) -> ReceptionStatistics:
+        s = ReceptionStatistics()
+        for i in range(1, 120):
+            if 100 <= i < 110:  # 200 ms of one event, timestamp frozen at its start
+                s.update(7, i, 100 * 160, i * 20 * MS, timing=timing)
+            else:
+                s.update(7, i, i * 160, i * 20 * MS)
+        return s
+
+    snap = keypress(timing=False).snapshot()
+    assert snap.lost == 0 and snap.received == 118
+    assert snap.jitter == 0.0
+    assert keypress(timing=True).snapshot().jitter > 80  # >10 ms: what counting them shows
+
+
 def test_fraction_lost_is_per_interval() -> None:
     s = ReceptionStatistics()
     feed(s, list(range(0, 51)))

@@ -168,12 +168,6 @@ async def test_a_caller_that_cancels_while_we_ring_gets_487_and_the_call_ends_ca
     assert not end["answered"] and not app_ran
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="media (_media.pyx): RFC 4733 event packets, whose timestamp stays at the "
-    "event's start, feed the RFC 3550 interarrival jitter, so keypresses read as 50-90 ms "
-    "of jitter on loopback",
-)
 async def test_keypresses_do_not_count_as_network_jitter(baresip_uas, tmp_path):
     alice = baresip_uas("uas")
 
