@@ -46,10 +46,12 @@ async def test_sipp_echo_uas_answers_options_and_counts_it_as_a_call(sipp_uas):
     echo = sipp_uas("echo")
     reply = peers.sip_options(echo.host, echo.port)
     assert reply.startswith("SIP/2.0 200 OK")
-    assert (echo.received("OPTIONS"), echo.sent("200")) == (1, 1)
-    with trio.fail_after(3):  # SIPp writes its statistics every second
-        while echo.stats().created != 1:
+    # SIPp writes its message trace as it goes and its statistics every second: poll both
+    with trio.move_on_after(5):
+        while (echo.received("OPTIONS"), echo.sent("200")) != (1, 1) or echo.stats().created != 1:
             await trio.sleep(0.1)
+    assert (echo.received("OPTIONS"), echo.sent("200")) == (1, 1)
+    assert echo.stats().created == 1
     options_steps = [m for m in echo.stats().messages if m.name == "OPTIONS"]
     assert [(m.sent, m.count) for m in options_steps] == [(False, 1)]
 
