@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gosipd import _dsp, _media
 from gosipd.media import (
@@ -28,6 +30,7 @@ from gosipd.media import (
     MediaTimeout,
     PlaybackDrained,
     RemoteLatched,
+    _rotated_even_ports,
     bind_rtp_pair,
 )
 from gosipd.rtp.dtmf import TelephoneEvent
@@ -646,3 +649,26 @@ def test_ipv6_media_both_ways() -> None:
     assert stats.packets_received >= 20 and stats.packets_lost == 0
     assert latched == [RemoteLatched(b_address)]
     assert stats.as_dict()["packets_received"] == stats.packets_received
+
+
+def test_rtp_ports_are_bound_even_and_rtcp_next_to_them_skipping_taken_ones() -> None:
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    base = port - port % 2
+    # a span of one pair whose RTP or RTCP port is taken, then a free one
+    span = range(base, base + 4)
+    rtp, rtcp = bind_rtp_pair("127.0.0.1", span)
+    assert rtcp is not None
+    assert rtp.getsockname()[1] == base + 2 and rtcp.getsockname()[1] == base + 3
+    with pytest.raises(OSError, match="no free RTP port pair"):
+        bind_rtp_pair("127.0.0.1", span)
+    for sock in (taken, rtp, rtcp):
+        sock.close()
+
+
+@given(st.integers(-10, 70_000), st.integers(-10, 70_000), st.integers(1, 9))
+def test_the_port_walk_covers_every_even_port_of_any_span_once(start, stop, step) -> None:
+    span = range(start, stop, step)
+    walked = list(_rotated_even_ports(span))
+    assert sorted(walked) == [p for p in span if p % 2 == 0 and 0 < p < 65535]
