@@ -304,10 +304,18 @@ class LineBuffer:
     make us buffer without bound.
     """
 
-    def __init__(self, limit: int = MAX_LINE) -> None:
+    def __init__(
+        self, limit: int = MAX_LINE, *, unread: bytes = b"", skipping: bool = False
+    ) -> None:
+        """``unread`` and ``skipping`` restore a buffer's state (see ``unread``)."""
         self.limit = limit
-        self._buffer = bytearray()
-        self._skipping = False
+        self._buffer = bytearray(unread)
+        self._skipping = skipping
+
+    @property
+    def unread(self) -> tuple[bytes, bool]:
+        """The bytes of a line not yet complete, and whether they are being skipped."""
+        return bytes(self._buffer), self._skipping
 
     def feed(self, data: bytes) -> list[bytes | ControlError]:
         out: list[bytes | ControlError] = []

@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -130,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         configure_logging(config.log_level)
-        inherited: dict[str, int] = json.loads(os.environ.pop("GOSIPD_INHERIT_FDS", "{}"))
+        inherited: dict[str, Any] = json.loads(os.environ.pop("GOSIPD_INHERIT_FDS", "{}"))
+        carried: list[dict[str, Any]] = inherited.pop("connections", [])
+        for connection in carried:
+            os.set_inheritable(connection["fd"], False)
         upgrade_state = json.loads(os.environ.pop("GOSIPD_UPGRADE_STATE", "{}"))
         # Workers orphaned by an old zygote are re-parented to us, so we can reap them.
         ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -159,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         argv=raw_argv,
         crash_bye=crash_bye,
         inbound=handle_inbound,
+        carried=carried,
     )
     if upgrade_state.get("draining"):
         supervisor.draining = True

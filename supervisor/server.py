@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,6 +91,10 @@ class _RateLimiter:
         return False
 
 
+#: Request lines read from a control connection and not yet answered.
+Pending = deque[bytes | ControlError]
+
+
 class Supervisor:
     def __init__(
         self,
@@ -102,7 +107,10 @@ class Supervisor:
         argv: list[str] | None = None,
         crash_bye: CrashBye | None = None,
         inbound: Callable[[Supervisor, bytes, tuple[str, int]], Awaitable[None]] | None = None,
+        carried: list[dict[str, Any]] | None = None,
     ) -> None:
+        """``carried``: control connections the previous process was serving when it
+        re-executed for an upgrade (``fd``, ``unread`` hex, ``skipping``)."""
         self.config = config
         self.runtime_dir = config.resolved_runtime_dir()
         self.registry = Registry(self.runtime_dir)
@@ -129,6 +137,10 @@ class Supervisor:
         self._subscribers: set[trio.MemorySendChannel[bytes]] = set()
         self._idle = trio.Event()
         self._connections = 0
+        #: Open control connections the supervisor still serves (not handed to a worker),
+        #: with the request lines read but not yet answered: an upgrade carries them over.
+        self._open: dict[trio.socket.SocketType, tuple[LineBuffer, Pending]] = {}
+        self._carried = carried or []
         self._nursery: trio.Nursery | None = None
         self._drain_waiters: list[trio.Event] = []
         #: SIP Call-ID -> our call id, for datagrams arriving on the inbound socket
@@ -153,6 +165,14 @@ class Supervisor:
             await self._adopt()
             if self.sip is not None and self._inbound is not None:
                 nursery.start_soon(self._serve_sip)
+            for carried in self._carried:
+                sock = trio.socket.from_stdlib_socket(socket.socket(fileno=carried["fd"]))
+                buffer = LineBuffer(
+                    unread=bytes.fromhex(carried.get("unread", "")),
+                    skipping=bool(carried.get("skipping")),
+                )
+                nursery.start_soon(self._serve_connection, sock, buffer)
+            self._carried = []
             nursery.start_soon(self._accept)
             systemd.notify("READY=1", f"STATUS=serving, {len(self.registry)} calls")
             self.log.info(
@@ -434,15 +454,34 @@ class Supervisor:
         self.log.info("supervisor.upgrade", calls=len(self.registry))
         self.upgrading = True
         async with self._spawn_lock:  # no fork in flight across the exec
+            # No checkpoint after this: the connection that asked is idle again, not cut
+            # mid-request, so it is carried over too.
             self._idle.set()
-            await trio.sleep(0)
 
     def _exec_upgrade(self) -> None:
-        inherit = {"control": self._control.fileno(), "zygote": self._zygote.fileno()}
+        inherit: dict[str, Any] = {
+            "control": self._control.fileno(),
+            "zygote": self._zygote.fileno(),
+        }
         if self.sip is not None:
             inherit["sip"] = self.sip.fileno()
         for fd in inherit.values():
             os.set_inheritable(fd, True)
+        # Clients mid-conversation keep their connection: what they sent and we have not
+        # answered yet goes along, so the new process answers it (no request is lost).
+        carried = []
+        for sock, (buffer, pending) in self._open.items():
+            unread, skipping = buffer.unread
+            lines = [line for line in pending if isinstance(line, bytes)]
+            for refusal in pending:
+                if isinstance(refusal, ControlError):  # an over-long line: answer it now
+                    with contextlib.suppress(OSError):
+                        sock.send(error_reply(None, refusal))
+            if lines:
+                unread, skipping = b"\n".join(lines) + b"\n" + (b"" if skipping else unread), False
+            os.set_inheritable(sock.fileno(), True)
+            carried.append({"fd": sock.fileno(), "unread": unread.hex(), "skipping": skipping})
+        inherit["connections"] = carried
         env = dict(os.environ)
         env["GOSIPD_INHERIT_FDS"] = json.dumps(inherit)
         env["GOSIPD_UPGRADE_STATE"] = json.dumps({"draining": self.draining})
@@ -463,33 +502,44 @@ class Supervisor:
             assert self._nursery is not None
             self._nursery.start_soon(self._serve_connection, sock)
 
-    async def _serve_connection(self, sock: trio.socket.SocketType) -> None:
+    async def _serve_connection(
+        self, sock: trio.socket.SocketType, buffer: LineBuffer | None = None
+    ) -> None:
         self._connections += 1
         peer = _peer_credentials(sock)
         stream = trio.SocketStream(sock)
-        buffer = LineBuffer()
-        handed_over = False
+        buffer = buffer or LineBuffer()
+        pending: Pending = deque(buffer.feed(b""))
+        self._open[sock] = (buffer, pending)
+        handed_over = busy = False
         try:
             while not handed_over:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                for line in buffer.feed(data):
+                if not pending:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    pending.extend(buffer.feed(data))
+                while pending and not handed_over:
                     if self.upgrading:
-                        return  # unread requests: the client retries against the new process
+                        await trio.sleep_forever()  # carried over to the new process
+                    line = pending.popleft()
+                    busy = True
                     if isinstance(line, ControlError):
                         await self._send(stream, error_reply(None, line))
-                        continue
-                    handed_over = await self._handle_line(stream, line, peer)
-                    if handed_over:
-                        break
+                    else:
+                        handed_over = await self._handle_line(stream, line, peer)
+                    busy = False
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
-            pass
+            busy = True  # nothing to carry over
         finally:
             self._connections -= 1
-            # Closing our fd never ends a connection handed to a worker: it holds its own.
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.aclose()
+            # An upgrade carries an idle connection over (its fd survives the exec); one
+            # cut mid-request (a subscription, say) is closed, so its client knows.
+            if handed_over or busy or not self.upgrading:
+                self._open.pop(sock, None)
+                # Closing our fd never ends a connection handed to a worker: it holds its own.
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await stream.aclose()
 
     async def _send(self, stream: trio.SocketStream, data: bytes) -> None:
         with trio.fail_after(SEND_TIMEOUT):

@@ -220,3 +220,30 @@ def test_the_control_socket_is_group_only(gosipd):
     assert mode == 0o660
     assert time.time() - daemon.socket.stat().st_mtime < 60
     _ = Connection
+
+
+def test_a_client_mid_request_is_answered_across_an_upgrade(gosipd):
+    """An upgrade re-executes the supervisor; a connection it was serving goes along with
+    what the client had sent so far, and nothing the client asked goes unanswered."""
+    daemon = gosipd()
+    before = daemon.request({"op": "status"})
+    idle = daemon.connect()
+    half = daemon.connect()
+    half.send(b'{"id": "pipelined", "op": "status"}\n{"id": "split", "op": "sta')
+    assert half.read()["id"] == "pipelined"
+    # the upgrade's own connection is carried over too: it may ask again afterwards
+    upgrader = daemon.connect()
+    upgrader.send({"id": "up", "op": "upgrade"})
+    assert upgrader.read()["ok"]
+    time.sleep(0.3)  # likely mid-exec: the rest of the line reaches whichever process is up
+    half.send(b'tus"}\n')
+    split = half.read()
+    assert split["id"] == "split" and split["ok"]
+    idle.send({"id": "after", "op": "calls"})
+    assert idle.read() == {"id": "after", "ok": True, "calls": []}
+    upgrader.send({"id": "again", "op": "status"})
+    again = upgrader.read()
+    assert again["ok"] and again["pid"] == before["pid"]
+    assert again["uptime_s"] < before["uptime_s"] + 0.3  # a new process image: uptime restarted
+    for conn in (idle, half, upgrader):
+        conn.close()
