@@ -177,8 +177,8 @@ def _rotated_even_ports(ports: Iterable[int]) -> Iterator[int]:
             first = ports.start if ports.start % 2 == 0 else ports.start + ports.step
             even = range(first, ports.stop, 2 * ports.step)
         even = range(even.start, min(even.stop, 65535), even.step)
-        if even and even[0] <= 0:
-            even = even[1:]
+        if even and even[0] <= 0:  # port 0 (and below) is no port
+            even = even[-even[0] // even.step + 1 :]
         start = secrets.randbelow(len(even)) if even else 0
         for i in range(len(even)):
             yield even[(start + i) % len(even)]

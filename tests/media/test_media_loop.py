@@ -323,7 +323,10 @@ def test_malformed_and_unnegotiated_packets_are_counted_and_dropped(
     for junk in (b"\x00" * 20, b"\x80", b"\x90\x00\x00\x01" + bytes(8) + b"\x00\x01\x00\x09"):
         peer.sendto(junk, ours)
     Sender(peer, ours).send(b"\x00" * 160, pt=18)  # G.729 was not negotiated
-    wait_for(lambda: session._loop.counters()["malformed"] >= 3)
+    wait_for(
+        lambda: session._loop.counters()["malformed"] >= 3
+        and session._loop.counters()["unknown_payload"] >= 1
+    )
     assert session._loop.counters()["malformed"] == 3, session._loop.counters()
     assert session._loop.counters()["unknown_payload"] == 1
     assert session.statistics().packets_received == 0
