@@ -324,8 +324,10 @@ def test_malformed_and_unnegotiated_packets_are_counted_and_dropped(
         peer.sendto(junk, ours)
     Sender(peer, ours).send(b"\x00" * 160, pt=18)  # G.729 was not negotiated
     wait_for(
-        lambda: session._loop.counters()["malformed"] >= 3
-        and session._loop.counters()["unknown_payload"] >= 1
+        lambda: (
+            session._loop.counters()["malformed"] >= 3
+            and session._loop.counters()["unknown_payload"] >= 1
+        )
     )
     assert session._loop.counters()["malformed"] == 3, session._loop.counters()
     assert session._loop.counters()["unknown_payload"] == 1
