@@ -49,7 +49,11 @@ def main() -> bool:
     o, r = pair("dsp.mix(frame, other)", "audioop.add(frame, other, 2)")
     budgets.append(Budget("mix two frames, 160 samples", o, r, 2.5))
     o, r = pair("dsp.alaw_encode(frame)", "audioop.lin2alaw(frame, 2)")
-    budgets.append(Budget("A-law encode, 160 samples", o, r, 5.0))
+    # Not one of the budgets (those are µ-law). Ours costs the same per frame as
+    # µ-law (one table lookup a sample), but audioop's A-law encoder is ~30% cheaper
+    # than its µ-law one, so the same speed is a smaller ratio: 4x is the µ-law bar
+    # translated to the same absolute speed.
+    budgets.append(Budget("A-law encode, 160 samples", o, r, 4.0))
     o, r = pair("dsp.alaw_decode(coded)", "audioop.alaw2lin(coded, 2)")
     budgets.append(Budget("A-law decode, 160 samples", o, r, 1.0))
     o, r = pair("dsp.ulaw_encode(million)", "audioop.lin2ulaw(million, 2)", number=3, repeat=7)

@@ -1193,6 +1193,7 @@ class CallRuntime:
             negotiated,
             rtcp_sock=rtcp,
             media_timeout=self.config.limits.media_timeout_s,
+            realtime_priority=self.config.rtp_realtime_priority or None,
         )
         self.session.start(trio.current_time())
         if self._audio_wanted:
@@ -1332,6 +1333,7 @@ class CallRuntime:
                 "mos": round(float(media_stats.get("mos", 0.0)), 2) if media_stats else None,
                 "rtt_ms": media_stats.get("rtt_ms"),
                 "send_lateness_p99_ms": media_stats.get("send_lateness_p99_ms"),
+                "realtime": media_stats.get("realtime"),
             },
             **extra,
         )

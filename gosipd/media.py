@@ -154,6 +154,8 @@ class MediaStatistics:
     send_lateness_p99_ms: float
     send_lateness_max_ms: float
     thread_cpu_s: float
+    #: Whether the media thread ran under SCHED_FIFO (see ``realtime_priority``).
+    realtime: bool
 
     def as_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -650,6 +652,7 @@ class MediaSession:
             send_lateness_p99_ms=p99,
             send_lateness_max_ms=c["lateness_max_ns"] / 1e6,
             thread_cpu_s=c["thread_cpu_ns"] / 1e9,
+            realtime=bool(c["realtime"]),
         )
 
 

@@ -247,6 +247,15 @@ def test_an_unknown_trunk_key_is_refused_by_name(tmp_path: Path):
         load_config(path)
 
 
+def test_the_media_threads_realtime_priority_is_configurable_and_checked(tmp_path: Path):
+    path = tmp_path / "gosipd.toml"
+    path.write_text("[rtp]\nrealtime_priority = 0\n")
+    assert load_config(path).rtp_realtime_priority == 0
+    path.write_text("[rtp]\nrealtime_priority = 120\n")
+    with pytest.raises(ConfigError, match=r"realtime_priority must be 0 \(off\) to 99"):
+        load_config(path)
+
+
 def test_apps_can_name_the_call_type_from_the_package():
     import gosipd
     from gosipd.call import Call
