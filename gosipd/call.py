@@ -478,20 +478,26 @@ class CallRuntime:
         rng: random.Random | None = None,
         app: App | None = None,
         answer_socket: socket.socket | None = None,
+        control_listener: tuple[socket.socket, Path] | None = None,
     ) -> None:
         """``app`` runs in place of ``spec.app`` (for programs that embed a call).
 
         ``answer_socket`` (inbound): the socket the INVITE arrived on, handed over by the
         supervisor. Responses to what arrived there (the INVITE, its retransmissions, a
         CANCEL) go out through it, from the address the caller sent to, as RFC 3581 §4
-        asks for callers behind NAT; the runtime owns and closes it."""
+        asks for callers behind NAT; the runtime owns and closes it.
+
+        ``control_listener``: the call's control socket, bound ahead of time by a warm
+        spare (``publication.bind_listener``) and renamed into place when the call starts."""
         self.spec = spec
         self._app = app
         self.config = config
         self.rng = rng or random.SystemRandom()
         self.log = get_logger(call=spec.call)
         self.bus = EventBus()
-        self.publication = CallPublication(runtime_dir or config.resolved_runtime_dir(), spec.call)
+        self.publication = CallPublication(
+            runtime_dir or config.resolved_runtime_dir(), spec.call, prebound=control_listener
+        )
         self.ended = trio.Event()
         self.call = Call(self)
         self.remote_uri = spec.to
@@ -541,7 +547,7 @@ class CallRuntime:
     async def run(self, client: trio.SocketStream | None = None) -> int:
         self._started = trio.current_time()
         wall_start = time.time()
-        await self.publication.open()
+        self.publication.open()
         self.publication.publish(
             call=self.spec.call,
             pid=os.getpid(),

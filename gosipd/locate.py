@@ -405,13 +405,22 @@ class Locator:
         self.config = config or ResolverConfig()
         self.rng = rng or random.Random()
         self.cache = cache if cache is not None else DnsCache()
-        self._resolver = dns.asyncresolver.Resolver(configure=not self.config.nameservers)
-        if self.config.nameservers:
-            self._resolver.nameservers = list(self.config.nameservers)
-            self._resolver.port = self.config.port
-        self._resolver.lifetime = self.config.timeout
-        self._resolver.timeout = self.config.timeout / 2  # one retry if a datagram is lost
-        self._resolver.cache = None  # ours has the injectable clock and the RFC 2308 rules
+        self._built: dns.asyncresolver.Resolver | None = None
+
+    @property
+    def _resolver(self) -> dns.asyncresolver.Resolver:
+        """Built on first use: most calls dial an address or a cached name, and reading
+        /etc/resolv.conf costs the better part of a millisecond on a call's setup path."""
+        if self._built is None:
+            resolver = dns.asyncresolver.Resolver(configure=not self.config.nameservers)
+            if self.config.nameservers:
+                resolver.nameservers = list(self.config.nameservers)
+                resolver.port = self.config.port
+            resolver.lifetime = self.config.timeout
+            resolver.timeout = self.config.timeout / 2  # one retry if a datagram is lost
+            resolver.cache = None  # ours has the injectable clock and the RFC 2308 rules
+            self._built = resolver
+        return self._built
 
     @property
     def nameservers(self) -> str:

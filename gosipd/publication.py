@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -34,7 +35,7 @@ from gosipd.control import (
     request_id_of,
 )
 
-__all__ = ["CallPublication", "EventBus"]
+__all__ = ["CallPublication", "EventBus", "bind_listener"]
 
 #: Events kept for a subscriber that joins late (it gets the call's story so far).
 HISTORY = 64
@@ -76,14 +77,39 @@ class EventBus:
         self._subscribers.clear()
 
 
+def bind_listener(path: Path) -> socket.socket:
+    """A control socket listening at ``path`` (mode 0660: the service group may connect)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o660)
+        sock.listen(64)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class CallPublication:
-    def __init__(self, runtime_dir: Path, call_id: str) -> None:
+    def __init__(
+        self,
+        runtime_dir: Path,
+        call_id: str,
+        *,
+        prebound: tuple[socket.socket, Path] | None = None,
+    ) -> None:
+        """``prebound``: a listener a warm spare bound ahead of its call (see
+        ``bind_listener``); ``open`` renames it into place, one syscall on the dial's path."""
         self.directory = runtime_dir / "calls"
         self.call_id = call_id
         self.socket_path = self.directory / f"{call_id}.sock"
         self.state_path = self.directory / f"{call_id}.json"
         self.state: dict[str, Any] = {}
         self._listener: trio.socket.SocketType | None = None
+        self._prebound = prebound
 
     def publish(self, **changes: Any) -> None:
         """Merge ``changes`` into the published state and write it atomically."""
@@ -93,15 +119,21 @@ class CallPublication:
         tmp.write_text(json.dumps(self.state))
         os.replace(tmp, self.state_path)
 
-    async def open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
-        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-        await sock.bind(str(self.socket_path))
-        os.chmod(self.socket_path, 0o660)
-        sock.listen(64)
-        self._listener = sock
+    def open(self) -> None:
+        sock = None
+        if self._prebound is not None:
+            sock, path = self._prebound
+            self._prebound = None
+            try:
+                os.replace(path, self.socket_path)
+            except OSError:  # another file system, say: bind afresh
+                sock.close()
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                sock = None
+        if sock is None:
+            sock = bind_listener(self.socket_path)
+        self._listener = trio.socket.from_stdlib_socket(sock)
 
     async def serve(self, handler: Handler, events: EventBus) -> None:
         """Answer control connections until cancelled."""
@@ -118,6 +150,12 @@ class CallPublication:
 
     def close(self, *, clean: bool) -> None:
         """Stop serving; a clean end removes the files (a crash leaves them for the supervisor)."""
+        if self._prebound is not None:
+            sock, path = self._prebound
+            sock.close()
+            with contextlib.suppress(OSError):
+                path.unlink()
+            self._prebound = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None

@@ -20,7 +20,12 @@ from typing import Any
 import structlog
 import trio
 
-__all__ = ["serve_spare", "warm_up"]
+__all__ = ["LISTENER_PREFIX", "LISTENER_SUFFIX", "serve_spare", "warm_up"]
+
+#: A spare's pre-bound control socket: ``<calls dir>/spare-<pid>.listen`` (see
+#: ``supervisor.registry``, which removes those of spares killed before their call).
+LISTENER_PREFIX = "spare-"
+LISTENER_SUFFIX = ".listen"
 
 
 def warm_up() -> None:
@@ -48,22 +53,17 @@ def warm_up() -> None:
     sdp.answer(offer, "127.0.0.1", 40002)
     ua.events()
     get_logger(call="warm-up")
+    # a log line rendered (not written): every call's first event pays for it otherwise
+    line: Any = {"event": "call.started", "direction": "outbound", "target": "sip:x@127.0.0.1"}
+    for processor in structlog.get_config()["processors"]:
+        line = processor(None, "info", line)
 
 
-async def _warm_sockets(directory: Path) -> None:
+def _warm_sockets() -> None:
     """The sockets a call opens, opened and closed once (their code paths, their pages)."""
     from gosipd import media
     from gosipd.locate import Locator, ResolverConfig, UdpEndpoint
 
-    path = directory / f".warm-up-{os.getpid()}.sock"
-    unix = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-    try:
-        await unix.bind(str(path))
-    except OSError:
-        pass
-    finally:
-        unix.close()
-        path.unlink(missing_ok=True)
     UdpEndpoint("127.0.0.1", 0).close()
     try:
         rtp, rtcp = media.bind_rtp_pair("127.0.0.1", range(40000, 60000, 2))
@@ -79,27 +79,46 @@ async def _warm_sockets(directory: Path) -> None:
 async def _serve(channel: socket.socket) -> int:
     from gosipd.call import CallSpec
     from gosipd.packet import fd_names, recv_packet
+    from gosipd.publication import bind_listener
     from gosipd.worker import CONFIG, run_call
 
     warm_up()
-    await _warm_sockets(Path(CONFIG.resolved_runtime_dir()) / "calls")
+    calls = Path(CONFIG.resolved_runtime_dir()) / "calls"
+    _warm_sockets()
+    # The call's control socket, bound now: the call only renames it into place.
+    listener_path = calls / f"{LISTENER_PREFIX}{os.getpid()}{LISTENER_SUFFIX}"
+    try:
+        listener: tuple[socket.socket, Path] | None = (bind_listener(listener_path), listener_path)
+    except OSError:
+        listener = None
     channel.setblocking(False)
-    while True:
-        await trio.lowlevel.wait_readable(channel)
-        try:
-            message, fds = recv_packet(channel)
-        except BlockingIOError:
-            continue
-        break
+    try:
+        while True:
+            await trio.lowlevel.wait_readable(channel)
+            try:
+                message, fds = recv_packet(channel)
+            except BlockingIOError:
+                continue
+            break
+    except BaseException:
+        _discard(listener)
+        raise
     channel.close()
     if message is None:
+        _discard(listener)
         return 0  # the zygote is going away: so do we, without a call
     spec: dict[str, Any] = message["spec"]
     named = fd_names(message, fds)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(call=spec.get("call"), pid=os.getpid())
     runtime_dir = Path(spec["runtime_dir"]) if spec.get("runtime_dir") else None
-    return await run_call(CallSpec.from_dict(spec), CONFIG, named, runtime_dir)
+    return await run_call(CallSpec.from_dict(spec), CONFIG, named, runtime_dir, listener)
+
+
+def _discard(listener: tuple[socket.socket, Path] | None) -> None:
+    if listener is not None:
+        listener[0].close()
+        listener[1].unlink(missing_ok=True)
 
 
 def serve_spare(channel: socket.socket) -> int:

@@ -38,6 +38,7 @@ async def run_call(
     config: Config,
     fds: dict[str, int] | None = None,
     runtime_dir: Path | None = None,
+    control_listener: tuple[socket.socket, Path] | None = None,
 ) -> int:
     """One call; ``fds`` are what the supervisor handed over: ``client``, the dial's
     connection (it gets the call's events), ``answer``, the inbound SIP socket (responses
@@ -50,7 +51,13 @@ async def run_call(
     answer = None
     if (answer_fd := fds.get("answer")) is not None:
         answer = socket.socket(fileno=answer_fd)
-    runtime = CallRuntime(spec, config, runtime_dir=runtime_dir, answer_socket=answer)
+    runtime = CallRuntime(
+        spec,
+        config,
+        runtime_dir=runtime_dir,
+        answer_socket=answer,
+        control_listener=control_listener,
+    )
     return await runtime.run(client)
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gosipd.spare import LISTENER_PREFIX, LISTENER_SUFFIX
+
 __all__ = ["CallRecord", "Registry", "read_published", "remove_published"]
 
 
@@ -102,6 +104,11 @@ class Registry:
         dead: list[tuple[str, dict[str, Any]]] = []
         if not directory.is_dir():
             return alive, dead
+        # control sockets that warm spares bound ahead of a call that never came
+        for path in directory.glob(f"{LISTENER_PREFIX}*{LISTENER_SUFFIX}"):
+            owner = path.name[len(LISTENER_PREFIX) : -len(LISTENER_SUFFIX)]
+            if not owner.isdigit() or not pid_alive(int(owner)):
+                path.unlink(missing_ok=True)
         for path in sorted(directory.glob("*.json")):
             call_id = path.stem
             if call_id in self.calls:

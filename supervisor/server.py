@@ -555,12 +555,18 @@ class Supervisor:
             self.log.info("control.refused", **peer, code=exc.code, message=exc.message)
             await self._send(stream, error_reply(request_id_of(line), exc))
             return False
-        self.log.info("control.request", op=request.op, **peer)
+        # A dial is logged once it is handed on: its INVITE need not wait for a log line.
+        deferred = request.op == "dial"
+        if not deferred:
+            self.log.info("control.request", op=request.op, **peer)
         try:
             return await self._dispatch(stream, request)
         except ControlError as exc:
             await self._send(stream, error_reply(request.id, exc))
             return False
+        finally:
+            if deferred:
+                self.log.info("control.request", op=request.op, **peer)
 
     async def _dispatch(self, stream: trio.SocketStream, request: ControlRequest) -> bool:
         args = request.args
