@@ -514,6 +514,8 @@ class CallRuntime:
         self._rtp: tuple[socket.socket, socket.socket | None] | None = None
         self._local_ip = "127.0.0.1"
         self._wakeup = trio.Event()
+        #: Set once the engine has nothing left to retransmit or absorb (``ua.finished``).
+        self._quiet = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._started = 0.0
         self._answered_at: float | None = None
@@ -580,9 +582,9 @@ class CallRuntime:
                         nursery.start_soon(self._drive)
                     await self.ended.wait()
                     # answer retransmissions for a moment, unless the engine is already quiet
-                    with trio.move_on_after(LINGER_S):
-                        while self.ua is not None and not self.ua.finished:
-                            await trio.sleep(0.05)
+                    if self.ua is not None and not self.ua.finished:
+                        with trio.move_on_after(LINGER_S):
+                            await self._quiet.wait()
                     nursery.cancel_scope.cancel()
                 self.bus.close()
                 outer.cancel_scope.deadline = trio.current_time() + CLIENT_FLUSH_S
@@ -915,6 +917,8 @@ class CallRuntime:
             for event in events:
                 await self._on_event(event)
         self._publish_dialog()
+        if self.ua.finished:
+            self._quiet.set()
         self.poke()
 
     def _note_public(self, data: bytes) -> None:
