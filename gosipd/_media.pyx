@@ -1060,10 +1060,13 @@ cdef class MediaLoop:
             raise OSError(rc, f"pthread_create failed: {os.strerror(rc)}")
         self._started = True
 
-    def stop(self):
-        """Stop the thread (within one ptime) and wait for it; idempotent."""
+    def stop(self, bint wait=True):
+        """Stop the thread (it notices within one ptime) and, with ``wait``, wait for it.
+
+        Without ``wait`` the caller goes on at once; a later ``stop()`` (or the
+        object's end) joins the thread. Idempotent."""
         store_int(&self._stop, 1)
-        if self._started:
+        if wait and self._started:
             with nogil:
                 pthread_join(self._thread, NULL)
             self._started = False

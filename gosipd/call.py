@@ -1254,9 +1254,13 @@ class CallRuntime:
         if self.session is not None:
             self.session.want_audio(flag)
 
-    def _close_media(self) -> None:
+    def _close_media(self, *, wait: bool = True) -> None:
+        """Stop the media; the final statistics are taken now. Without ``wait`` the media
+        thread is joined later (a later call, at the process's end), not on the loop."""
         if self.session is not None and self._media_stats is None:
-            self._media_stats = self.session.close().as_dict()
+            self._media_stats = self.session.close(wait=wait).as_dict()
+        elif self.session is not None and wait:
+            self.session.close()
         if self._rtp is not None and self.session is None:
             for sock in self._rtp:
                 if sock is not None:
@@ -1317,7 +1321,7 @@ class CallRuntime:
     def _finish(self, cause: str, status: int | None, reason: str) -> None:
         if self.ended.is_set():
             return
-        self._close_media()
+        self._close_media(wait=False)
         now = trio.current_time()
         duration = now - self._answered_at if self._answered_at is not None else 0.0
         media_stats = self._media_stats or {}

@@ -316,13 +316,19 @@ class MediaSession:
         self._started = True
         self.rtcp.start(time.monotonic() if now is None else now)
 
-    def close(self, reason: str = "hangup") -> MediaStatistics:
-        """Stop the media (an RTCP BYE goes out) and return the final statistics."""
+    def close(self, reason: str = "hangup", *, wait: bool = True) -> MediaStatistics:
+        """Stop the media (an RTCP BYE goes out) and return the final statistics.
+
+        The media thread notices within one packet time; ``wait=False`` returns at once
+        instead of waiting up to 20 ms for it (an event loop should not block that long),
+        and a later ``close()`` joins the thread."""
         if self._closed:
+            if wait:
+                self._loop.stop()
             return self.statistics()
         if self._started:
             self._send_rtcp(time.monotonic(), time.time(), bye=reason)
-        self._loop.stop()
+        self._loop.stop(wait)
         self._closed = True
         return self.statistics()
 

@@ -20,12 +20,26 @@ from typing import Any
 import structlog
 import trio
 
-__all__ = ["LISTENER_PREFIX", "LISTENER_SUFFIX", "serve_spare", "warm_up"]
+__all__ = ["LISTENER_PREFIX", "LISTENER_SUFFIX", "preload", "serve_spare", "warm_up"]
 
 #: A spare's pre-bound control socket: ``<calls dir>/spare-<pid>.listen`` (see
 #: ``supervisor.registry``, which removes those of spares killed before their call).
 LISTENER_PREFIX = "spare-"
 LISTENER_SUFFIX = ".listen"
+
+
+def preload() -> None:
+    """What the zygote does once before it freezes: import every built-in app (a call
+    would otherwise compile its app's module) and create what the engine creates lazily
+    on first use, so that every call process shares it instead of building its own."""
+    import importlib
+    import pkgutil
+
+    from gosipd import apps
+
+    for module in pkgutil.iter_modules(apps.__path__):
+        importlib.import_module(f"{apps.__name__}.{module.name}")
+    warm_up()
 
 
 def warm_up() -> None:

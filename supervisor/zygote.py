@@ -47,6 +47,8 @@ __all__ = ["WORKER_ENTRY", "Zygote", "decode_status"]
 WORKER_ENTRY = "gosipd.worker:run_forked"
 #: ``module:function`` a warm spare runs as ``function(channel) -> exit code`` (gosipd.spare).
 SPARE_ENTRY = "gosipd.spare:serve_spare"
+#: ``module:function`` the zygote runs once before it freezes (gosipd.spare.preload).
+PRELOAD_ENTRY = "gosipd.spare:preload"
 #: How many warm spares the zygote keeps ready.
 SPARES = 2
 WorkerMain = Callable[[dict[str, Any], dict[str, int]], int]
@@ -102,6 +104,8 @@ class Zygote:
         signal.set_wakeup_fd(self._wakeup_w)
         run: WorkerMain = _load(self.entry)
         serve_spare: SpareMain | None = _load(self.spare_entry) if self.spare_entry else None
+        if self.spare_entry:
+            _load(PRELOAD_ENTRY)()
         gc.collect()
         gc.freeze()
         if serve_spare is not None:

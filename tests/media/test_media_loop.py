@@ -677,3 +677,26 @@ def test_the_port_walk_covers_every_even_port_of_any_span_once(start, stop, step
     span = range(start, stop, step)
     walked = list(_rotated_even_ports(span))
     assert sorted(walked) == [p for p in span if p % 2 == 0 and 0 < p < 65535]
+
+
+def test_a_close_without_waiting_stops_the_sending_and_a_later_close_joins(
+    udp: UDP, session_to: Callable[..., MediaSession]
+) -> None:
+    peer = udp()
+    session = session_to(peer, media_timeout=0)
+    session.start()
+    assert len(receive(peer, 5)) == 5
+    stats = session.close(wait=False)  # an event loop's call: returns before the thread ends
+    assert stats.packets_sent >= 5
+    time.sleep(0.1)  # the thread notices within one packet time
+    peer.setblocking(False)
+    while True:  # what was on its way
+        try:
+            peer.recv(2048)
+        except BlockingIOError:
+            break
+    time.sleep(0.1)
+    with pytest.raises(BlockingIOError):
+        peer.recv(2048)  # nothing more: the media stopped
+    final = session.close()  # joins the thread; still idempotent
+    assert final.packets_sent <= stats.packets_sent + 1  # at most the tick in progress
