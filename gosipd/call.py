@@ -65,6 +65,7 @@ from gosipd.locate import (
     Verdict,
 )
 from gosipd.log import get_logger
+from gosipd.packet import frame_datagram, unframe_datagram
 from gosipd.publication import CallPublication, EventBus, serve_stream
 from gosipd.sip import URI, SIPParseError, parse
 from gosipd.sip import events as ev
@@ -111,6 +112,9 @@ class CallSpec:
     datagram: bytes | None = None  # inbound: the INVITE
     source: tuple[str, int] | None = None  # inbound: where it came from
     local_host: str | None = None  # inbound: the address it arrived on
+    #: inbound: the supervisor's relay socket; responses to what reached us through its
+    #: public socket go out through it, from the address the caller sent to (RFC 3581)
+    answer_via: str | None = None
     reply_id: Any = None
 
     @classmethod
@@ -129,6 +133,7 @@ class CallSpec:
             datagram=bytes.fromhex(datagram) if isinstance(datagram, str) else datagram,
             source=(str(source[0]), int(source[1])) if source else None,
             local_host=data.get("local_host"),
+            answer_via=data.get("answer_via"),
             reply_id=data.get("reply_id"),
         )
 
@@ -482,10 +487,12 @@ class CallRuntime:
     ) -> None:
         """``app`` runs in place of ``spec.app`` (for programs that embed a call).
 
-        ``answer_socket`` (inbound): the socket the INVITE arrived on, handed over by the
-        supervisor. Responses to what arrived there (the INVITE, its retransmissions, a
+        ``answer_socket`` (inbound, for programs that embed a call): the socket the INVITE
+        arrived on. Responses to what arrived there (the INVITE, its retransmissions, a
         CANCEL) go out through it, from the address the caller sent to, as RFC 3581 §4
-        asks for callers behind NAT; the runtime owns and closes it.
+        asks for callers behind NAT; the runtime owns and closes it. Under the daemon,
+        ``spec.answer_via`` does the same through the supervisor, which keeps its socket
+        to itself (a call holding it would keep the port from a restarted supervisor).
 
         ``control_listener``: the call's control socket, bound ahead of time by a warm
         spare (``publication.bind_listener``) and renamed into place when the call starts."""
@@ -538,6 +545,13 @@ class CallRuntime:
         self._answer_socket = (
             trio.socket.from_stdlib_socket(answer_socket) if answer_socket is not None else None
         )
+        #: Unbound: it only sends to the supervisor's relay socket (``spec.answer_via``).
+        self._relay = (
+            trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_DGRAM)
+            if spec.answer_via is not None and answer_socket is None
+            else None
+        )
+        self._answers_from_public = self._answer_socket is not None or self._relay is not None
         #: Top Via branches of requests that reached us through the public socket.
         self._public_branches: set[str] = set()
         self._end_reason: str | None = None
@@ -603,8 +617,9 @@ class CallRuntime:
             self._close_media()
             if self.endpoint is not None:
                 self.endpoint.close()
-            if self._answer_socket is not None:
-                self._answer_socket.close()
+            for public in (self._answer_socket, self._relay):
+                if public is not None:
+                    public.close()
             self.bus.close()
             self.publication.close(clean=clean)
         return exit_status
@@ -813,13 +828,10 @@ class CallRuntime:
         await sock.bind(str(path))
         try:
             while True:
-                packet = await sock.recv(65536 + 256)
-                header, _, data = packet.partition(b"\n")
-                try:
-                    host, port_text = header.decode().rsplit(" ", 1)
-                    source = (host, int(port_text))
-                except ValueError:
+                framed = unframe_datagram(await sock.recv(65536 + 256))
+                if framed is None:
                     continue
+                source, data = framed
                 assert self.ua is not None
                 self._note_public(data)
                 self.ua.receive(data, source, trio.current_time())
@@ -902,8 +914,8 @@ class CallRuntime:
         while True:
             for data, destination in self.ua.datagrams_to_send():
                 try:
-                    if self._answer_socket is not None and self._answers_public(data):
-                        await self._answer_socket.sendto(data, destination)
+                    if self._answers_public(data):
+                        await self._send_public(data, destination)
                     else:
                         await self.endpoint.send(data, destination)
                 except (OSError, ValueError) as exc:
@@ -922,12 +934,24 @@ class CallRuntime:
         self.poke()
 
     def _note_public(self, data: bytes) -> None:
-        if self._answer_socket is not None and (branch := _top_branch(data)) is not None:
+        if self._answers_from_public and (branch := _top_branch(data)) is not None:
             self._public_branches.add(branch)
+
+    async def _send_public(self, data: bytes, destination: tuple[str, int]) -> None:
+        """Out through the socket the request reached us on: our copy of it, or the
+        supervisor's own (it relays what we frame and send to its relay socket)."""
+        if self._answer_socket is not None:
+            await self._answer_socket.sendto(data, destination)
+        elif self._relay is not None and self.spec.answer_via is not None:
+            await self._relay.sendto(frame_datagram(destination, data), self.spec.answer_via)
 
     def _answers_public(self, data: bytes) -> bool:
         """A response to a request that reached us through the public socket."""
-        return data.startswith(b"SIP/2.0 ") and _top_branch(data) in self._public_branches
+        return (
+            self._answers_from_public
+            and data.startswith(b"SIP/2.0 ")
+            and _top_branch(data) in self._public_branches
+        )
 
     async def _next_target(self) -> None:
         assert self.failover is not None and self.ua is not None

@@ -3,6 +3,10 @@
 The supervisor, its zygote and the warm spares hand calls (and the sockets a
 call takes over) to each other this way; one packet is one message, so no
 framing is needed.
+
+Also here, the framing of a SIP datagram that passes between the supervisor's
+inbound socket and a call over a Unix datagram socket: ``"HOST PORT\n"`` (where
+it came from, or where it goes) and then the datagram itself.
 """
 
 from __future__ import annotations
@@ -14,7 +18,14 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["MAX_PACKET", "fd_names", "recv_packet", "send_packet"]
+__all__ = [
+    "MAX_PACKET",
+    "fd_names",
+    "frame_datagram",
+    "recv_packet",
+    "send_packet",
+    "unframe_datagram",
+]
 
 MAX_PACKET = 256 * 1024
 
@@ -56,3 +67,17 @@ def fd_names(message: dict[str, Any], fds: Sequence[int]) -> dict[str, int]:
     for extra in fds[len(named) :]:
         os.close(extra)
     return named
+
+
+def frame_datagram(address: tuple[str, int], data: bytes) -> bytes:
+    return f"{address[0]} {address[1]}\n".encode() + data
+
+
+def unframe_datagram(packet: bytes) -> tuple[tuple[str, int], bytes] | None:
+    """The address and datagram of a framed packet; None when the header is malformed."""
+    header, _, data = packet.partition(b"\n")
+    try:
+        host, port = header.decode().rsplit(" ", 1)
+        return (host, int(port)), data
+    except (UnicodeDecodeError, ValueError):
+        return None

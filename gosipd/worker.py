@@ -40,24 +40,16 @@ async def run_call(
     runtime_dir: Path | None = None,
     control_listener: tuple[socket.socket, Path] | None = None,
 ) -> int:
-    """One call; ``fds`` are what the supervisor handed over: ``client``, the dial's
-    connection (it gets the call's events), ``answer``, the inbound SIP socket (responses
-    to the INVITE leave from the address the caller sent it to)."""
+    """One call; ``fds`` are what the supervisor handed over, by name: ``client``, the
+    dial's connection, which gets the call's events."""
     fds = fds or {}
     client = None
-    if (client_fd := fds.get("client")) is not None:
+    if (client_fd := fds.pop("client", None)) is not None:
         sock = trio.socket.from_stdlib_socket(socket.socket(fileno=client_fd))
         client = trio.SocketStream(sock)
-    answer = None
-    if (answer_fd := fds.get("answer")) is not None:
-        answer = socket.socket(fileno=answer_fd)
-    runtime = CallRuntime(
-        spec,
-        config,
-        runtime_dir=runtime_dir,
-        answer_socket=answer,
-        control_listener=control_listener,
-    )
+    for unknown in fds.values():
+        os.close(unknown)
+    runtime = CallRuntime(spec, config, runtime_dir=runtime_dir, control_listener=control_listener)
     return await runtime.run(client)
 
 

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as exc:
         print(f"gosipd: {exc}", file=sys.stderr)
         return 2
-    from .inbound import crash_bye, handle_inbound
+    from .inbound import crash_bye, handle_inbound, relay_answers
 
     supervisor = Supervisor(
         config,
@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         argv=raw_argv,
         crash_bye=crash_bye,
         inbound=handle_inbound,
+        relay=relay_answers,
         carried=carried,
     )
     if upgrade_state.get("draining"):

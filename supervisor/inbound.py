@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import os
 import secrets
 import socket
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from gosipd.control import ControlError
 from gosipd.log import get_logger
+from gosipd.packet import frame_datagram, unframe_datagram
 from gosipd.sip import Request, Response, SIPParseError, Via, parse
 from gosipd.sip.requests import bye_from_state
 from gosipd.sip.timers import Timers
@@ -34,7 +35,7 @@ from gosipd.sip.transaction import MAGIC_COOKIE, ClientNonInvite, ResponseReceiv
 if TYPE_CHECKING:
     from .server import Supervisor
 
-__all__ = ["crash_bye", "handle_inbound", "route_app"]
+__all__ = ["crash_bye", "handle_inbound", "relay_answers", "relay_path", "route_app"]
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO"
 KNOWN_UNSERVED = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER"})
@@ -179,14 +180,14 @@ async def _new_call(
         "datagram": data.hex(),
         "source": list(source),
         "local_host": local_host,
+        # responses to the INVITE leave from the address the caller sent it to (RFC 3581
+        # §4, callers behind NAT): the call frames them, we send them (see relay_answers)
+        "answer_via": str(relay_path(supervisor.runtime_dir)),
     }
     supervisor.sip_routes[request.call_id] = call_id
     supervisor.counters["inbound"] += 1
-    # The worker answers from the address the caller sent the INVITE to (RFC 3581 §4, and
-    # any NAT on the way), through its own copy of this socket; ours closes after the hand-over.
-    answer = os.dup(supervisor.sip.fileno())
     try:
-        record = await supervisor.start_call(spec, fds={"answer": answer})
+        record = await supervisor.start_call(spec)
     except ControlError as exc:
         supervisor.sip_routes.pop(request.call_id, None)
         log.info("inbound.refused", reason=exc.message)
@@ -194,8 +195,6 @@ async def _new_call(
             supervisor, request, source, 503, "Service Unavailable", (("Retry-After", "5"),)
         )
         return
-    finally:
-        os.close(answer)
     record.sip_call_id = request.call_id
 
 
@@ -203,7 +202,7 @@ async def _forward(
     supervisor: Supervisor, owner: str, data: bytes, source: tuple[str, int], request: Request
 ) -> None:
     path = supervisor.runtime_dir / "calls" / f"{owner}.sip"
-    packet = f"{source[0]} {source[1]}\n".encode() + data
+    packet = frame_datagram(source, data)
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_DGRAM)
     try:
         await sock.sendto(packet, str(path))
@@ -211,6 +210,36 @@ async def _forward(
         # the worker is not listening (yet, or any more): a retransmission will come
         if owner not in supervisor.registry.calls and request.method not in ("ACK", "INVITE"):
             await _reply(supervisor, request, source, 481, "Call/Transaction Does Not Exist")
+    finally:
+        sock.close()
+
+
+def relay_path(runtime_dir: Path) -> Path:
+    """Where calls send the responses that must leave from the public SIP socket."""
+    return runtime_dir / "sip-relay.sock"
+
+
+async def relay_answers(supervisor: Supervisor) -> None:
+    """Send what calls frame to the relay socket out of the public SIP socket.
+
+    Calls answer an INVITE they were handed from the address the caller sent it to, yet
+    never hold this socket themselves: a call holding it would keep the port from a
+    supervisor restarted after a crash. Only the service's user can reach the relay
+    (the runtime directory is 0750).
+    """
+    assert supervisor.sip is not None
+    path = relay_path(supervisor.runtime_dir)
+    path.unlink(missing_ok=True)
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_DGRAM)
+    await sock.bind(str(path))
+    try:
+        while True:
+            framed = unframe_datagram(await sock.recv(65536 + 256))
+            if framed is None:
+                continue
+            destination, data = framed
+            with contextlib.suppress(OSError, ValueError):
+                await supervisor.sip.sendto(data, destination)
     finally:
         sock.close()
 

@@ -107,6 +107,7 @@ class Supervisor:
         argv: list[str] | None = None,
         crash_bye: CrashBye | None = None,
         inbound: Callable[[Supervisor, bytes, tuple[str, int]], Awaitable[None]] | None = None,
+        relay: Callable[[Supervisor], Awaitable[None]] | None = None,
         carried: list[dict[str, Any]] | None = None,
     ) -> None:
         """``carried``: control connections the previous process was serving when it
@@ -124,6 +125,7 @@ class Supervisor:
         self._argv = argv or []
         self._crash_bye = crash_bye
         self._inbound = inbound
+        self._relay = relay
         self.started = time.time()
         self.draining = False
         self.drain_deadline: float | None = None
@@ -165,6 +167,8 @@ class Supervisor:
             await self._adopt()
             if self.sip is not None and self._inbound is not None:
                 nursery.start_soon(self._serve_sip)
+                if self._relay is not None:
+                    nursery.start_soon(self._relay, self)
             for carried in self._carried:
                 sock = trio.socket.from_stdlib_socket(socket.socket(fileno=carried["fd"]))
                 buffer = LineBuffer(

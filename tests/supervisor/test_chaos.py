@@ -171,3 +171,20 @@ def test_upgrade_under_dial_load_drops_nothing_and_new_calls_run_new_code(
     assert daemon.request({"op": "show", "call": old_call})["version"] == "0.1.0"
     assert daemon.request({"op": "hangup", "call": old_call})["ok"]
     assert old_conn.until_event("call.ended")["cause"] == "local_hangup"
+
+
+def test_a_live_inbound_call_never_keeps_the_sip_port_from_a_restarted_supervisor(gosipd):
+    """Calls answer their INVITE from the public port through the supervisor's relay and
+    never hold that socket, so a supervisor killed mid-call comes back on the same port."""
+    daemon = gosipd()
+    _, conn = daemon.dial(f"sip:echo@127.0.0.1:{daemon.sip_port}", max_duration=30)
+    conn.until_event("call.answered")
+    assert len(daemon.worker_pids()) == 2  # our outbound call and the inbound one it reached
+    daemon.kill(signal.SIGKILL)
+    daemon.start()  # binds the SIP port again: no call holds it
+    assert daemon.request({"op": "status"})["counters"]["adopted"] == 2
+    assert options(daemon.sip_port).startswith("SIP/2.0 200")
+    calls = daemon.request({"op": "calls"})["calls"]
+    outbound = next(c["call"] for c in calls if c["direction"] == "outbound")
+    assert daemon.request({"op": "hangup", "call": outbound})["ok"]
+    assert conn.until_event("call.ended")["cause"] == "local_hangup"
