@@ -63,9 +63,13 @@ def fd_names(message: dict[str, Any], fds: Sequence[int]) -> dict[str, int]:
     names = message.get("fds")
     if not isinstance(names, list):
         names = ["client"]
-    named = {str(name): fd for name, fd in zip(names, fds, strict=False)}
-    for extra in fds[len(named) :]:
-        os.close(extra)
+    named: dict[str, int] = {}
+    for index, fd in enumerate(fds):
+        name = str(names[index]) if index < len(names) else None
+        if name is None or name in named:
+            os.close(fd)
+        else:
+            named[name] = fd
     return named
 
 
