@@ -114,9 +114,12 @@ class CallPublication:
     def publish(self, **changes: Any) -> None:
         """Merge ``changes`` into the published state and write it atomically."""
         self.state.update(changes)
-        self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.state_path.with_suffix(f".json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.state))
+        try:
+            tmp.write_text(json.dumps(self.state))
+        except FileNotFoundError:  # the first time, maybe: the directory is made once
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self.state))
         os.replace(tmp, self.state_path)
 
     def open(self) -> None:
