@@ -111,7 +111,8 @@ class Supervisor:
         carried: list[dict[str, Any]] | None = None,
     ) -> None:
         """``carried``: control connections the previous process was serving when it
-        re-executed for an upgrade (``fd``, ``unread`` hex, ``skipping``)."""
+        re-executed for an upgrade (``fd``; ``lines``, complete requests not answered yet,
+        and ``unread``, a request begun, in hex; ``skipping`` an over-long line)."""
         self.config = config
         self.runtime_dir = config.resolved_runtime_dir()
         self.registry = Registry(self.runtime_dir)
@@ -175,7 +176,8 @@ class Supervisor:
                     unread=bytes.fromhex(carried.get("unread", "")),
                     skipping=bool(carried.get("skipping")),
                 )
-                nursery.start_soon(self._serve_connection, sock, buffer)
+                lines = [bytes.fromhex(line) for line in carried.get("lines", [])]
+                nursery.start_soon(self._serve_connection, sock, buffer, lines)
             self._carried = []
             nursery.start_soon(self._accept)
             systemd.notify("READY=1", f"STATUS=serving, {len(self.registry)} calls")
@@ -476,15 +478,15 @@ class Supervisor:
         carried = []
         for sock, (buffer, pending) in self._open.items():
             unread, skipping = buffer.unread
-            lines = [line for line in pending if isinstance(line, bytes)]
+            lines = [line.hex() for line in pending if isinstance(line, bytes)]
             for refusal in pending:
                 if isinstance(refusal, ControlError):  # an over-long line: answer it now
                     with contextlib.suppress(OSError):
                         sock.send(error_reply(None, refusal))
-            if lines:
-                unread, skipping = b"\n".join(lines) + b"\n" + (b"" if skipping else unread), False
             os.set_inheritable(sock.fileno(), True)
-            carried.append({"fd": sock.fileno(), "unread": unread.hex(), "skipping": skipping})
+            carried.append(
+                {"fd": sock.fileno(), "lines": lines, "unread": unread.hex(), "skipping": skipping}
+            )
         inherit["connections"] = carried
         env = dict(os.environ)
         env["GOSIPD_INHERIT_FDS"] = json.dumps(inherit)
@@ -507,13 +509,17 @@ class Supervisor:
             self._nursery.start_soon(self._serve_connection, sock)
 
     async def _serve_connection(
-        self, sock: trio.socket.SocketType, buffer: LineBuffer | None = None
+        self,
+        sock: trio.socket.SocketType,
+        buffer: LineBuffer | None = None,
+        lines: list[bytes] | None = None,
     ) -> None:
+        """``buffer`` and ``lines``: what an upgraded predecessor had read and not answered."""
         self._connections += 1
         peer = _peer_credentials(sock)
         stream = trio.SocketStream(sock)
         buffer = buffer or LineBuffer()
-        pending: Pending = deque(buffer.feed(b""))
+        pending: Pending = deque(lines or ())
         self._open[sock] = (buffer, pending)
         handed_over = busy = False
         try:
