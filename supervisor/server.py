@@ -137,6 +137,8 @@ class Supervisor:
         self._exit_statuses: dict[int, int] = {}
         self._exit_events: dict[int, trio.Event] = {}
         self._client_dups: dict[str, socket.socket] = {}
+        #: Warm spares the zygote forked (pid, the socket that hands one its call).
+        self._spares: deque[tuple[int, socket.socket]] = deque()
         self._subscribers: set[trio.MemorySendChannel[bytes]] = set()
         self._idle = trio.Event()
         self._connections = 0
@@ -236,22 +238,26 @@ class Supervisor:
     async def _read_zygote(self) -> None:
         while True:
             message, fds = await self._recv_zygote()
-            for fd in fds:
-                os.close(fd)
             if message is None:
                 self.log.error("supervisor.zygote_lost")
                 self._idle.set()
                 return
-            if not message:
-                continue
             if "exited" in message:
                 self._note_exit(int(message["exited"]), int(message["status"]))
+            elif "spare" in message:
+                if fds:
+                    spare = socket.socket(fileno=fds.pop(0))
+                    spare.set_inheritable(False)  # an upgrade's exec drops it: the spare exits
+                    spare.setblocking(True)
+                    self._spares.append((int(message["spare"]), spare))
             else:
                 call = str(message.get("spawned") or message.get("failed") or "")
                 waiter = self._spawn_waiters.get(call)
                 if waiter is not None:
                     waiter[1].append(message)
                     waiter[0].set()
+            for fd in fds:  # none expected but a spare's
+                os.close(fd)
 
     async def _recv_zygote(self) -> tuple[dict[str, Any] | None, list[int]]:
         while True:
@@ -262,8 +268,23 @@ class Supervisor:
                 continue
 
     async def spawn(self, call_id: str, spec: dict[str, Any], fds: dict[str, int]) -> int:
-        """Fork a worker for ``spec``; returns its pid. ``fds`` (by name) pass to the worker:
-        ``client``, the dial's connection; ``answer``, the inbound SIP socket."""
+        """Start a worker for ``spec``; returns its pid. ``fds`` (by name) pass to the worker:
+        ``client``, the dial's connection.
+
+        A warm spare takes the call straight from us (the zygote only hears which one,
+        to fork the next); with none left, the zygote forks a worker on demand."""
+        async with self._spawn_lock:  # an upgrade's exec waits for this hand-over
+            while self._spares:
+                pid, spare = self._spares.popleft()
+                try:
+                    send_packet(spare, {"spec": spec, "fds": list(fds)}, list(fds.values()))
+                except OSError:
+                    continue  # that spare is gone: the next, or the zygote
+                finally:
+                    spare.close()
+                await trio.lowlevel.wait_writable(self._zygote)
+                send_packet(self._zygote, {"op": "used", "pid": pid, "call": call_id})
+                return pid
         done = trio.Event()
         box: list[dict[str, Any]] = []
         self._spawn_waiters[call_id] = (done, box)

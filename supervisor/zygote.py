@@ -9,13 +9,19 @@ blocking loop. Each spawn request forks a worker that starts its own
 ``trio.run``; the worker costs only the pages it writes (~3 MB), not a fresh
 interpreter (~27 MB). A couple of warm spares (``gosipd.spare``), forked
 ahead of demand and already inside ``trio.run``, take the dials first, so
-the fork is off a dial's critical path.
+the fork is off a dial's critical path; the supervisor holds their sockets
+and hands a spare its call itself, so the zygote is off that path too.
 
 Wire protocol with the supervisor, over a SOCK_SEQPACKET socketpair (one
 JSON object per packet, file descriptors as SCM_RIGHTS):
 
-- ``{"op": "spawn", "call": ID, "spec": {...}}`` (+ an optional client fd
-  the worker takes over) -> ``{"spawned": ID, "pid": N}`` or
+- unprompted: ``{"spare": PID}`` + the socket that gives that spare its call
+  (``{"spec": {...}, "fds": [names]}`` + those fds, sent by the supervisor);
+- ``{"op": "used", "pid": PID, "call": ID}``: the supervisor gave a spare a
+  call; the zygote forks the next spare;
+- ``{"op": "spawn", "call": ID, "spec": {...}, "fds": [names]}`` (+ those fds,
+  e.g. the dial's ``client`` connection), when no spare is left -> a worker
+  forked on demand, ``{"spawned": ID, "pid": N}`` or
   ``{"failed": ID, "message": ...}``
 - ``{"op": "exit"}``: stop forking and exit; running workers carry on
   (they are re-parented to the supervisor, a child subreaper).
@@ -35,7 +41,6 @@ import signal
 import socket
 import sys
 import traceback
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -92,7 +97,8 @@ class Zygote:
         self.spare_entry = spare_entry
         self.spare_count = spares if spare_entry else 0
         self.children: dict[int, str] = {}
-        self.spares: deque[tuple[int, socket.socket]] = deque()
+        #: Spares forked and handed to the supervisor that have not been given a call yet.
+        self.idle_spares: set[int] = set()
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def serve(self) -> int:
@@ -111,31 +117,32 @@ class Zygote:
         if serve_spare is not None:
             for _ in range(self.spare_count):
                 self._fork_spare(serve_spare)
-        try:
-            while True:
-                readable, _, _ = select.select([self.channel.fileno(), self._wakeup_r], [], [])
-                if self._wakeup_r in readable:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wakeup_r, 4096)
-                    self._reap()
-                if self.channel.fileno() in readable:
-                    message, fds = recv_packet(self.channel)
-                    if message is None or message.get("op") == "exit":
-                        for fd in fds:
-                            os.close(fd)
-                        return 0
-                    if message.get("op") == "spawn":
+        while True:
+            readable, _, _ = select.select([self.channel.fileno(), self._wakeup_r], [], [])
+            if self._wakeup_r in readable:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wakeup_r, 4096)
+                self._reap()
+            if self.channel.fileno() in readable:
+                message, fds = recv_packet(self.channel)
+                if message is None or message.get("op") == "exit":
+                    for fd in fds:
+                        os.close(fd)
+                    return 0
+                if message.get("op") in ("spawn", "used"):
+                    if message["op"] == "spawn":
                         self._spawn(message, fds, run)
-                        if serve_spare is not None:
-                            while len(self.spares) < self.spare_count:
-                                # after the reply: off the dial's path
-                                self._fork_spare(serve_spare)
-                    else:
-                        for fd in fds:
-                            os.close(fd)
-        finally:
-            for _, spare in self.spares:
-                spare.close()  # an idle spare reads EOF and exits without a call
+                    else:  # the supervisor gave one of our spares a call
+                        pid = int(message["pid"])
+                        self.idle_spares.discard(pid)
+                        self.children[pid] = str(message.get("call", ""))
+                    if serve_spare is not None:
+                        while len(self.idle_spares) < self.spare_count:
+                            # after the reply: off the dial's path
+                            self._fork_spare(serve_spare)
+                else:
+                    for fd in fds:
+                        os.close(fd)
 
     def _reap(self) -> None:
         while True:
@@ -145,12 +152,9 @@ class Zygote:
                 return
             if pid == 0:
                 return
-            idle = [entry for entry in self.spares if entry[0] == pid]
-            for entry in idle:  # a spare died before it got a call: nobody to tell
-                self.spares.remove(entry)
-                entry[1].close()
-            if idle:
-                continue
+            # A spare we still count as idle may have been given its call already (the
+            # supervisor's "used" still on its way): report it like any worker.
+            self.idle_spares.discard(pid)
             call = self.children.pop(pid, "")
             with contextlib.suppress(OSError):
                 send_packet(
@@ -160,18 +164,6 @@ class Zygote:
     def _spawn(self, message: dict[str, Any], fds: list[int], run: WorkerMain) -> None:
         call = str(message.get("call", ""))
         named = fd_names(message, fds)
-        while self.spares:
-            pid, spare = self.spares.popleft()
-            try:
-                send_packet(
-                    spare, {"spec": message["spec"], "fds": list(named)}, list(named.values())
-                )
-            except OSError:
-                spare.close()  # that spare is gone; try the next, or fork
-                continue
-            spare.close()
-            self._started(call, pid, named)
-            return
         try:
             pid = os.fork()
         except OSError as exc:
@@ -210,8 +202,6 @@ class Zygote:
             code = 70
             try:
                 ours.close()
-                for _, other in self.spares:
-                    other.close()
                 self._become_worker()
                 code = serve_spare(theirs)
             except BaseException:
@@ -221,7 +211,12 @@ class Zygote:
                 sys.stderr.flush()
                 os._exit(code)
         theirs.close()
-        self.spares.append((pid, ours))
+        # The supervisor hands the spare its call directly: one process less on the path.
+        # It holds the only copy of this end; when it goes, the idle spare reads EOF.
+        with contextlib.suppress(OSError):
+            send_packet(self.channel, {"spare": pid}, [ours.fileno()])
+        ours.close()
+        self.idle_spares.add(pid)
 
     def _become_worker(self) -> None:
         signal.set_wakeup_fd(-1)
