@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> bool:
             reference = sipp_rate(work, f"{uas.host}:{uas.port}", args.setup_calls)
             fresh = fresh_interpreter_uss()
             curve = [concurrent(daemon, uri, n) for n in args.calls]
+        except BaseException:
+            print("the daemon's log, last lines:\n" + daemon.log.read_text()[-4000:])
+            raise
         finally:
             daemon.stop()
             lab.close()

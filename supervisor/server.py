@@ -562,6 +562,18 @@ class Supervisor:
                     busy = False
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             busy = True  # nothing to carry over
+        except Exception as exc:
+            # A bug in serving one request must not take the supervisor (and every other
+            # client) down with it: the client hears it, the log keeps the traceback.
+            busy = True
+            self.log.error("control.internal_error", error=repr(exc), exc_info=True)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                with trio.move_on_after(SEND_TIMEOUT):
+                    await stream.send_all(
+                        error_reply(
+                            None, ControlError("internal_error", f"internal error: {exc!r}")
+                        )
+                    )
         finally:
             self._connections -= 1
             # An upgrade carries an idle connection over (its fd survives the exec); one
@@ -746,8 +758,11 @@ class Supervisor:
                             )
                         for line in buffer.feed(data):
                             if isinstance(line, bytes):
-                                reply = json.loads(line)
-                                if "ok" in reply:
+                                try:
+                                    reply = json.loads(line)
+                                except ValueError:
+                                    continue  # not ours to understand; the reply follows
+                                if isinstance(reply, dict) and "ok" in reply:
                                     return dict(reply)
         except trio.TooSlowError:
             raise ControlError("worker_timeout", f"call {call_id} did not answer") from None
