@@ -35,7 +35,7 @@ from gosipd.control import (
     request_id_of,
 )
 
-__all__ = ["CallPublication", "EventBus", "bind_listener"]
+__all__ = ["CallPublication", "EventBus", "bind_listener", "discard_listener"]
 
 #: Events kept for a subscriber that joins late (it gets the call's story so far).
 HISTORY = 64
@@ -93,6 +93,14 @@ def bind_listener(path: Path) -> socket.socket:
     return sock
 
 
+def discard_listener(listener: tuple[socket.socket, Path]) -> None:
+    """Close a listener from ``bind_listener`` and remove its path."""
+    sock, path = listener
+    sock.close()
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
 class CallPublication:
     def __init__(
         self,
@@ -130,9 +138,7 @@ class CallPublication:
             try:
                 os.replace(path, self.socket_path)
             except OSError:  # another file system, say: bind afresh
-                sock.close()
-                with contextlib.suppress(OSError):
-                    path.unlink()
+                discard_listener((sock, path))
                 sock = None
         if sock is None:
             sock = bind_listener(self.socket_path)
@@ -154,10 +160,7 @@ class CallPublication:
     def close(self, *, clean: bool) -> None:
         """Stop serving; a clean end removes the files (a crash leaves them for the supervisor)."""
         if self._prebound is not None:
-            sock, path = self._prebound
-            sock.close()
-            with contextlib.suppress(OSError):
-                path.unlink()
+            discard_listener(self._prebound)
             self._prebound = None
         if self._listener is not None:
             self._listener.close()

@@ -92,7 +92,7 @@ def _warm_sockets() -> None:
 async def _serve(channel: socket.socket) -> int:
     from gosipd.call import CallSpec
     from gosipd.packet import fd_names, recv_packet
-    from gosipd.publication import bind_listener
+    from gosipd.publication import bind_listener, discard_listener
     from gosipd.worker import CONFIG, run_call
 
     warm_up()
@@ -114,11 +114,13 @@ async def _serve(channel: socket.socket) -> int:
                 continue
             break
     except BaseException:
-        _discard(listener)
+        if listener is not None:
+            discard_listener(listener)
         raise
     channel.close()
     if message is None:
-        _discard(listener)
+        if listener is not None:
+            discard_listener(listener)
         return 0  # the zygote is going away: so do we, without a call
     spec: dict[str, Any] = message["spec"]
     named = fd_names(message, fds)
@@ -126,12 +128,6 @@ async def _serve(channel: socket.socket) -> int:
     structlog.contextvars.bind_contextvars(call=spec.get("call"), pid=os.getpid())
     runtime_dir = Path(spec["runtime_dir"]) if spec.get("runtime_dir") else None
     return await run_call(CallSpec.from_dict(spec), CONFIG, named, runtime_dir, listener)
-
-
-def _discard(listener: tuple[socket.socket, Path] | None) -> None:
-    if listener is not None:
-        listener[0].close()
-        listener[1].unlink(missing_ok=True)
 
 
 def serve_spare(channel: socket.socket) -> int:
