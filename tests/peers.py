@@ -1277,6 +1277,23 @@ class CNAME:
 Record = Host | SRV | NAPTR | CNAME
 
 
+def failover_zone(hole: Blackhole, busy: SippUAS, echo: SippUAS) -> list[Record]:
+    """``trunk.lab.test``: NAPTR -> SRV to, in priority order, a black hole, an ICMP
+    refusal, a UAS that answers 503 (``busy``) and one that answers (``echo``)."""
+    srv = "_sip._udp.trunk.lab.test"
+    return [
+        NAPTR("trunk.lab.test", 10, 10, "S", "SIP+D2U", srv),
+        SRV(srv, "silent.lab.test", 5060, priority=10),
+        SRV(srv, "refusing.lab.test", 5060, priority=20),
+        SRV(srv, "busy.lab.test", busy.port, priority=30),
+        SRV(srv, "echo.lab.test", echo.port, priority=40),
+        Host("silent.lab.test", hole.silent_addr),
+        Host("refusing.lab.test", hole.refusing_addr),
+        Host("busy.lab.test", busy.host),
+        Host("echo.lab.test", echo.host),
+    ]
+
+
 def _zone_lines(records: Iterable[Record]) -> list[str]:
     lines = []
     for record in records:

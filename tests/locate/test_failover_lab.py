@@ -31,7 +31,7 @@ from gosipd.locate import (
     UdpEndpoint,
     Verdict,
 )
-from tests.peers import NAPTR, SRV, Host
+from tests.peers import failover_zone
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
 
@@ -95,19 +95,7 @@ async def test_a_call_fails_over_past_a_black_hole_an_icmp_refusal_and_a_503(
     hole = blackhole()
     busy = sipp_uas("503", retry_after=30)
     echo = sipp_uas("echo")
-    server = dnsmasq(
-        [
-            NAPTR("trunk.lab.test", 10, 10, "S", "SIP+D2U", "_sip._udp.trunk.lab.test"),
-            SRV("_sip._udp.trunk.lab.test", "silent.lab.test", 5060, priority=10),
-            SRV("_sip._udp.trunk.lab.test", "refusing.lab.test", 5060, priority=20),
-            SRV("_sip._udp.trunk.lab.test", "busy.lab.test", busy.port, priority=30),
-            SRV("_sip._udp.trunk.lab.test", "echo.lab.test", echo.port, priority=40),
-            Host("silent.lab.test", hole.silent_addr),
-            Host("refusing.lab.test", hole.refusing_addr),
-            Host("busy.lab.test", busy.host),
-            Host("echo.lab.test", echo.host),
-        ]
-    )
+    server = dnsmasq(failover_zone(hole, busy, echo))
     host, port = server.nameserver
     locator = Locator(ResolverConfig(nameservers=(host,), port=port, families=("ipv4",)))
     registry = RetryAfterRegistry()

@@ -9,7 +9,7 @@ import trio
 from gosipd.call import Call
 from gosipd.config import Config, Limits, TrunkConfig
 from gosipd.locate import Reason
-from tests.peers import NAPTR, SRV, Host
+from tests.peers import NAPTR, SRV, Host, failover_zone
 from tests.worker.conftest import config_with, ended_event, events_named
 
 pytestmark = pytest.mark.interop
@@ -90,19 +90,7 @@ async def test_a_call_fails_over_past_a_black_hole_an_icmp_refusal_and_a_503_wit
     hole = blackhole()
     busy = sipp_uas("503", retry_after=30)
     echo = sipp_uas("echo")
-    server = dnsmasq(
-        [
-            NAPTR("trunk.lab.test", 10, 10, "S", "SIP+D2U", "_sip._udp.trunk.lab.test"),
-            SRV("_sip._udp.trunk.lab.test", "silent.lab.test", 5060, priority=10),
-            SRV("_sip._udp.trunk.lab.test", "refusing.lab.test", 5060, priority=20),
-            SRV("_sip._udp.trunk.lab.test", "busy.lab.test", busy.port, priority=30),
-            SRV("_sip._udp.trunk.lab.test", "echo.lab.test", echo.port, priority=40),
-            Host("silent.lab.test", hole.silent_addr),
-            Host("refusing.lab.test", hole.refusing_addr),
-            Host("busy.lab.test", busy.host),
-            Host("echo.lab.test", echo.host),
-        ]
-    )
+    server = dnsmasq(failover_zone(hole, busy, echo))
     host, port = server.nameserver
     # the production defaults (2 s per target, T1 = 500 ms), bound to every address
     config = Config(
