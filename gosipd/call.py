@@ -662,6 +662,7 @@ class CallRuntime:
             credentials=credentials,
             outbound_proxy=outbound,
             accept=ACCEPTED_BODIES,
+            user_agent=self.config.user_agent,
         )
 
     async def _locate(self, host: str, port: int | None, secure: bool) -> list[Target]:

@@ -75,6 +75,14 @@ class InboundConfig:
     unrouted_status: int = 404
     ring_ms: int = 0  # how long to send 180 before answering
     early_media: bool = False
+    #: Inbound calls one source address may hold at once, and new INVITEs it may send per
+    #: second (a token bucket, bursts of the same size); beyond either: 503 + Retry-After,
+    #: decided before any worker is forked.
+    max_calls_per_source: int = 50
+    invites_per_source_per_second: float = 10.0
+    #: Networks exempt from the per-source limits: the trunk's or SBC's addresses, which
+    #: carry every caller's INVITEs from one source.
+    trusted_sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,9 @@ class Limits:
     ring_timeout_s: float = 60.0
     media_timeout_s: float = 30.0
     control_connections: int = 2000
+    #: The share of max_calls (and of the setup rate) inbound calls can never take, so an
+    #: inbound flood does not keep outbound dials from starting.
+    reserved_for_dials: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,8 @@ class Config:
     socket_path: Path | None = None
     socket_group: str | None = None
     log_level: str = "info"
+    #: Sent as User-Agent/Server; empty (the default) sends neither.
+    user_agent: str = ""
     trunk: TrunkConfig = field(default_factory=TrunkConfig)
     inbound: InboundConfig = field(default_factory=InboundConfig)
     limits: Limits = field(default_factory=Limits)
@@ -191,6 +204,7 @@ _SIP_KEYS: dict[str, tuple[str, Kind]] = {
     "t2": ("t2", (int, float)),
     "t4": ("t4", (int, float)),
     "attempt_timeout": ("attempt_timeout_s", (int, float)),
+    "user_agent": ("user_agent", str),
 }
 _RTP_KEYS: dict[str, tuple[str, Kind]] = {
     "port_min": ("rtp_port_min", int),
@@ -225,6 +239,7 @@ _LIMIT_KEYS: dict[str, Kind] = {
     "ring_timeout": (int, float),
     "media_timeout": (int, float),
     "control_connections": int,
+    "reserved_for_dials": (int, float),
 }
 
 
@@ -314,8 +329,27 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
             if status not in (403, 404, 480, 486, 603):
                 raise ConfigError(f"{path}: [inbound] unrouted_status must be 403/404/480/486/603")
             inbound[key] = status
-        elif key == "ring_ms":
+        elif key in ("ring_ms", "max_calls_per_source"):
             inbound[key] = _check("inbound", key, value, int, path)
+            if inbound[key] < 0 or (key == "max_calls_per_source" and not inbound[key]):
+                raise ConfigError(f"{path}: [inbound] {key} must be positive")
+        elif key == "trusted_sources":
+            networks = _check("inbound", key, value, list, path)
+            for network in networks:
+                _check("inbound", key, network, str, path)
+                try:
+                    ipaddress.ip_network(network, strict=False)
+                except ValueError:
+                    raise ConfigError(
+                        f"{path}: [inbound] trusted_sources: {network!r} is not an address or "
+                        "network (like 203.0.113.0/24)"
+                    ) from None
+            inbound[key] = tuple(networks)
+        elif key == "invites_per_source_per_second":
+            rate = _check("inbound", key, value, (int, float), path)
+            if rate <= 0:
+                raise ConfigError(f"{path}: [inbound] {key} must be positive")
+            inbound[key] = float(rate)
         elif key == "early_media":
             inbound[key] = _check("inbound", key, value, bool, path)
         else:
@@ -328,7 +362,11 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
         if key not in _LIMIT_KEYS:
             raise ConfigError(f"{path}: unknown key [limits] {key}")
         _check("limits", key, value, _LIMIT_KEYS[key], path)
-        if isinstance(value, int | float) and value <= 0:
+        if key == "reserved_for_dials":
+            if not 0 <= value < 1:
+                raise ConfigError(f"{path}: [limits] reserved_for_dials must be 0 <= share < 1")
+            value = float(value)
+        elif isinstance(value, int | float) and value <= 0:
             raise ConfigError(f"{path}: [limits] {key} must be positive")
         attr = key if key in names else f"{key}_s"
         limits[attr] = value

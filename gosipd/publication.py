@@ -34,12 +34,17 @@ from gosipd.control import (
     parse_request,
     request_id_of,
 )
+from gosipd.log import get_logger
 
 __all__ = ["CallPublication", "EventBus", "bind_listener", "discard_listener"]
 
 #: Events kept for a subscriber that joins late (it gets the call's story so far).
 HISTORY = 64
 SUBSCRIBER_QUEUE = 256
+#: How long one event may take to reach a subscriber before it is dropped.
+SEND_TIMEOUT = 5.0
+
+log = get_logger(component="publication")
 
 Handler = Callable[[ControlRequest], Awaitable[dict[str, Any]]]
 
@@ -48,6 +53,8 @@ class EventBus:
     def __init__(self) -> None:
         self.history: list[dict[str, Any]] = []
         self._subscribers: set[trio.MemorySendChannel[dict[str, Any]]] = set()
+        self._lagged: set[trio.MemorySendChannel[dict[str, Any]]] = set()
+        self._pairs: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
         self.closed = False
 
     def publish(self, event: dict[str, Any]) -> None:
@@ -55,12 +62,25 @@ class EventBus:
         for channel in list(self._subscribers):
             try:
                 channel.send_nowait(event)
-            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            except trio.WouldBlock:
+                self._lagged.add(channel)  # told why when its stream ends (_stream_events)
+                channel.close()
+                self._subscribers.discard(channel)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
                 channel.close()
                 self._subscribers.discard(channel)
 
+    def lagged(self, receive: trio.MemoryReceiveChannel[dict[str, Any]]) -> bool:
+        """Whether ``receive``'s subscription was cut for falling behind."""
+        send = self._pairs.pop(id(receive), None)
+        if send is None or send not in self._lagged:
+            return False
+        self._lagged.discard(send)
+        return True
+
     def subscribe(self) -> trio.MemoryReceiveChannel[dict[str, Any]]:
         send, receive = trio.open_memory_channel[dict[str, Any]](SUBSCRIBER_QUEUE)
+        self._pairs[id(receive)] = send
         for event in self.history:
             send.send_nowait(event)
         if self.closed:
@@ -214,11 +234,27 @@ async def serve_stream(
 
 
 async def _stream_events(stream: trio.SocketStream, events: EventBus) -> None:
+    """Send the call's events until it ends. A subscriber that takes more than
+    ``SEND_TIMEOUT`` to take one, or falls ``SUBSCRIBER_QUEUE`` events behind, is
+    dropped with a logged reason: the call goes on without it."""
     receive = events.subscribe()
     async with receive:
         async for event in receive:
-            with trio.fail_after(5):
+            with trio.move_on_after(SEND_TIMEOUT) as scope:
                 await stream.send_all(encode(event))
+            if scope.cancelled_caught:
+                events.lagged(receive)
+                log.warning(
+                    "subscriber.dropped",
+                    reason=f"did not read an event within {SEND_TIMEOUT:g} s",
+                    event=event.get("event"),
+                )
+                return
+        if events.lagged(receive):
+            log.warning(
+                "subscriber.dropped",
+                reason=f"fell more than {SUBSCRIBER_QUEUE} events behind",
+            )
 
 
 def now_ts() -> float:

@@ -402,11 +402,15 @@ def _bandwidth(value: str, n: int, line: str) -> tuple[str, str]:
     return kind, amount.strip()
 
 
-def _attribute(value: str, n: int, line: str) -> Attribute:
+def _attribute(value: str, n: int, line: str, *, strict: bool = True) -> Attribute:
+    """One a= line. ``strict=False`` (a stream we never use, so always reject) checks only
+    the name: an odd value there (RFC 4475's ``a=rtpmap:31 LPC``) must not cost the call."""
     name, sep, rest = value.partition(":")
     if not name or any(c.isspace() for c in name):
         raise SDPParseError("a= attribute name is empty or contains spaces", n, line)
-    if name == "rtpmap":
+    if not strict:
+        pass
+    elif name == "rtpmap":
         pt_text, _, enc = rest.partition(" ")
         parts = enc.strip().split("/")
         if not pt_text.isdigit() or len(parts) < 2 or not parts[0] or not parts[1].isdigit():
@@ -480,7 +484,8 @@ def _parse(text: str | bytes) -> SessionDescription:
             elif kind == "b":
                 current.bandwidths.append(_bandwidth(value, n, line))
             elif kind == "a":
-                current.attributes.append(_attribute(value, n, line))
+                strict = current.media == "audio" and current.port != 0
+                current.attributes.append(_attribute(value, n, line, strict=strict))
             elif kind in "vostrz":
                 raise SDPParseError(f"{kind}= is not allowed inside a media section", n, line)
             else:

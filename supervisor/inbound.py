@@ -2,12 +2,16 @@
 
 A datagram for a call in progress (by Call-ID) goes to that call's worker,
 through the Unix datagram socket it publishes (``<id>.sip``), prefixed with
-the source address. A new INVITE starts an inbound call whose app the
-``[inbound.routes]`` table names for the Request-URI user. OPTIONS get 200,
-or 503 with Retry-After while draining, so a load balancer probing with
-OPTIONS (Kamailio's dispatcher) moves traffic elsewhere. Everything else
-gets the stateless answer RFC 3261 asks for (481, 405, 501), and nothing
-that arrives here can touch a call it does not belong to.
+the source address. Any other request first gets the checks of RFC 3261
+§8.2 (400, 405, 416, 420, 415, 406, 501), exactly as a call's UA would
+apply them. A new INVITE then starts an inbound call whose app the
+``[inbound.routes]`` table names for the Request-URI user, within the
+per-source limits (``admission``), or gets 503 + Retry-After, before any
+fork. OPTIONS get 200, or 503 with Retry-After while draining, so a load
+balancer probing with OPTIONS (Kamailio's dispatcher) moves traffic
+elsewhere. The port is public: no datagram can raise past
+``handle_inbound``, and nothing that arrives here can touch a call it does
+not belong to.
 
 Also here: the BYE the supervisor sends for a worker that died with a
 confirmed dialog, from the state the worker published.
@@ -16,7 +20,6 @@ confirmed dialog, from the state the worker published.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import secrets
 import socket
 from pathlib import Path
@@ -31,15 +34,21 @@ from gosipd.sip import Request, Response, SIPParseError, Via, parse
 from gosipd.sip.requests import bye_from_state
 from gosipd.sip.timers import Timers
 from gosipd.sip.transaction import MAGIC_COOKIE, ClientNonInvite, ResponseReceived
+from gosipd.sip.ua import UAConfig
+from gosipd.sip.validate import check
 
 if TYPE_CHECKING:
     from .server import Supervisor
 
 __all__ = ["crash_bye", "handle_inbound", "relay_answers", "relay_path", "route_app"]
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO"
-KNOWN_UNSERVED = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER"})
+#: What the supervisor's listener serves; the methods, option tags and body types a call's
+#: UA serves (``UAConfig``), so that a request is judged the same here and in the worker.
+ALLOW = UAConfig.allow
+SUPPORTED = UAConfig.supported
 DRAIN_RETRY_AFTER = 60
+#: Retry-After for a source over its limits.
+SOURCE_RETRY_AFTER = 10
 
 log = get_logger(component="inbound")
 
@@ -51,20 +60,25 @@ def route_app(routes: dict[str, str], user: str | None) -> str | None:
     return routes.get("*")
 
 
-def _reply_address(request: Request, source: tuple[str, int]) -> tuple[str, int]:
-    via = request.top_via
-    if via is None:
-        return source
-    if via.has_rport:
-        return (source[0], via.rport or source[1])
-    host = via.received or via.host
+def _reply_address(request: Request | Response, source: tuple[str, int]) -> tuple[str, int]:
+    """Where a response goes (RFC 3261 §18.2.2, RFC 3581): always the source's IP address,
+    since nothing is sent to an address the datagram did not come from; the port is the
+    source's under rport, else the top Via's."""
     try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        host = source[0]
-    if host != source[0]:
-        host = source[0]
-    return (host, via.port or 5060)
+        via = request.top_via
+    except SIPParseError:
+        return source
+    if via is None or via.has_rport:
+        return (source[0], (via.rport if via else None) or source[1])
+    return (source[0], via.port or 5060)
+
+
+async def _send(supervisor: Supervisor, response: Response, address: tuple[str, int]) -> None:
+    if supervisor.config.user_agent:
+        response.headers.add("Server", supervisor.config.user_agent)
+    if supervisor.sip is not None:
+        with contextlib.suppress(OSError):
+            await supervisor.sip.sendto(bytes(response), address)
 
 
 async def _reply(
@@ -75,7 +89,7 @@ async def _reply(
     reason: str | None = None,
     headers: tuple[tuple[str, str], ...] = (),
 ) -> None:
-    if request.method == "ACK" or supervisor.sip is None:
+    if request.method == "ACK":
         return
     tag = secrets.token_hex(8) if status > 100 else None
     try:
@@ -84,39 +98,72 @@ async def _reply(
         return
     for name, value in headers:
         response.headers.add(name, value)
-    response.headers.add("Server", "gosipd")
-    with contextlib.suppress(OSError):
-        await supervisor.sip.sendto(bytes(response), _reply_address(request, source))
+    await _send(supervisor, response, _reply_address(request, source))
+
+
+def _printable(text: str, limit: int = 100) -> str:
+    """``text`` safe for a reason phrase: printable ASCII, bounded."""
+    clean = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
+def _drop(supervisor: Supervisor, source: tuple[str, int], reason: str) -> None:
+    supervisor.counters["inbound_dropped"] += 1
+    log.debug("inbound.dropped", source=f"{source[0]}:{source[1]}", reason=reason)
 
 
 async def handle_inbound(supervisor: Supervisor, data: bytes, source: tuple[str, int]) -> None:
+    """Answer, route or drop one datagram. Nothing raises past here: whatever a stranger
+    sends, the socket keeps serving (a datagram no handler can make sense of is dropped
+    and counted in ``inbound_dropped``)."""
+    try:
+        await _handle(supervisor, data, source)
+    except trio.Cancelled:
+        raise
+    except Exception as exc:
+        _drop(supervisor, source, f"{type(exc).__name__}: {exc}")
+
+
+async def _handle(supervisor: Supervisor, data: bytes, source: tuple[str, int]) -> None:
     try:
         message = parse(data)
     except SIPParseError as exc:
         reply = Response.for_malformed(exc, to_tag=secrets.token_hex(8))
-        if reply is not None and supervisor.sip is not None:
-            via = reply.top_via
-            address = (source[0], via.rport or source[1]) if via and via.has_rport else source
-            with contextlib.suppress(OSError):
-                await supervisor.sip.sendto(bytes(reply), address)
+        if reply is None:
+            _drop(supervisor, source, exc.reason)
+            return
+        await _send(supervisor, reply, _reply_address(reply, source))
         return
     if isinstance(message, Response):
-        return  # the supervisor sends no requests on this socket
+        _drop(supervisor, source, "a response (the supervisor sends no requests here)")
+        return
     request = message
     try:
-        call_id = request.call_id
-        to_tag = request.to.tag
-        method = request.method
+        owner = supervisor.sip_routes.get(request.call_id)
     except SIPParseError:
-        await _reply(supervisor, request, source, 400, "Bad Request")
-        return
-    owner = supervisor.sip_routes.get(call_id)
+        owner = None
     if owner is not None:
         await _forward(supervisor, owner, data, source, request)
         return
+    # RFC 3261 §8.2: what the request is owed before anything acts on it
+    rejection = check(request, supported=SUPPORTED, allow=ALLOW)
+    if rejection is not None:
+        if request.method == "ACK":
+            _drop(supervisor, source, rejection.detail)
+            return
+        log.debug("inbound.rejected", status=rejection.status, detail=rejection.detail)
+        reason = rejection.reason
+        if rejection.status == 400 and rejection.detail:
+            reason = f"{reason} ({_printable(rejection.detail)})"
+        await _reply(supervisor, request, source, rejection.status, reason, rejection.headers)
+        return
+    method = request.method
     if method == "ACK":
         return
-    if method == "OPTIONS" and to_tag is None:
+    if request.to.tag is not None or method in ("CANCEL", "BYE", "PRACK", "UPDATE", "INFO"):
+        await _reply(supervisor, request, source, 481, "Call/Transaction Does Not Exist")
+        return
+    if method == "OPTIONS":
         if supervisor.draining:
             await _reply(
                 supervisor,
@@ -133,17 +180,12 @@ async def handle_inbound(supervisor: Supervisor, data: bytes, source: tuple[str,
                 source,
                 200,
                 None,
-                (("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "100rel, timer")),
+                (
+                    ("Allow", ", ".join(ALLOW)),
+                    ("Accept", "application/sdp"),
+                    ("Supported", ", ".join(SUPPORTED)),
+                ),
             )
-        return
-    if to_tag is not None or method in ("CANCEL", "BYE", "PRACK", "UPDATE", "INFO"):
-        await _reply(supervisor, request, source, 481, "Call/Transaction Does Not Exist")
-        return
-    if method in KNOWN_UNSERVED:
-        await _reply(supervisor, request, source, 405, "Method Not Allowed", (("Allow", ALLOW),))
-        return
-    if method != "INVITE":
-        await _reply(supervisor, request, source, 501, "Not Implemented", (("Allow", ALLOW),))
         return
     await _new_call(supervisor, request, data, source)
 
@@ -165,7 +207,21 @@ async def _new_call(
     user = request.uri.user if request.uri.is_sip else None
     app = route_app(config.inbound.routes, user)
     if app is None:
+        # the same answer for every unknown user, whatever the method probing us
         await _reply(supervisor, request, source, config.inbound.unrouted_status)
+        return
+    refusal = supervisor.sources.admit(source[0])
+    if refusal is not None:
+        supervisor.counters["inbound_refused"] += 1
+        log.info("inbound.refused", reason=refusal)
+        await _reply(
+            supervisor,
+            request,
+            source,
+            503,
+            "Service Unavailable",
+            (("Retry-After", str(SOURCE_RETRY_AFTER)),),
+        )
         return
     call_id = secrets.token_hex(8)
     assert supervisor.sip is not None
@@ -188,14 +244,19 @@ async def _new_call(
     supervisor.counters["inbound"] += 1
     try:
         record = await supervisor.start_call(spec)
-    except ControlError as exc:
+    except BaseException as exc:
         supervisor.sip_routes.pop(request.call_id, None)
+        supervisor.sources.release(source[0])
+        if not isinstance(exc, ControlError):
+            raise
+        supervisor.counters["inbound_refused"] += 1
         log.info("inbound.refused", reason=exc.message)
         await _reply(
             supervisor, request, source, 503, "Service Unavailable", (("Retry-After", "5"),)
         )
         return
     record.sip_call_id = request.call_id
+    record.source_host = source[0]
 
 
 async def _forward(

@@ -35,6 +35,8 @@ class CallRecord:
     last_event: dict[str, Any] | None = None
     exit_status: int | None = None
     sip_call_id: str | None = None
+    #: The address an inbound call's INVITE came from (held against its per-source limit).
+    source_host: str | None = None
 
     def summary(self) -> dict[str, Any]:
         info: dict[str, Any] = {

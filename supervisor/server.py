@@ -28,7 +28,6 @@ import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -49,6 +48,7 @@ from gosipd.log import get_logger
 from gosipd.packet import recv_packet, send_packet
 
 from . import systemd
+from .admission import RateLimiter, SourceLimits
 from .registry import (
     CallRecord,
     Registry,
@@ -64,31 +64,13 @@ __all__ = ["Supervisor"]
 SEND_TIMEOUT = 5.0
 #: How long a worker's control socket may take to answer a proxied request.
 WORKER_TIMEOUT = 5.0
+#: How long accept waits, doubling, while the process is out of file descriptors.
+ACCEPT_BACKOFF_MIN = 0.05
+ACCEPT_BACKOFF_MAX = 1.0
 #: Retry-After a draining host sends with its 503s.
 DRAIN_RETRY_AFTER = 60
 
 CrashBye = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-@dataclass
-class _RateLimiter:
-    """A token bucket: ``rate`` new calls per second, bursts up to one second's worth."""
-
-    rate: float
-    tokens: float = 0.0
-    stamp: float = field(default_factory=time.monotonic)
-
-    def __post_init__(self) -> None:
-        self.tokens = self.rate
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 #: Request lines read from a control connection and not yet answered.
@@ -131,7 +113,12 @@ class Supervisor:
         self.draining = False
         self.drain_deadline: float | None = None
         self.upgrading = False
-        self._limiter = _RateLimiter(config.limits.max_calls_per_second)
+        self._limiter = RateLimiter(config.limits.max_calls_per_second)
+        self.sources = SourceLimits(
+            config.inbound.max_calls_per_source,
+            config.inbound.invites_per_source_per_second,
+            config.inbound.trusted_sources,
+        )
         self._spawn_lock = trio.Lock()
         self._spawn_waiters: dict[str, tuple[trio.Event, list[dict[str, Any]]]] = {}
         self._exit_statuses: dict[int, int] = {}
@@ -150,7 +137,16 @@ class Supervisor:
         self._drain_waiters: list[trio.Event] = []
         #: SIP Call-ID -> our call id, for datagrams arriving on the inbound socket
         self.sip_routes: dict[str, str] = {}
-        self.counters = {"dials": 0, "refused": 0, "crashed": 0, "inbound": 0, "adopted": 0}
+        self.counters = {
+            "dials": 0,
+            "refused": 0,
+            "crashed": 0,
+            "inbound": 0,
+            "adopted": 0,
+            "inbound_refused": 0,
+            "inbound_dropped": 0,
+            "accept_backoff": 0,
+        }
 
     # ======================================================================
     # lifecycle
@@ -316,12 +312,18 @@ class Supervisor:
         if self.draining:
             self.counters["refused"] += 1
             raise ControlError("draining", "this host is draining and takes no new calls")
-        if len(self.registry) >= self.config.limits.max_calls:
+        limits = self.config.limits
+        # inbound calls never take the share of calls and setups kept for dials
+        inbound = spec.get("direction") == "inbound"
+        held_back = limits.reserved_for_dials if inbound else 0.0
+        if len(self.registry) >= limits.max_calls - int(limits.max_calls * held_back):
             self.counters["refused"] += 1
             raise ControlError(
-                "too_many_calls", f"the limit of {self.config.limits.max_calls} calls is reached"
+                "too_many_calls",
+                f"the limit of {limits.max_calls} calls is reached"
+                + (f" ({limits.reserved_for_dials:.0%} are kept for dials)" if inbound else ""),
             )
-        if not self._limiter.take():
+        if not self._limiter.take(keep=limits.max_calls_per_second * held_back):
             self.counters["refused"] += 1
             raise ControlError(
                 "rate_limited",
@@ -390,6 +392,8 @@ class Supervisor:
             dup.close()
         if record.sip_call_id is not None:
             self.sip_routes.pop(record.sip_call_id, None)
+        if record.source_host is not None:
+            self.sources.release(record.source_host)
         self.registry.calls.pop(record.id, None)
         self._exit_statuses.pop(pid, None)
         self._check_drained()
@@ -521,8 +525,24 @@ class Supervisor:
     # ======================================================================
 
     async def _accept(self) -> None:
+        """Accept control connections; out of file descriptors, wait and keep serving."""
+        backoff = ACCEPT_BACKOFF_MIN
         while True:
-            sock, _ = await self._control.accept()
+            try:
+                sock, _ = await self._control.accept()
+            except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+                    continue
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise
+                self.counters["accept_backoff"] += 1
+                self.log.warning(
+                    "control.accept_failed", reason=os.strerror(exc.errno), retry_s=backoff
+                )
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, ACCEPT_BACKOFF_MAX)
+                continue
+            backoff = ACCEPT_BACKOFF_MIN
             if self._connections >= self.config.limits.control_connections:
                 sock.close()
                 continue
@@ -766,8 +786,18 @@ class Supervisor:
                                     return dict(reply)
         except trio.TooSlowError:
             raise ControlError("worker_timeout", f"call {call_id} did not answer") from None
-        except OSError as exc:
-            raise ControlError("worker_unreachable", f"call {call_id}: {exc.strerror}") from None
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            # the worker's socket broke, not the client's: most often the call just ended
+            record = self.registry.calls.get(call_id)
+            if record is None or record.ended or not path.exists():
+                raise ControlError("no_such_call", f"call {call_id} has ended") from None
+            cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
+            reason = getattr(cause, "strerror", None) or "its control socket broke"
+            raise ControlError("worker_unreachable", f"call {call_id}: {reason}") from None
+        except ControlError:
+            if call_id not in self.registry.calls or not path.exists():
+                raise ControlError("no_such_call", f"call {call_id} has ended") from None
+            raise
 
     # ======================================================================
     # inbound SIP

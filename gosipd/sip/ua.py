@@ -41,7 +41,6 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from gosipd import __version__
 from gosipd.sip import (
     DEFAULT_ACCEPT,
     URI,
@@ -200,7 +199,9 @@ class UAConfig:
 
     local_address: Address
     contact_user: str = "gosipd"
-    user_agent: str = f"gosipd/{__version__}"
+    #: Sent as User-Agent (requests) and Server (responses); empty (the default): neither,
+    #: so a scanner learns nothing of the software or its version.
+    user_agent: str = ""
     timers: Timers = field(default_factory=Timers)
     credentials: Credentials | None = None
     outbound_proxy: Address | None = None
@@ -470,7 +471,7 @@ class UserAgent:
             ("Contact", str(self._contact())),
             ("Allow", ", ".join(self.config.allow)),
             ("Supported", ", ".join(self.config.supported)),
-            ("User-Agent", self.config.user_agent),
+            *self._identity("User-Agent"),
             *headers,
         ]
         if sdp is not None:
@@ -850,7 +851,7 @@ class UserAgent:
             ]
         if status in (405, 501):
             headers.append(("Allow", ", ".join(self.config.allow)))
-        headers.append(("Server", self.config.user_agent))
+        headers += self._identity("Server")
         tag = self._local_tag if status > 100 else None
         response = Response.for_request(request, status, reason, to_tag=tag)
         with_headers(response, headers)
@@ -1079,7 +1080,7 @@ class UserAgent:
                 ("Allow", ", ".join(self.config.allow)),
                 ("Supported", ", ".join(self.config.supported)),
             ]
-        header_list += [("User-Agent", self.config.user_agent), *headers]
+        header_list += [*self._identity("User-Agent"), *headers]
         if self._digest is not None:
             header_list += self._digest.headers_for(method=method, uri=str(request_uri), body=body)
         request = Request(method, request_uri, header_list, body)
@@ -1312,7 +1313,7 @@ class UserAgent:
                 pass  # a field the transaction needs is unreadable: answer statelessly
         tag = _to_tag_or_new(request, self.rng)
         response = Response.for_request(request, status, reason, to_tag=tag)
-        with_headers(response, [*headers, ("Server", self.config.user_agent)])
+        with_headers(response, [*headers, *self._identity("Server")])
         self._outbox.append((bytes(response), reply_to))
 
     def _merged(self, request: Request) -> bool:
@@ -1480,7 +1481,7 @@ class UserAgent:
                     ("Accept", ", ".join(self.config.accept)),
                     ("Supported", ", ".join(self.config.supported)),
                 ]
-        extra.append(("Server", self.config.user_agent))
+        extra += self._identity("Server")
         with_headers(response, extra)
         tx.respond(response, now)
 
@@ -1509,6 +1510,10 @@ class UserAgent:
     def _via(self) -> Via:
         host, port = self.config.local_address
         return Via("UDP", host, port, branch=f"{MAGIC_COOKIE}{_token(self.rng)}", rport=True)
+
+    def _identity(self, name: str) -> list[tuple[str, str]]:
+        """The User-Agent or Server header field, when one is configured."""
+        return [(name, self.config.user_agent)] if self.config.user_agent else []
 
     def _contact(self) -> NameAddr:
         host, port = self.public_address

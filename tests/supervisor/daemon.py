@@ -83,7 +83,13 @@ class Daemon:
         extra: str = "",
         env: dict[str, str] | None = None,
         pythonpath: Path | None = None,
+        routes: dict[str, str] | None = None,
+        inbound: str = "",
+        nofile: int | None = None,
     ) -> None:
+        """``routes``: the [inbound.routes] table (default: everyone to echo); ``inbound``:
+        more [inbound] keys, as TOML lines; ``nofile``: the supervisor's RLIMIT_NOFILE, to
+        run it out of file descriptors."""
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.runtime = directory / "run"
@@ -100,8 +106,12 @@ class Daemon:
             lines += [
                 "[inbound]",
                 f'listen = "127.0.0.1:{self.sip_port}"',
+                inbound,
                 "[inbound.routes]",
-                '"*" = "echo"',
+                *(
+                    f'"{user}" = "{app}"'
+                    for user, app in (routes if routes is not None else {"*": "echo"}).items()
+                ),
             ]
         self.config.write_text("\n".join(lines) + "\n" + extra)
         self.env = dict(os.environ, **(env or {}))
@@ -109,6 +119,7 @@ class Daemon:
             self.env["PYTHONPATH"] = str(pythonpath)
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
+        self._nofile = nofile
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -120,9 +131,16 @@ class Daemon:
             stderr=subprocess.STDOUT,
             env=self.env,
             cwd=self.directory,
+            preexec_fn=self._limit_files if self._nofile else None,
         )
         self.wait_ready(timeout)
         return self
+
+    def _limit_files(self) -> None:
+        import resource
+
+        assert self._nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self._nofile, self._nofile))
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
