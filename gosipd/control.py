@@ -20,6 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gosipd.apps import FILE_APPS
+from gosipd.files import ForbiddenPath, check_name
+
 __all__ = [
     "MAX_LINE",
     "OPS",
@@ -185,6 +188,19 @@ def _headers(name: str, value: Any) -> Any:
     return parsed
 
 
+def _app(name: str, value: Any) -> Any:
+    """``NAME[:ARG]``; a built-in that takes a file must name one inside the files
+    directory (checked again, against the file system, where the file is opened)."""
+    _string(1024)(name, value)
+    head, _, arg = value.strip().partition(":")
+    if head in FILE_APPS and arg:
+        try:
+            check_name(arg)
+        except ForbiddenPath as exc:
+            raise ControlError("forbidden_path", f"{name}: {head}: {exc}", field=name) from None
+    return value
+
+
 def _call_id(name: str, value: Any) -> Any:
     _string(128)(name, value)
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", value):
@@ -198,7 +214,7 @@ OPS: dict[str, Schema] = {
     "dial": {
         "to": (_target, True),
         "from": (_string(512), False),
-        "app": (_string(1024), False),
+        "app": (_app, False),
         "ring_timeout": (_number(1, 600), False),
         "max_duration": (_number(0.1, 86_400), False),
         "headers": (_headers, False),
