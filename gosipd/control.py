@@ -201,6 +201,21 @@ def _app(name: str, value: Any) -> Any:
     return value
 
 
+def _file(op: str) -> Validator:
+    """A path relative to the files directory (the worker checks it again, and the links
+    in it, against the file system when it opens the file)."""
+
+    def check(name: str, value: Any) -> Any:
+        _string(4096)(name, value)
+        try:
+            check_name(value)
+        except ForbiddenPath as exc:
+            raise ControlError("forbidden_path", f"{op}: {exc}", field=name) from None
+        return value
+
+    return check
+
+
 def _call_id(name: str, value: Any) -> Any:
     _string(128)(name, value)
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", value):
@@ -226,10 +241,10 @@ OPS: dict[str, Schema] = {
         "digits": (_digits, True),
         "duration_ms": (_number(40, 2000), False),
     },
-    "play": {"call": (_call_id, True), "file": (_string(4096), True)},
+    "play": {"call": (_call_id, True), "file": (_file("play"), True)},
     "record": {
         "call": (_call_id, True),
-        "file": (_string(4096), True),
+        "file": (_file("record"), True),
         "stereo": (_boolean, False),
     },
     "calls": {},

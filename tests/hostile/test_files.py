@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import time
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from gosipd.audio import MAX_FILE_SECONDS, AudioError, load_wav
 from gosipd.call import Call, CallRuntime
 from gosipd.config import Config, ConfigError, config_from_dict
 from gosipd.control import ControlError, parse_request
+from tests.supervisor.daemon import Daemon
 from tests.worker.conftest import CallPlacer, ended_event, events_named
 from tests.worker.test_control import ControlClient, until_answered, write_wav
 
@@ -300,3 +302,56 @@ async def test_a_play_longer_than_the_limit_is_an_error_reply_and_the_call_goes_
     end = ended_event(runtime)
     assert end["cause"] == "local_hangup"
     assert not events_named(runtime, "call.internal_error")
+
+
+# --------------------------------------------------------------------------- through the daemon
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    files_directory = tmp_path / "files"
+    files_directory.mkdir(exist_ok=True)
+    started = Daemon(tmp_path / "daemon", extra=f'[files]\ndirectory = "{files_directory}"\n')
+    started.start()
+    yield started
+    started.stop()
+
+
+@pytest.mark.parametrize(
+    ("op", "name"), [("play", "/etc/hostname"), ("record", "../x.wav"), ("play", "a/../../b")]
+)
+def test_the_supervisor_refuses_a_path_outside_before_asking_any_worker(daemon, op, name):
+    reply = daemon.request({"op": op, "call": "0123456789abcdef", "file": name})
+    assert reply["error"]["code"] == "forbidden_path"
+    assert reply["error"]["field"] == "file"
+    assert reply["error"]["message"].startswith(f"{op}: {name!r}: ")
+
+
+@pytest.mark.interop
+def test_through_the_daemon_a_symlink_is_refused_and_a_recording_lands_inside_0640(
+    daemon, sipp_uas, tmp_path
+):
+    files_directory = tmp_path / "files"
+    (files_directory / "link.wav").symlink_to("/etc/hostname")
+    refused, _ = daemon.dial("sip:echo@127.0.0.1:9", app="play:/etc/hostname")
+    assert refused["error"]["code"] == "forbidden_path"
+    assert refused["error"]["field"] == "app"
+    assert refused["error"]["message"].startswith("app: play: '/etc/hostname': ")
+
+    uas = sipp_uas("echo")
+    reply, conn = daemon.dial(uas.uri("echo"), max_duration=20)
+    conn.until_event("call.answered")
+    call = reply["call"]
+    played = daemon.request({"op": "play", "call": call, "file": "link.wav"})
+    assert played["error"]["code"] == "forbidden_path"
+    assert (
+        played["error"]["message"] == "play: 'link.wav': is a symbolic link; links are not followed"
+    )
+    assert daemon.request({"op": "record", "call": call, "file": "call.wav"})["ok"]
+    time.sleep(0.5)
+    assert daemon.request({"op": "hangup", "call": call})["ok"]
+    assert conn.until_event("call.ended")["cause"] == "local_hangup"
+    recording = files_directory / "call.wav"
+    assert stat.S_IMODE(recording.stat().st_mode) & 0o007 == 0  # nothing for others
+    with wave.open(str(recording)) as w:
+        assert w.getnchannels() == 1 and w.getnframes() > 0
