@@ -8,10 +8,11 @@ not per frame, so clarity beats speed here.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import re
 import struct
-import wave
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,10 +21,15 @@ import numpy as np
 from gosipd import _dsp
 
 __all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_FILE_SECONDS",
     "RATE",
     "AudioError",
+    "RecordingError",
     "WavWriter",
     "load_wav",
+    "load_wav_data",
+    "parse_wav",
     "read_wav",
     "resample",
     "tones_from_spec",
@@ -36,12 +42,20 @@ SINC_HALF_TAPS = 16
 #: The passband edge as a share of the lower Nyquist frequency (3.8 kHz at 8 kHz).
 CUTOFF = 0.95
 KAISER_BETA = 8.0
-MAX_FILE_SECONDS = 3600
+#: The longest WAV a call plays (what one ``play`` may queue: ``media.MAX_PLAYBACK_SAMPLES``).
+MAX_FILE_SECONDS = 600
+#: The largest WAV read into memory (decoding takes 8 bytes a sample on top): 600 s of
+#: 16 kHz stereo 16-bit is 38 MB; CD-quality prompts that long want converting first.
+MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_TONE_SEGMENTS = 256
 
 
 class AudioError(ValueError):
     """A file or tone spec we cannot use; the message says why."""
+
+
+class RecordingError(AudioError):
+    """A recording could not be written (the disk is full...); what was written is kept."""
 
 
 def resample(samples: np.ndarray, rate_in: int, rate_out: int = RATE) -> np.ndarray:
@@ -104,18 +118,33 @@ class WavFormat(NamedTuple):
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     """A WAV file as float64 samples (frames × channels, full scale ±32768) and its rate.
 
-    Reads RIFF/WAVE with PCM (8-bit unsigned, 16, 24 or 32-bit), IEEE float (32 or
-    64-bit), µ-law or A-law data, plain or WAVE_FORMAT_EXTENSIBLE; anything else is an
-    ``AudioError`` that says what the file is and why it cannot be used.
+    See ``parse_wav``; a file larger than ``MAX_FILE_BYTES`` is refused unread.
     """
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                raise AudioError(f"{path}: {size} bytes is more than {MAX_FILE_BYTES} (too long)")
+            data = file.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise AudioError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise AudioError(f"{path}: is a directory, not a WAV file") from None
     except OSError as exc:
         raise AudioError(f"{path}: cannot read it ({exc.strerror})") from None
+    return parse_wav(data, path)
+
+
+def parse_wav(data: bytes, path: str | Path) -> tuple[np.ndarray, int]:
+    """The bytes of a WAV file (named ``path`` in errors) as ``read_wav`` returns them.
+
+    Reads RIFF/WAVE with PCM (8-bit unsigned, 16, 24 or 32-bit), IEEE float (32 or
+    64-bit), µ-law or A-law data, plain or WAVE_FORMAT_EXTENSIBLE; anything else is an
+    ``AudioError`` that says what the file is and why it cannot be used, and so is a
+    file longer than ``MAX_FILE_SECONDS`` or larger than ``MAX_FILE_BYTES``.
+    """
+    if len(data) > MAX_FILE_BYTES:
+        raise AudioError(f"{path}: more than {MAX_FILE_BYTES} bytes (too long)")
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise AudioError(f"{path}: not a WAV file (no RIFF/WAVE header)")
     fmt: WavFormat | None = None
@@ -175,7 +204,10 @@ def _decode(path: str | Path, fmt: WavFormat, raw: bytes) -> np.ndarray:
     frame_bytes = fmt.channels * fmt.bits // 8
     frames = len(raw) // frame_bytes
     if frames > fmt.rate * MAX_FILE_SECONDS:
-        raise AudioError(f"{path}: longer than {MAX_FILE_SECONDS} s")
+        raise AudioError(
+            f"{path}: {frames / fmt.rate:.1f} s is longer than the {MAX_FILE_SECONDS} s a prompt "
+            "may last"
+        )
     raw = raw[: frames * frame_bytes]  # a truncated last frame is dropped
     if fmt.tag == FORMAT_PCM and fmt.bits == 8:
         data = (np.frombuffer(raw, np.uint8).astype(np.float64) - 128.0) * 256.0
@@ -199,8 +231,16 @@ def _decode(path: str | Path, fmt: WavFormat, raw: bytes) -> np.ndarray:
 
 def load_wav(path: str | Path) -> bytes:
     """A WAV file as 8 kHz mono int16 PCM (native endian), whatever its rate and channels
-    (see ``read_wav`` for the encodings); channels are averaged."""
-    frames, rate = read_wav(path)
+    (see ``parse_wav`` for the encodings and limits); channels are averaged."""
+    return _to_call_audio(*read_wav(path))
+
+
+def load_wav_data(data: bytes, path: str | Path) -> bytes:
+    """``load_wav`` of a file already read (``path`` names it in errors)."""
+    return _to_call_audio(*parse_wav(data, path))
+
+
+def _to_call_audio(frames: np.ndarray, rate: int) -> bytes:
     mono = frames.mean(axis=1) if frames.shape[1] > 1 else frames[:, 0]
     out = resample(mono, rate, RATE)
     return np.clip(np.round(out), -32768, 32767).astype(np.int16).tobytes()
@@ -238,20 +278,81 @@ def tones_from_spec(spec: str, level_dbov: float = -13.0) -> bytes:
     return b"".join(pieces)
 
 
-class WavWriter:
-    """An 8 kHz int16 WAV being written: mono, or stereo with one side per channel."""
+#: The canonical 44-byte header of the WAVs we write; the sizes are patched as data lands.
+WAV_HEADER_BYTES = 44
 
-    def __init__(self, path: str | Path, *, stereo: bool = False) -> None:
+
+class WavWriter:
+    """An 8 kHz int16 WAV being written: mono, or stereo with one side per channel.
+
+    It owns ``fd`` (a new, empty file open for writing). The RIFF and data sizes in the
+    header are rewritten after every write, so the header always matches the bytes on
+    disk: after a crash, and after a write that failed (a full disk), when the partial
+    frame is cut off and ``RecordingError`` says why.
+    """
+
+    def __init__(self, fd: int, path: str | Path, *, stereo: bool = False) -> None:
         self.path = Path(path)
         self.stereo = stereo
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._wav = wave.open(str(self.path), "wb")  # noqa: SIM115 - closed by close()
-        self._wav.setnchannels(2 if stereo else 1)
-        self._wav.setsampwidth(2)
-        self._wav.setframerate(RATE)
+        self._fd: int | None = fd
+        self._block = 4 if stereo else 2
         self.samples = 0
+        self.data_bytes = 0
+        try:
+            self._write_all(self._header(0))
+        except OSError as exc:
+            self.close()
+            raise RecordingError(f"{path}: cannot write the WAV header ({exc.strerror})") from None
+
+    @classmethod
+    def create(cls, path: str | Path, *, stereo: bool = False) -> WavWriter:
+        """A new file at ``path`` (never an existing one; no directories are created)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o640)
+        except FileExistsError:
+            raise RecordingError(
+                f"{path}: already exists; a recording never replaces a file"
+            ) from None
+        except OSError as exc:
+            raise RecordingError(f"{path}: cannot record there ({exc.strerror})") from None
+        return cls(fd, path, stereo=stereo)
+
+    def _header(self, data_bytes: int) -> bytes:
+        channels = 2 if self.stereo else 1
+        return struct.pack(
+            "<4sI4s4sIHHIIHH4sI",
+            b"RIFF",
+            WAV_HEADER_BYTES - 8 + data_bytes,
+            b"WAVE",
+            b"fmt ",
+            16,
+            FORMAT_PCM,
+            channels,
+            RATE,
+            RATE * self._block,
+            self._block,
+            16,
+            b"data",
+            data_bytes,
+        )
+
+    def _write_all(self, data: bytes) -> int:
+        """Write all of ``data``; an OSError leaves ``written`` on the exception."""
+        assert self._fd is not None
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            try:
+                done += os.write(self._fd, view[done:])
+            except OSError as exc:
+                exc.written = done  # type: ignore[attr-defined]
+                raise
+        return done
 
     def write(self, received: bytes, sent: bytes | None = None) -> None:
+        if self._fd is None:
+            raise RecordingError(f"{self.path}: the recording is closed")
         if self.stereo:
             left = np.frombuffer(received, np.int16)
             right = np.frombuffer(sent or bytes(len(received)), np.int16)
@@ -260,10 +361,45 @@ class WavWriter:
             frame = np.empty(left.size * 2, np.int16)
             frame[0::2] = left
             frame[1::2] = right[: left.size]
-            self._wav.writeframes(frame.tobytes())
+            data = frame.astype("<i2").tobytes()
         else:
-            self._wav.writeframes(received)
-        self.samples += len(received) // 2
+            data = np.frombuffer(received, np.int16).astype("<i2").tobytes()
+        try:
+            self.data_bytes += self._write_all(data)
+            self.samples += len(received) // 2
+            self._patch_header()
+        except OSError as exc:
+            self._fail(exc)
+
+    def _patch_header(self) -> None:
+        assert self._fd is not None
+        header = self._header(self.data_bytes)
+        os.pwrite(self._fd, header[4:8], 4)
+        os.pwrite(self._fd, header[40:44], 40)
+
+    def _fail(self, exc: OSError) -> None:
+        """Keep what whole frames reached the disk, with a header that says so; raise why."""
+        assert self._fd is not None
+        self.data_bytes += getattr(exc, "written", 0)
+        self.data_bytes -= self.data_bytes % self._block
+        self.samples = self.data_bytes // self._block
+        try:
+            os.ftruncate(self._fd, WAV_HEADER_BYTES + self.data_bytes)
+            self._patch_header()  # rewrites bytes already on disk: needs no free space
+        except OSError:
+            pass
+        self.close()
+        reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
+        raise RecordingError(
+            f"{self.path}: recording stopped after {self.data_bytes / (RATE * self._block):.2f} s: "
+            f"{reason}"
+        ) from None
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
 
     def close(self) -> None:
-        self._wav.close()
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)

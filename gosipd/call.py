@@ -13,7 +13,7 @@ acts on its events.
 ``Call`` is what an app sees (see ``gosipd.apps``)::
 
     async def app(call: gosipd.Call) -> None:
-        await call.play("welcome.wav")
+        await call.play("welcome.wav")  # relative to [files] directory
         digits = await call.collect_dtmf(max_digits=4, timeout=10, terminator="#")
         async with call.record("caller.wav", stereo=True):
             await call.play_tones("1209+697:100")
@@ -21,7 +21,11 @@ acts on its events.
             ...
         await call.hangup()
 
-An app that raises ends its call with a BYE and the cause ``app_error``.
+An app that raises ends its call with a BYE and the cause ``app_error``. Files an
+app plays or records are named relative to ``[files] directory`` and stay inside it
+(``gosipd.files``): app arguments come from dial requests, which are untrusted. A
+recording that cannot be written (the disk is full) ends its call with the cause
+``record_failed``, leaving a WAV whose header matches what reached the disk.
 """
 
 from __future__ import annotations
@@ -46,9 +50,16 @@ from typing import Any
 
 import trio
 
-from gosipd import __version__, media, sdp
+from gosipd import __version__, files, media, sdp
 from gosipd import apps as apps_package
-from gosipd.audio import AudioError, WavWriter, load_wav, tones_from_spec
+from gosipd.audio import (
+    MAX_FILE_BYTES,
+    AudioError,
+    RecordingError,
+    WavWriter,
+    load_wav_data,
+    tones_from_spec,
+)
 from gosipd.config import Config
 from gosipd.control import ControlError, ControlRequest, ok_reply
 from gosipd.locate import (
@@ -94,7 +105,14 @@ App = Callable[["Call"], Awaitable[None]]
 
 
 class CallError(Exception):
-    """A call-level failure an app can catch (the call ended, a file is unusable...)."""
+    """A call-level failure an app can catch (the call ended, a file is unusable...).
+
+    ``code`` is the control protocol's error code for it: ``forbidden_path`` for a
+    path outside the files directory, ``bad_file`` for a file that cannot be used."""
+
+    def __init__(self, message: str, *, code: str = "bad_state") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -206,8 +224,13 @@ class Call:
     # --- audio out -----------------------------------------------------------------------
 
     async def play(self, source: str | Path | bytes, *, wait: bool = True) -> None:
-        """Play a WAV file (any rate and channel count) or 8 kHz int16 PCM bytes."""
-        pcm = source if isinstance(source, bytes) else await trio.to_thread.run_sync(_load, source)
+        """Play a WAV file (any rate and channel count, named relative to the files
+        directory) or 8 kHz int16 PCM bytes."""
+        if isinstance(source, bytes):
+            pcm = source
+        else:
+            directory = self._runtime.config.resolved_files_directory()
+            pcm = await trio.to_thread.run_sync(load_prompt, directory, str(source))
         await self._play_pcm(pcm, wait)
 
     async def play_tones(self, spec: str, *, wait: bool = True) -> None:
@@ -331,11 +354,17 @@ class Call:
             self._runtime.want_audio(bool(self._audio_readers or self._recorders))
 
     def start_recording(self, path: str | Path, *, stereo: bool = False) -> WavWriter:
-        """Record until the call ends (the ``record`` control op)."""
+        """Record until the call ends (the ``record`` control op) into a new file, named
+        relative to the files directory; an existing file is never replaced."""
+        directory = self._runtime.config.resolved_files_directory()
+        name = str(path)
         try:
-            writer = WavWriter(path, stereo=stereo)
-        except OSError as exc:
-            raise CallError(f"{path}: cannot record there ({exc.strerror})") from None
+            fd = files.create_recording(directory, name)
+            writer = WavWriter(fd, directory / name, stereo=stereo)
+        except files.ForbiddenPath as exc:
+            raise CallError(f"record: {exc}", code="forbidden_path") from None
+        except (files.FileError, AudioError) as exc:
+            raise CallError(f"record: {exc}", code="bad_file") from None
         if stereo and not self._stereo_recording:
             session = self._runtime.session
             self._sent.start(session.playback_queued if session is not None else 0)
@@ -350,8 +379,12 @@ class Call:
             stereo = self._stereo_recording
             for frame in frames:
                 sent = self._sent.take(len(frame)) if stereo else None
-                for writer in self._recorders:
-                    writer.write(frame, sent)
+                for writer in list(self._recorders):
+                    try:
+                        writer.write(frame, sent)
+                    except RecordingError as exc:
+                        self._recorders.remove(writer)
+                        self._runtime.recording_failed(str(exc))
         self._audio_wakeup.set()
         self._audio_wakeup = trio.Event()
 
@@ -437,11 +470,20 @@ def dtmf_from_info(content_type: str | None, body: bytes) -> str | None:
     return _INFO_EVENT_CODES.get(signal) if signal.isdigit() else None
 
 
-def _load(source: str | Path) -> bytes:
+def load_prompt(directory: Path, name: str) -> bytes:
+    """The WAV ``name`` inside the files ``directory`` as 8 kHz mono PCM, or a CallError
+    (``forbidden_path`` or ``bad_file``) that says why not."""
     try:
-        return load_wav(source)
-    except AudioError as exc:
-        raise CallError(str(exc)) from None
+        data = files.read_prompt(directory, name, MAX_FILE_BYTES)
+        return load_wav_data(data, name)
+    except files.ForbiddenPath as exc:
+        raise CallError(f"play: {exc}", code="forbidden_path") from None
+    except (files.FileError, AudioError) as exc:
+        raise CallError(f"play: {exc}", code="bad_file") from None
+
+
+def _file_field(error: CallError) -> str | None:
+    return "file" if error.code in ("forbidden_path", "bad_file") else None
 
 
 def _top_branch(data: bytes) -> str | None:
@@ -1323,6 +1365,13 @@ class CallRuntime:
         if not self.ended.is_set():
             self.hangup("local_hangup")
 
+    def recording_failed(self, reason: str) -> None:
+        """A recording could not be written: end the call (BYE) with ``record_failed``."""
+        self.log.warning("call.record_failed", reason=reason)
+        if not self.ended.is_set() and self._end_reason is None:
+            self._end_reason = reason
+        self.hangup("record_failed")
+
     def _start_duration_timer(self) -> None:
         limit = self.spec.max_duration or self.config.limits.max_duration_s
         self._duration_deadline = trio.current_time() + limit
@@ -1432,18 +1481,21 @@ class CallRuntime:
                     raise ControlError("bad_state", str(exc)) from None
                 return {}
             case "play":
+                directory = self.config.resolved_files_directory()
                 try:
-                    pcm = await trio.to_thread.run_sync(_load, args["file"])
+                    pcm = await trio.to_thread.run_sync(load_prompt, directory, args["file"])
                     self.require_media().play(pcm)
                 except CallError as exc:
-                    raise ControlError("bad_state", str(exc)) from None
+                    raise ControlError(exc.code, str(exc), field=_file_field(exc)) from None
+                except media.MediaError as exc:
+                    raise ControlError("bad_state", f"play: {exc}") from None
                 return {"seconds": round(len(pcm) / 16000, 3)}
             case "record":
                 try:
                     self.require_media()
                     self.call.start_recording(args["file"], stereo=bool(args.get("stereo")))
                 except CallError as exc:
-                    raise ControlError("bad_state", str(exc)) from None
+                    raise ControlError(exc.code, str(exc), field=_file_field(exc)) from None
                 return {}
             case "dialog":
                 return {"dialog": self.publication.state.get("dialog")}

@@ -238,10 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     dtmf.add_argument("digits")
     play = commands.add_parser("play", help="play a WAV file into a call")
     play.add_argument("call")
-    play.add_argument("file", type=Path)
+    play.add_argument("file", help="a WAV file, relative to the daemon's [files] directory")
     record = commands.add_parser("record", help="record a call's audio into a WAV file")
     record.add_argument("call")
-    record.add_argument("file", type=Path, help="a path the daemon can write")
+    record.add_argument(
+        "file", help="a new file, relative to the daemon's [files] directory (never replaced)"
+    )
     record.add_argument("--stereo", action="store_true", help="what we sent on the right")
     commands.add_parser("status", help="the daemon's state and counters")
     drain = commands.add_parser("drain", help="take no new calls; exit when the last one ends")
@@ -328,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
                 if getattr(args, key, None):
                     message[key] = getattr(args, key)
             if command in ("play", "record"):
-                message["file"] = str(args.file.resolve())
+                message["file"] = args.file  # the daemon resolves it in its files directory
             if command == "record" and args.stereo:
                 message["stereo"] = True
             reply, _ = request(path, message)

@@ -32,6 +32,9 @@ Example (a Flowroute-style trunk)::
     [limits]
     max_calls = 500
     max_calls_per_second = 200
+
+    [files]
+    directory = "/var/lib/gosipd"  # every play/record path is relative to it
 """
 
 from __future__ import annotations
@@ -121,6 +124,8 @@ class Config:
     log_level: str = "info"
     #: Sent as User-Agent/Server; empty (the default) sends neither.
     user_agent: str = ""
+    #: Where play and record paths point (relative to it, never outside; see gosipd.files).
+    files_directory: Path | None = None
     trunk: TrunkConfig = field(default_factory=TrunkConfig)
     inbound: InboundConfig = field(default_factory=InboundConfig)
     limits: Limits = field(default_factory=Limits)
@@ -135,6 +140,15 @@ class Config:
         if xdg:
             return Path(xdg) / "gosipd"
         return Path(f"/tmp/gosipd-{os.geteuid()}")
+
+    def resolved_files_directory(self) -> Path:
+        """[files] directory; else systemd's StateDirectory ($STATE_DIRECTORY), else ./out.
+
+        Absolute, so a path resolved against it does not depend on a later chdir."""
+        if self.files_directory is not None:
+            return self.files_directory.absolute()
+        state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        return Path(state) if state else Path("out").absolute()
 
     def resolved_socket_path(self) -> Path:
         return self.socket_path or self.resolved_runtime_dir() / "control.sock"
@@ -215,6 +229,9 @@ _DNS_KEYS: dict[str, tuple[str, Kind]] = {
     "port": ("dns_port", int),
     "timeout": ("dns_timeout_s", (int, float)),
 }
+_FILES_KEYS: dict[str, tuple[str, Kind]] = {
+    "directory": ("files_directory", str),
+}
 _DAEMON_KEYS: dict[str, tuple[str, Kind]] = {
     "runtime_dir": ("runtime_dir", str),
     "socket": ("socket_path", str),
@@ -258,7 +275,7 @@ def load_config(path: Path | None) -> Config:
 
 
 def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Config:
-    known = {"sip", "rtp", "dns", "daemon", "trunk", "inbound", "limits"}
+    known = {"sip", "rtp", "dns", "daemon", "files", "trunk", "inbound", "limits"}
     for section in data:
         if section not in known:
             raise ConfigError(
@@ -270,6 +287,7 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
         ("rtp", _RTP_KEYS),
         ("dns", _DNS_KEYS),
         ("daemon", _DAEMON_KEYS),
+        ("files", _FILES_KEYS),
     ):
         table = _check("", section, data.get(section, {}), dict, path)
         for key, value in table.items():
@@ -289,7 +307,9 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
                 raise ConfigError(f"{path}: unknown key [{section}] {key}")
             attr, kind = keys[key]
             _check(section, key, value, kind, path)
-            if attr in ("runtime_dir", "socket_path"):
+            if attr == "files_directory" and not value.strip():
+                raise ConfigError(f"{path}: [files] directory must not be empty")
+            if attr in ("runtime_dir", "socket_path", "files_directory"):
                 value = Path(value)
             elif isinstance(value, int) and kind == (int, float):
                 value = float(value)

@@ -20,6 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gosipd.apps import FILE_APPS
+from gosipd.files import ForbiddenPath, check_name
+
 __all__ = [
     "MAX_LINE",
     "OPS",
@@ -185,6 +188,34 @@ def _headers(name: str, value: Any) -> Any:
     return parsed
 
 
+def _app(name: str, value: Any) -> Any:
+    """``NAME[:ARG]``; a built-in that takes a file must name one inside the files
+    directory (checked again, against the file system, where the file is opened)."""
+    _string(1024)(name, value)
+    head, _, arg = value.strip().partition(":")
+    if head in FILE_APPS and arg:
+        try:
+            check_name(arg)
+        except ForbiddenPath as exc:
+            raise ControlError("forbidden_path", f"{name}: {head}: {exc}", field=name) from None
+    return value
+
+
+def _file(op: str) -> Validator:
+    """A path relative to the files directory (the worker checks it again, and the links
+    in it, against the file system when it opens the file)."""
+
+    def check(name: str, value: Any) -> Any:
+        _string(4096)(name, value)
+        try:
+            check_name(value)
+        except ForbiddenPath as exc:
+            raise ControlError("forbidden_path", f"{op}: {exc}", field=name) from None
+        return value
+
+    return check
+
+
 def _call_id(name: str, value: Any) -> Any:
     _string(128)(name, value)
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", value):
@@ -198,7 +229,7 @@ OPS: dict[str, Schema] = {
     "dial": {
         "to": (_target, True),
         "from": (_string(512), False),
-        "app": (_string(1024), False),
+        "app": (_app, False),
         "ring_timeout": (_number(1, 600), False),
         "max_duration": (_number(0.1, 86_400), False),
         "headers": (_headers, False),
@@ -210,10 +241,10 @@ OPS: dict[str, Schema] = {
         "digits": (_digits, True),
         "duration_ms": (_number(40, 2000), False),
     },
-    "play": {"call": (_call_id, True), "file": (_string(4096), True)},
+    "play": {"call": (_call_id, True), "file": (_file("play"), True)},
     "record": {
         "call": (_call_id, True),
-        "file": (_string(4096), True),
+        "file": (_file("record"), True),
         "stereo": (_boolean, False),
     },
     "calls": {},

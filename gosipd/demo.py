@@ -42,6 +42,8 @@ def _write_config(state: Path, port: int) -> Path:
                 "[daemon]",
                 f'runtime_dir = "{state / "run"}"',
                 f'socket = "{state / "control.sock"}"',
+                "[files]",  # the recording's name is relative to it
+                f'directory = "{state}"',
                 "[inbound]",
                 f'listen = "127.0.0.1:{port}"',
                 "ring_ms = 300",
@@ -108,7 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         target = f"sip:ivr@127.0.0.1:{port}"
         conn = Connection(control, timeout=30)
         conn.send(
-            {"id": 1, "op": "dial", "to": target, "app": f"demo:{recording}", "max_duration": 30}
+            {
+                "id": 1,
+                "op": "dial",
+                "to": target,
+                "app": f"demo:{recording.name}",
+                "max_duration": 30,
+            }
         )
         start = time.monotonic()
         ended: dict[str, object] | None = None

@@ -13,7 +13,7 @@ DIGITS = "1234#"
 
 async def run(call: Call) -> None:
     if not call.app_arg:
-        raise CallError("the demo app needs a file to record to: demo:/path/to/call.wav")
+        raise CallError("the demo app needs a file to record to: demo:call.wav")
     async with call.record(call.app_arg, stereo=True):
         await trio.sleep(1.2)  # the IVR's prompt
         await call.send_dtmf(DIGITS)

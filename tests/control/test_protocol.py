@@ -84,7 +84,7 @@ def test_a_dial_request_is_parsed_with_typed_fields():
         (b'{"op": "hangup", "call": "../etc/passwd"}', "bad_field", "call", "not a call id"),
         (b'{"op": "drain", "deadline": -1}', "bad_field", "deadline", "between 0 and"),
         (
-            b'{"op": "record", "call": "c1", "file": "/tmp/a.wav", "stereo": "yes"}',
+            b'{"op": "record", "call": "c1", "file": "calls/a.wav", "stereo": "yes"}',
             "bad_field",
             "stereo",
             "must be true or false",
@@ -100,8 +100,10 @@ def test_bad_requests_are_refused_naming_what_is_wrong(line, code, field, words)
 
 
 def test_a_stereo_recording_request_is_parsed():
-    request = parse_request(b'{"op": "record", "call": "c1", "file": "/tmp/a.wav", "stereo": true}')
-    assert request.args == {"call": "c1", "file": "/tmp/a.wav", "stereo": True}
+    request = parse_request(
+        b'{"op": "record", "call": "c1", "file": "calls/a.wav", "stereo": true}'
+    )
+    assert request.args == {"call": "c1", "file": "calls/a.wav", "stereo": True}
 
 
 def test_a_refusal_carries_the_id_of_the_request_it_refuses():

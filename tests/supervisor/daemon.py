@@ -102,7 +102,6 @@ class Daemon:
             f'runtime_dir = "{self.runtime}"',
             f'socket = "{self.socket}"',
         ]
-        table = routes if routes is not None else {"*": "echo"}
         if listen:
             lines += [
                 "[inbound]",

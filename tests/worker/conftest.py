@@ -3,7 +3,9 @@
 ``place_call`` runs a ``CallRuntime`` in the test's trio loop with an app
 function of the test's own, and returns the runtime once the call has ended;
 its ``bus.history`` holds every event the call published (``events_named``
-and ``ended_event`` pick them out).
+and ``ended_event`` pick them out). ``place_call.files`` is the calls' files
+directory (``[files] directory``): what they play and record is named relative
+to it.
 """
 
 from __future__ import annotations
@@ -53,8 +55,9 @@ def config_with(**changes: Any) -> Config:
 
 
 class CallPlacer:
-    def __init__(self, runtime_dir: Path) -> None:
+    def __init__(self, runtime_dir: Path, files: Path) -> None:
         self.runtime_dir = runtime_dir
+        self.files = files
         self.count = 0
 
     def runtime(
@@ -63,6 +66,8 @@ class CallPlacer:
         self.count += 1
         if "app_name" in spec:  # a named app, resolved as a dial request's "app" is
             spec["app"] = spec.pop("app_name")
+        if config.files_directory is None:
+            config = replace(config, files_directory=self.files)
         return CallRuntime(
             CallSpec(call=spec.pop("call", f"test{self.count}"), to=to, **spec),
             config,
@@ -88,4 +93,6 @@ class CallPlacer:
 
 @pytest.fixture
 def place_call(tmp_path: Path) -> CallPlacer:
-    return CallPlacer(tmp_path / "run")
+    files = tmp_path / "files"
+    files.mkdir()
+    return CallPlacer(tmp_path / "run", files)

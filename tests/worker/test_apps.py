@@ -35,9 +35,9 @@ async def test_tone_plays_its_frequency_without_a_gap(baresip_uas, place_call):
     assert envelope.min() > 0.5 * np.median(envelope)  # no 10 ms without the tone
 
 
-async def test_play_plays_a_wav_file_then_hangs_up(baresip_uas, place_call, tmp_path):
+async def test_play_plays_a_wav_file_then_hangs_up(baresip_uas, place_call):
     bob = baresip_uas("uas", record=True)
-    prompt = tmp_path / "prompt.wav"
+    prompt = place_call.files / "prompt.wav"
     t = np.arange(44100 * 1.5) / 44100
     with wave.open(str(prompt), "wb") as w:
         w.setnchannels(2)
@@ -45,7 +45,7 @@ async def test_play_plays_a_wav_file_then_hangs_up(baresip_uas, place_call, tmp_
         w.setframerate(44100)
         w.writeframes(np.repeat((12000 * np.sin(2 * np.pi * 850 * t)).astype("<i2"), 2).tobytes())
 
-    runtime = await place_call(bob.uri, app=None, app_name=f"play:{prompt}")
+    runtime = await place_call(bob.uri, app=None, app_name="play:prompt.wav")
     await bob.wait_event("CALL_CLOSED", timeout=5)
 
     end = ended_event(runtime)
@@ -57,12 +57,11 @@ async def test_play_plays_a_wav_file_then_hangs_up(baresip_uas, place_call, tmp_
     assert tone_ratio(tone, rate, 850) > 0.9
 
 
-async def test_record_records_both_sides_until_the_far_end_hangs_up(
-    baresip_uas, place_call, tmp_path
-):
+async def test_record_records_both_sides_until_the_far_end_hangs_up(baresip_uas, place_call):
     bob = baresip_uas("uas", tone_hz=440)
-    path = tmp_path / "calls" / "bob.wav"
-    runtime = await place_call(bob.uri, app=None, app_name=f"record:{path}", max_duration=2)
+    path = place_call.files / "calls" / "bob.wav"
+    path.parent.mkdir()  # a recording creates no directories
+    runtime = await place_call(bob.uri, app=None, app_name="record:calls/bob.wav", max_duration=2)
 
     assert ended_event(runtime)["cause"] == "max_duration"
     with wave.open(str(path)) as w:

@@ -278,7 +278,7 @@ def test_a_bad_tone_spec_is_refused_saying_why(spec, reason):
 
 def test_a_mono_recording_is_8khz_16_bit(tmp_path):
     frame = (sine(1000, 8000, 0.02) * 10000).astype(np.int16).tobytes()
-    writer = WavWriter(tmp_path / "deep" / "mono.wav")
+    writer = WavWriter.create(tmp_path / "mono.wav")
     for _ in range(50):
         writer.write(frame)
     writer.close()
@@ -292,7 +292,7 @@ def test_a_mono_recording_is_8khz_16_bit(tmp_path):
 def test_a_stereo_recording_puts_received_left_and_sent_right(tmp_path):
     left = np.full(160, 1000, np.int16).tobytes()
     right = np.full(160, -2000, np.int16).tobytes()
-    writer = WavWriter(tmp_path / "stereo.wav", stereo=True)
+    writer = WavWriter.create(tmp_path / "stereo.wav", stereo=True)
     writer.write(left, right)
     writer.write(left, None)  # nothing sent that tick
     writer.write(left, right[:100])  # a short frame is padded with silence

@@ -53,7 +53,7 @@ instance_app = AsyncCallable()
     [
         (None, echo.run, None),
         ("echo", echo.run, None),
-        ("play:/srv/prompts/welcome.wav", play.run, "/srv/prompts/welcome.wav"),
+        ("play:prompts/welcome.wav", play.run, "prompts/welcome.wav"),
         ("tone:440+480", tone.run, "440+480"),
         ("tests.worker.test_call_units:another_app", another_app, None),
         ("tests.worker.test_call_units:another_app:x:y", another_app, "x:y"),

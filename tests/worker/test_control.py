@@ -68,11 +68,12 @@ async def wait_ended(call: Call) -> None:
     await call.wait_ended()
 
 
-async def test_the_control_socket_reports_and_steers_a_live_call(sipp_uas, place_call, tmp_path):
+async def test_the_control_socket_reports_and_steers_a_live_call(sipp_uas, place_call):
     echo = sipp_uas("echo")
-    prompt = tmp_path / "prompt.wav"
+    prompt = place_call.files / "prompt.wav"
     write_wav(prompt, 1000, 0.6, 16000, 2)  # not the call's rate or channel count
-    recorded = tmp_path / "recorded" / "call.wav"
+    recorded = place_call.files / "recorded" / "call.wav"
+    recorded.parent.mkdir()
     runtime = place_call.runtime(echo.uri(), wait_ended)
     streamed: list[dict[str, Any]] = []
 
@@ -102,8 +103,10 @@ async def test_the_control_socket_reports_and_steers_a_live_call(sipp_uas, place
         assert tuple(dialog["destination"]) == echo.address
         assert dialog["local_tag"] and dialog["remote_tag"]
 
-        assert (await client.request("record", call=runtime.spec.call, file=str(recorded)))["ok"]
-        played = await client.request("play", call=runtime.spec.call, file=str(prompt))
+        assert (await client.request("record", call=runtime.spec.call, file="recorded/call.wav"))[
+            "ok"
+        ]
+        played = await client.request("play", call=runtime.spec.call, file="prompt.wav")
         assert played["ok"] and played["seconds"] == pytest.approx(0.6, abs=0.01)
         await trio.sleep(0.8)
         assert (await client.request("dtmf", call=runtime.spec.call, digits="159"))["ok"]
@@ -111,8 +114,9 @@ async def test_the_control_socket_reports_and_steers_a_live_call(sipp_uas, place
 
         refused = await client.request("dtmf", call=runtime.spec.call, digits="12x")
         assert not refused["ok"] and refused["error"]["field"] == "digits"
-        missing = await client.request("play", call=runtime.spec.call, file="/nonexistent.wav")
-        assert not missing["ok"] and "/nonexistent.wav" in missing["error"]["message"]
+        missing = await client.request("play", call=runtime.spec.call, file="nonexistent.wav")
+        assert not missing["ok"] and missing["error"]["code"] == "bad_file"
+        assert "'nonexistent.wav': no such file" in missing["error"]["message"]
         unknown = await client.request("drain")
         assert not unknown["ok"] and unknown["error"]["code"] == "unknown_op"
 

@@ -125,19 +125,17 @@ async def test_an_app_that_raises_ends_its_call_with_a_bye_and_app_error(sipp_ua
     assert echo.received("BYE") == 1
 
 
-async def test_an_app_that_plays_a_missing_file_fails_with_the_file_named(
-    sipp_uas, place_call, tmp_path
-):
+async def test_an_app_that_plays_a_missing_file_fails_with_the_file_named(sipp_uas, place_call):
     echo = sipp_uas("echo")
 
     async def app(call: Call) -> None:
-        await call.play(tmp_path / "no-such-prompt.wav")
+        await call.play("no-such-prompt.wav")
 
     runtime = await place_call(echo.uri(), app)
 
     end = ended_event(runtime)
     assert end["cause"] == "app_error"
-    assert "no-such-prompt.wav: no such file" in end["app_error"]
+    assert "play: 'no-such-prompt.wav': no such file" in end["app_error"]
     assert echo.received("BYE") == 1
 
 

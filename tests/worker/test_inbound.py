@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ PROMPT_HZ = 600
 async def answering(
     tmp_path: Path, app: App | None, config: Config = TEST_CONFIG
 ) -> AsyncIterator[InboundFront]:
+    if config.files_directory is None:  # the calls record into the test's directory
+        config = replace(config, files_directory=tmp_path)
     front = InboundFront(config, tmp_path / "run", app)
     await front.bind()
     async with trio.open_nursery() as nursery:
@@ -43,7 +46,7 @@ async def test_a_sipp_caller_is_answered_and_the_app_hears_its_pcmu(sipp_uac, tm
     recording = tmp_path / "caller.wav"
 
     async def app(call: Call) -> None:
-        async with call.record(recording):
+        async with call.record(recording.name):
             await call.wait_ended()
 
     async with answering(tmp_path, app) as front:
@@ -93,7 +96,7 @@ async def test_a_baresip_caller_hears_our_prompt_and_its_digits_are_collected_on
     heard = tmp_path / "alice.wav"
 
     async def app(call: Call) -> None:
-        async with call.record(heard):
+        async with call.record(heard.name):
             await call.play_tones(f"{PROMPT_HZ}:1500")
         digits.append(await call.collect_dtmf(max_digits=4, timeout=8, terminator="#"))
         await call.hangup()

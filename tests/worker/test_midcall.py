@@ -23,7 +23,7 @@ def dominant_hz(samples: np.ndarray, rate: int = 8000) -> float:
 
 
 async def test_a_reinvite_that_moves_the_media_sends_our_audio_to_the_new_address(
-    sipp_uas, place_call, tmp_path
+    sipp_uas, place_call
 ):
     sink = await RtpSink.bind()
     uas = sipp_uas(
@@ -33,10 +33,10 @@ async def test_a_reinvite_that_moves_the_media_sends_our_audio_to_the_new_addres
             "reinvite_direction": "sendrecv",
         },
     )
-    recording = tmp_path / "heard.wav"
+    recording = place_call.files / "heard.wav"
 
     async def app(call: Call) -> None:
-        async with call.record(recording):
+        async with call.record(recording.name):
             await call.play_tones("1000:8000", wait=False)
             await call.wait_ended()
 

@@ -28,12 +28,12 @@ def dominant_hz(samples: np.ndarray, rate: int) -> float:
     return float(np.fft.rfftfreq(len(segment), 1 / rate)[int(np.argmax(spectrum))])
 
 
-async def test_our_1khz_tone_comes_back_from_a_sipp_echo_uas(sipp_uas, place_call, tmp_path):
+async def test_our_1khz_tone_comes_back_from_a_sipp_echo_uas(sipp_uas, place_call):
     echo = sipp_uas("echo")
-    recording = tmp_path / "echoed.wav"
+    recording = place_call.files / "echoed.wav"
 
     async def app(call: Call) -> None:
-        async with call.record(recording):
+        async with call.record(recording.name):
             await call.play_tones("1000:2000")
             await trio.sleep(0.2)  # the last echoed packets
 
@@ -59,14 +59,12 @@ async def test_our_1khz_tone_comes_back_from_a_sipp_echo_uas(sipp_uas, place_cal
     assert echo.received("BYE") == 1 and echo.received("ACK") == 1
 
 
-async def test_a_baresip_that_answers_by_itself_is_recorded_saying_440_hz(
-    baresip_uas, place_call, tmp_path
-):
+async def test_a_baresip_that_answers_by_itself_is_recorded_saying_440_hz(baresip_uas, place_call):
     bob = baresip_uas("uas", tone_hz=440)
-    recording = tmp_path / "bob.wav"
+    recording = place_call.files / "bob.wav"
 
     async def app(call: Call) -> None:
-        async with call.record(recording):
+        async with call.record(recording.name):
             await trio.sleep(2.0)
 
     runtime = await place_call(bob.uri, app)
@@ -241,15 +239,13 @@ def onset_s(samples: np.ndarray, rate: int, threshold: float = 2000.0) -> float:
     return float(loud[0] / rate)
 
 
-async def test_a_stereo_recording_has_the_far_end_left_and_us_right_in_step(
-    sipp_uas, place_call, tmp_path
-):
+async def test_a_stereo_recording_has_the_far_end_left_and_us_right_in_step(sipp_uas, place_call):
     echo = sipp_uas("echo")
-    recording = tmp_path / "stereo.wav"
+    recording = place_call.files / "stereo.wav"
 
     async def app(call: Call) -> None:
         await call.play_tones("0:200", wait=True)  # something is playing when we start
-        async with call.record(recording, stereo=True):
+        async with call.record(recording.name, stereo=True):
             await call.play_tones("0:300,1000:1000,0:300")
 
     await place_call(echo.uri(), app)
