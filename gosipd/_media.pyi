@@ -24,7 +24,7 @@ SCRIPT_CAPACITY: int
 RECEIVED_FRAMES: int
 COMFORT_NOISE_DBOV: float
 LATCH_PROBATION: int
-RELATCH_AFTER: float
+LEARNING_WINDOW: float
 MOVE_GRACE: float
 
 def parse_rtp_header(data: Buffer) -> tuple[int, bool, int, int, int, bytes] | int: ...
@@ -71,6 +71,7 @@ class MediaLoop:
         media_timeout: float = 0.0,
         symmetric: bool = True,
         inband_detect: bool | None = None,
+        confirmed: bool = True,
     ) -> None: ...
     def start(self) -> None: ...
     def stop(self, wait: bool = True) -> None: ...

@@ -59,18 +59,36 @@ against tens of ms at normal priority while other tenants load the CPUs.
 the rings when it becomes readable. Receiving a frame wakes Python only if
 it asked for audio (``want_audio``).
 
-**Symmetric RTP.** We send to the address the SDP names until we latch.
-Packets from exactly that address are accepted and latch at once. A packet
+**Symmetric RTP, strict source.** We send to the address the SDP names
+until we latch. The stream *learns* its source once, at its start: packets
+from exactly the SDP-named address are accepted and latch at once; a packet
 from another source (a NAT'd far end) is accepted only after
 ``LATCH_PROBATION`` packets in a row from it with consecutive sequence
 numbers, one SSRC and a negotiated payload type; then we latch to it and
-send there. Once latched, nothing from any other source is accepted (it is
-counted as a stranger), unless the latched source has been silent for
-``RELATCH_AFTER`` seconds and a new one passes the same probation (a NAT
-rebinding). When a re-INVITE moves the media (``configure`` with another
-remote), we send to the new address from the next tick, and still accept
-the old source for ``MOVE_GRACE`` seconds so that its packets in flight
-play out: no audible gap.
+send there. After the latch the source is strict (like Asterisk's
+``strictrtp`` or rtpengine's ``strict-source``): nothing from any other
+address is accepted, however long the latched source has been silent and
+however well-formed the stranger's stream; such packets are dropped and
+counted (``strangers``), so a stranger can neither inject audio nor steer
+our RTP to itself. The one exception is the learning window: for
+``LEARNING_WINDOW`` seconds after a latch to a source *other* than the
+SDP-named address, a packet from the SDP-named address still takes the
+latch (what signalling named beats a guess, so a stranger that won the race
+with three packets at the start cannot keep the stream). The latched address
+changes otherwise only with new SDP: when a re-INVITE or UPDATE moves the
+media (``configure`` with another remote), the latch is reset and learning
+starts again; we send to the new address from the next tick, and still
+accept the old source for ``MOVE_GRACE`` seconds so that its packets in
+flight play out: no audible gap. (A NAT rebinding mid-call therefore needs a
+re-INVITE from the far end: the price of not being hijackable.)
+
+**Unconfirmed remotes.** ``configure(confirmed=False)`` says the SDP's
+address is not known to want our media yet (an inbound INVITE's offer
+before its ACK, which anyone can forge with a third party's address): the
+thread then sends nothing to it, only to a latched source, i.e. an address
+RTP has arrived from (symmetric RTP proves the far end is there). So an
+unACKed INVITE cannot aim our media at a victim; early media still reaches
+a caller that sends RTP. The timestamp advances as on hold.
 
 **Single implementations.** The jitter buffer (``_jitterbuffer``) and the
 in-band DTMF detector (``_dsp.DtmfDetector``) are Cython classes that this
@@ -223,9 +241,9 @@ __all__ = [
     "SCRIPT_CAPACITY",
     "TONES_CAPACITY",
     "LATCH_PROBATION",
+    "LEARNING_WINDOW",
     "MOVE_GRACE",
     "MediaLoop",
-    "RELATCH_AFTER",
     "ReceptionStatistics",
     "parse_rtp_header",
 ]
@@ -255,12 +273,13 @@ SCRIPT_CAPACITY = _TICK_ENTRIES
 RECEIVED_FRAMES = _RX_FRAMES
 #: Packets in a row (consecutive sequence numbers) before a new source is latched.
 LATCH_PROBATION = _PROBATION
-#: Seconds of silence from the latched source before another may take its place.
-RELATCH_AFTER = 1.0
+#: Seconds after a latch to a source other than the SDP-named address during which
+#: a packet from the SDP-named address still takes the latch (then: strict source).
+LEARNING_WINDOW = 2.0
 #: Seconds the old source is still heard after the remote address moves.
 MOVE_GRACE = 2.0
 cdef int64_t MOVE_GRACE_NS = <int64_t>(MOVE_GRACE * 1e9)
-cdef int64_t RELATCH_AFTER_NS = <int64_t>(RELATCH_AFTER * 1e9)
+cdef int64_t LEARNING_WINDOW_NS = <int64_t>(LEARNING_WINDOW * 1e9)
 
 # Events (kind numbers are shared with gosipd.media).
 cdef enum:
@@ -694,6 +713,7 @@ cdef struct Config:
     int64_t timeout_ns
     bint inband_detect
     bint symmetric
+    bint confirmed  # the remote may be sent to before anything came from it
     uint64_t flush_playback
     uint64_t flush_tones
     uint64_t flush_script
@@ -820,7 +840,7 @@ cdef class MediaLoop:
     cdef int _samples
     cdef bint _latched
     cdef sockaddr_storage _latch
-    cdef int64_t _latched_heard_ns
+    cdef int64_t _learning_until_ns
     cdef sockaddr_storage _previous
     cdef int64_t _previous_until_ns
     cdef sockaddr_storage _candidate
@@ -955,6 +975,7 @@ cdef class MediaLoop:
         self._published.comfort_noise_pt = -1
         self._published.accept_mask = 3
         self._published.symmetric = True
+        self._published.confirmed = True
         memcpy(&self._cfg, &self._published, sizeof(Config))
 
     def __dealloc__(self):
@@ -987,12 +1008,15 @@ cdef class MediaLoop:
     def configure(self, *, remote, bint send, bint receive, int payload_type=0,
                   telephone_event_pt=None, receive_telephone_event_pt=None,
                   accept_payload_types=(0, 8), comfort_noise_pt=None, int ptime_ms=20,
-                  double media_timeout=0.0, bint symmetric=True, inband_detect=None):
+                  double media_timeout=0.0, bint symmetric=True, inband_detect=None,
+                  bint confirmed=True):
         """Publish the whole configuration; the thread applies it at its next tick.
 
         ``remote`` is the (IP literal, port) the SDP names, or None (nothing to
         send to). Moving it to another address resets the symmetric-RTP latch
         (the old source is still accepted for ``MOVE_GRACE`` seconds).
+        ``confirmed=False``: send only to a latched source, never to ``remote``
+        on the SDP's word alone (see "Unconfirmed remotes" in the module doc).
         ``inband_detect`` defaults to "no telephone-event was negotiated".
         """
         cdef Config c
@@ -1026,6 +1050,7 @@ cdef class MediaLoop:
         c.samples_per_tick = ptime_ms * 8
         c.timeout_ns = <int64_t>(media_timeout * 1e9)
         c.symmetric = symmetric
+        c.confirmed = confirmed
         if inband_detect is None:
             inband_detect = receive_telephone_event_pt is None
         c.inband_detect = bool(inband_detect)
@@ -1327,6 +1352,7 @@ cdef class MediaLoop:
                 self._previous_until_ns = (clock_ns(CLOCK_MONOTONIC)
                                            + MOVE_GRACE_NS)
             self._latched = False
+            self._learning_until_ns = 0
             self._candidate_count = 0
         if c.samples_per_tick != self._samples:
             self._samples = c.samples_per_tick
@@ -1471,24 +1497,30 @@ cdef class MediaLoop:
 
     cdef bint _accept_source(self, const sockaddr_storage* src, RtpHeader* h,
                              int64_t now) noexcept nogil:
-        """Symmetric RTP (see the module docstring): whether to take a packet from ``src``."""
+        """Symmetric RTP, strict source (see the module docstring): whether to take a
+        packet from ``src``."""
+        cdef bint from_sdp_address
         if not self._cfg.symmetric:
             return True
+        from_sdp_address = (self._cfg.has_remote
+                            and same_address(src, 0, &self._cfg.remote, 0))
         if self._latched:
             if same_address(src, 0, &self._latch, 0):
-                self._latched_heard_ns = now
                 return True
             if now < self._previous_until_ns and same_address(src, 0, &self._previous, 0):
                 return True
-            if now - self._latched_heard_ns < RELATCH_AFTER_NS:
-                store_i64(&self._strangers, self._strangers + 1)
-                return False
-        else:
-            if self._cfg.has_remote and same_address(src, 0, &self._cfg.remote, 0):
-                self._latch_to(src, now)
+            if from_sdp_address and now < self._learning_until_ns:
+                self._latch_to(src)  # the learning window: signalling beats a guess
+                self._learning_until_ns = 0
                 return True
-            if now < self._previous_until_ns and same_address(src, 0, &self._previous, 0):
-                return True
+            store_i64(&self._strangers, self._strangers + 1)
+            return False
+        if from_sdp_address:
+            self._latch_to(src)
+            self._learning_until_ns = 0  # nothing better to learn
+            return True
+        if now < self._previous_until_ns and same_address(src, 0, &self._previous, 0):
+            return True
         # probation for a new source
         if (self._candidate_count > 0 and same_address(src, 0, &self._candidate, 0)
                 and h.ssrc == self._candidate_ssrc and h.sequence == self._candidate_next):
@@ -1499,15 +1531,15 @@ cdef class MediaLoop:
             self._candidate_count = 1
         self._candidate_next = <uint16_t>(h.sequence + 1)
         if self._candidate_count >= _PROBATION:
-            self._latch_to(src, now)
+            self._latch_to(src)
+            self._learning_until_ns = now + LEARNING_WINDOW_NS
             return True
         store_i64(&self._probation_dropped, self._probation_dropped + 1)
         return False
 
-    cdef void _latch_to(self, const sockaddr_storage* src, int64_t now) noexcept nogil:
+    cdef void _latch_to(self, const sockaddr_storage* src) noexcept nogil:
         memcpy(&self._latch, src, sizeof(sockaddr_storage))
         self._latched = True
-        self._latched_heard_ns = now
         self._candidate_count = 0
         store_i64(&self._latches, self._latches + 1)
         self._packet_out(_PACKET_LATCHED, NULL, 0, src, clock_ns(CLOCK_REALTIME))
@@ -1648,7 +1680,8 @@ cdef class MediaLoop:
                 store_i64(&self._ticks_skipped, self._ticks_skipped + missed)
                 late = now - self._deadline
                 self.jitter_buffer.reset()
-            if self._cfg.send and self._cfg.has_remote:
+            if self._cfg.send and self._cfg.has_remote and (self._cfg.confirmed
+                                                            or self._latched):
                 now = clock_ns(CLOCK_MONOTONIC)
                 late = now - self._deadline
                 self._send(now)

@@ -1070,11 +1070,17 @@ class CallRuntime:
                     negotiated = self._negotiate(body)  # we offered in the 200
                     if negotiated is not None:
                         self._start_media(negotiated)
+                if self.session is not None:
+                    self.session.confirm()  # now RTP may go where the SDP says
                 self._answered_at = now
                 self._sip_status = 200
                 self.emit("call.answered", sip_status=200, setup_ms=setup_ms)
                 self._start_duration_timer()
                 self._start_app()
+            case ev.AckTimedOut():
+                # §13.3.1.4: the engine sent the BYE (retransmitted while we linger); a
+                # caller that never ACKed is not waited for, nor was it sent media
+                self._finish("ack_timeout", self._sip_status, "no ACK for the 2xx in 64*T1")
             case ev.CancelReceived():
                 self._cause = "cancelled"
             case ev.RemoteOffer(sdp=body):
@@ -1260,17 +1266,25 @@ class CallRuntime:
     # ======================================================================
 
     def _start_media(self, negotiated: sdp.NegotiatedMedia) -> None:
+        """Start the media (or update it). An inbound call's media starts unconfirmed
+        (183 early media, or the 200 before its ACK): anyone can forge an INVITE whose SDP
+        names a third party, so until the ACK our RTP goes only to where RTP came from
+        (``MediaSession(confirmed=False)``), never to the SDP's address on its word."""
         assert self._rtp is not None
         if self.session is not None:
             self.session.update(negotiated)
             return
         rtp, rtcp = self._rtp
+        confirmed = self.spec.direction != "inbound" or (
+            self.ua is not None and self.ua.state is CallState.CONFIRMED
+        )
         self.session = media.MediaSession(
             rtp,
             negotiated,
             rtcp_sock=rtcp,
             media_timeout=self.config.limits.media_timeout_s,
             realtime_priority=self.config.rtp_realtime_priority or None,
+            confirmed=confirmed,
         )
         self.session.start(trio.current_time())
         if self._audio_wanted:
@@ -1417,6 +1431,7 @@ class CallRuntime:
                 "packets_sent": media_stats.get("packets_sent", 0),
                 "packets_received": media_stats.get("packets_received", 0),
                 "packets_lost": media_stats.get("packets_lost", 0),
+                "strangers": media_stats.get("strangers", 0),
                 "jitter_ms": round(float(media_stats.get("jitter_ms", 0.0)), 3),
                 "mos": round(float(media_stats.get("mos", 0.0)), 2) if media_stats else None,
                 "rtt_ms": media_stats.get("rtt_ms"),
@@ -1526,6 +1541,7 @@ class CallRuntime:
                 "packets_sent": stats.packets_sent,
                 "packets_received": stats.packets_received,
                 "packets_lost": stats.packets_lost,
+                "strangers": stats.strangers,
                 "jitter_ms": round(stats.jitter_ms, 3),
             }
         return info

@@ -77,6 +77,8 @@ class InboundConfig:
     #: The status for a user with no route (404, 480 or 486).
     unrouted_status: int = 404
     ring_ms: int = 0  # how long to send 180 before answering
+    #: Ring with a 183 and SDP instead of a 180. Until the ACK, our early media goes only
+    #: to where the caller's RTP comes from, never to its SDP's address alone.
     early_media: bool = False
     #: Inbound calls one source address may hold at once, and new INVITEs it may send per
     #: second (a token bucket, bursts of the same size); beyond either: 503 + Retry-After,

@@ -239,6 +239,11 @@ class MediaSession:
     session owns both from ``start()`` until ``close()``. ``realtime_priority``
     (1-99) asks for SCHED_FIFO for the media thread (see ``MediaLoop``).
     ``receive_audio`` keeps received frames for ``read_audio`` from the start.
+
+    ``confirmed=False`` (an inbound call before its ACK): the SDP's address is
+    not trusted to want our media, since anyone can forge an INVITE naming a
+    third party's; RTP and RTCP then go only where RTP (or RTCP) has come from,
+    until ``confirm()``. See "Unconfirmed remotes" in ``gosipd._media``.
     """
 
     def __init__(
@@ -254,6 +259,7 @@ class MediaSession:
         initial_delay_ms: int = 40,
         realtime_priority: int | None = None,
         receive_audio: bool = False,
+        confirmed: bool = True,
     ) -> None:
         self._sock = sock
         self._rtcp_sock = None if media.rtcp_mux else rtcp_sock
@@ -268,6 +274,7 @@ class MediaSession:
         self._media = media
         self._media_timeout = media_timeout
         self._symmetric = symmetric
+        self._confirmed = confirmed
         self._held = False
         self._started = False
         self._closed = False
@@ -365,6 +372,17 @@ class MediaSession:
             )
         )
 
+    @property
+    def confirmed(self) -> bool:
+        return self._confirmed
+
+    def confirm(self) -> None:
+        """The signalling confirmed the remote (the ACK came): send to the SDP's address
+        too, not only to where RTP came from."""
+        if not self._confirmed:
+            self._confirmed = True
+            self._apply()
+
     def hold(self) -> None:
         """Send nothing (our side of a hold); receiving is unchanged."""
         self._held = True
@@ -392,6 +410,7 @@ class MediaSession:
                 ptime_ms=m.ptime,
                 media_timeout=self._media_timeout if m.receiving else 0.0,
                 symmetric=self._symmetric,
+                confirmed=self._confirmed,
             )
         except ValueError as exc:
             raise MediaError(f"cannot use the negotiated media {m.remote}: {exc}") from None
@@ -595,6 +614,12 @@ class MediaSession:
         if report is None:
             return
         m = self._media
+        if not self._confirmed:
+            # before the ACK the SDP's address is only a claim: send RTCP only where the
+            # far end has shown itself (its RTP source, or where its RTCP came from)
+            heard_from = self._latched if m.rtcp_mux else (self._rtcp_source or self._latched)
+            if heard_from is None:
+                return
         if m.rtcp_mux:
             sock, dest = self._sock, self.remote
         elif self._rtcp_sock is not None:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AckReceived",
+    "AckTimedOut",
     "Answered",
     "AttemptFailed",
     "AuthChallenged",
@@ -140,6 +141,15 @@ class AckReceived(Event):
     """The ACK for our 2xx arrived: the call is confirmed. ``sdp`` is a late answer."""
 
     sdp: bytes | None = None
+
+
+@dataclass(frozen=True)
+class AckTimedOut(Event):
+    """No ACK for our 2xx in 64·T1 (§13.3.1.4): the engine has sent a BYE to end the
+    session. The call is over for the app now; ``Ended(cause="ack_timeout")`` follows
+    when the BYE's transaction completes. For the initial INVITE it means the caller
+    never confirmed the call: the INVITE may have been forged, with another party's
+    address in its SDP and Via."""
 
 
 # --- either side, within the dialog -----------------------------------------

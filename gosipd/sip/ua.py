@@ -18,9 +18,10 @@ destination did not take is reported as ``AttemptFailed``, a 3xx as
 
 Besides its transactions, the UA core runs three retransmission timers of its
 own, as the RFCs put them there: the 2xx to an INVITE until the ACK
-(§13.3.1.4), reliable provisionals until the PRACK (RFC 3262 §3), and the
-CANCEL deadline (§9.1: no final response 64·T1 after a CANCEL ends the
-attempt); plus the §14.1 glare back-off.
+(§13.3.1.4; with no ACK in 64·T1, a BYE and ``AckTimedOut``), reliable
+provisionals until the PRACK (RFC 3262 §3), and the CANCEL deadline (§9.1: no
+final response 64·T1 after a CANCEL ends the attempt); plus the §14.1 glare
+back-off.
 
 Addresses: requests go to the next hop's numeric address, to an address the
 caller registered for its host name (``known_hosts``), to the outbound proxy,
@@ -953,11 +954,13 @@ class UserAgent:
                 self._transition(CallInput.ACK_TIMEOUT)
                 self._end_cause = "ack_timeout"
                 self._send_bye(now)
+                self._events.append(ev.AckTimedOut())
             elif self.state is CallState.CONFIRMED and self._remote_offer_tx is not None:
                 self._remote_offer_tx = None
                 self._end_cause = "ack_timeout"
                 self._transition(CallInput.BYE)
                 self._send_bye(now)
+                self._events.append(ev.AckTimedOut())
             return
         pending.advance(now)
         self._outbox.append((pending.wire, pending.reply_to))

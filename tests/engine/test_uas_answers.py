@@ -166,6 +166,7 @@ def test_no_ack_for_the_2xx_in_64_t1_ends_the_call_with_a_bye() -> None:
     times = [round(t - start, 3) for t in pair.net.sent_times("200/INVITE")]
     assert times == [0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
     assert [round(t - start, 3) for t in pair.net.sent_times("BYE", BOB)] == [32.0]
+    assert pair.bob_events(ev.AckTimedOut) == [ev.AckTimedOut()]  # told with the BYE
     [ended] = pair.bob_events(ev.Ended)
     assert ended.cause == "ack_timeout"
     assert pair.alice_events(ev.Ended)[0].cause == "remote_hangup"

@@ -1,4 +1,4 @@
-"""The media loop on loopback: pacing, RFC 4733 on the wire, symmetric RTP, hold,
+"""The media loop on loopback: pacing, RFC 4733 on the wire, strict symmetric RTP, hold,
 re-INVITE moves, timeouts, playback, received audio, RTCP and statistics.
 
 The far end is a real UDP socket in the test (it sees exactly what a peer
@@ -139,7 +139,7 @@ def session_to(udp: UDP) -> Callable[..., MediaSession]:
         options = {
             k: kw.pop(k)
             for k in list(kw)
-            if k in ("media_timeout", "symmetric", "rtcp_sock", "receive_audio")
+            if k in ("media_timeout", "symmetric", "rtcp_sock", "receive_audio", "confirmed")
         }
         s = MediaSession(udp(), negotiated(peer.getsockname()[1], **kw), **options)  # type: ignore[arg-type]
         made.append(s)
@@ -603,29 +603,88 @@ def test_rtcp_multiplexed_on_the_rtp_port_measures_round_trip(udp: UDP) -> None:
     assert a.rtcp.reports_received >= 1
 
 
-def test_a_new_source_takes_over_after_the_latched_one_falls_silent(
+def test_a_learned_source_gives_way_to_the_sdp_address_within_the_learning_window(
     udp: UDP, session_to: Callable[..., MediaSession]
 ) -> None:
-    sdp_address, first, rebound = udp(), udp(), udp()
+    sdp_address, first = udp(), udp()
     session = session_to(sdp_address)
     session.start()
     talker = Sender(first, session._sock.getsockname())
+    for _ in range(3):  # a source the SDP does not name passes probation
+        talker.send()
+    wait_for(lambda: session._loop.counters()["latches"] == 1)
+    Sender(sdp_address, session._sock.getsockname(), ssrc=0xA).send()  # what signalling named
+    wait_for(lambda: session._loop.counters()["latches"] == 2)
+    for _ in range(3):  # the learned source is now a stranger like any other
+        talker.send()
+    wait_for(lambda: session._loop.counters()["strangers"] == 3)
+    assert session._loop.counters()["latches"] == 2
+    drain(first)
+    assert receive(first, 1, timeout=0.2) == []
+    latched = [e for e in session.process() if isinstance(e, RemoteLatched)]
+    assert latched[-1].address == sdp_address.getsockname() == session.remote
+
+
+def test_after_the_learning_window_the_sdp_address_cannot_take_the_latch_either(
+    udp: UDP, session_to: Callable[..., MediaSession]
+) -> None:
+    sdp_address, natted = udp(), udp()
+    session = session_to(sdp_address)
+    session.start()
+    talker = Sender(natted, session._sock.getsockname())
     for _ in range(3):
         talker.send()
     wait_for(lambda: session._loop.counters()["latches"] == 1)
-    late_comer = Sender(rebound, session._sock.getsockname())
-    for _ in range(3):
-        late_comer.send()
-    time.sleep(0.1)
-    assert session._loop.counters()["latches"] == 1  # the latched source spoke recently
-    time.sleep(_media.RELATCH_AFTER)
-    for _ in range(3):  # the NAT binding changed: the same far end, from a new port
-        late_comer.send()
+    time.sleep(_media.LEARNING_WINDOW + 0.1)
+    Sender(sdp_address, session._sock.getsockname(), ssrc=0xA).send()
+    wait_for(lambda: session._loop.counters()["strangers"] == 1)
+    assert session._loop.counters()["latches"] == 1
+    drain(natted)
+    assert receive(natted, 2)
+
+
+def test_new_sdp_lets_the_stream_learn_its_source_again(
+    udp: UDP, session_to: Callable[..., MediaSession]
+) -> None:
+    old, new, natted = udp(), udp(), udp()
+    session = session_to(old)
+    session.start()
+    Sender(old, session._sock.getsockname()).send()
+    wait_for(lambda: session._loop.counters()["latches"] == 1)
+    session.update_remote("127.0.0.1", new.getsockname()[1])  # a re-INVITE moved the media
+    talker = Sender(natted, session._sock.getsockname(), ssrc=0xB)
+    wait_for(lambda: bool(receive(new, 1, timeout=0.1)))  # the move has taken effect
+    for _ in range(3):  # the far end's new NAT binding, not the new SDP address
+        talker.send()
     wait_for(lambda: session._loop.counters()["latches"] == 2)
-    drain(rebound)
-    assert receive(rebound, 2)
-    latched = [e for e in session.process() if isinstance(e, RemoteLatched)]
-    assert latched[-1].address == rebound.getsockname() == session.remote
+    drain(natted)
+    assert receive(natted, 2)
+
+
+def test_an_unconfirmed_remote_gets_no_rtp_or_rtcp_until_rtp_comes_from_it(
+    udp: UDP, session_to: Callable[..., MediaSession]
+) -> None:
+    peer = udp()
+    session = session_to(peer, confirmed=False, rtcp_mux=True)
+    session.rtcp.min_interval = 0.2
+    session.start()
+    pump(session, 0.6)  # RTCP would be due twice over
+    assert receive(peer, 1, timeout=0.1) == []
+    assert session.statistics().packets_sent == 0
+    Sender(peer, session._sock.getsockname()).send()  # symmetric RTP: the far end is there
+    assert len(receive(peer, 3)) == 3
+    assert session.remote == peer.getsockname()
+
+
+def test_an_unconfirmed_remote_gets_rtp_once_confirmed(
+    udp: UDP, session_to: Callable[..., MediaSession]
+) -> None:
+    peer = udp()
+    session = session_to(peer, confirmed=False)
+    session.start()
+    assert receive(peer, 1, timeout=0.3) == []
+    session.confirm()  # the ACK came
+    assert len(receive(peer, 3)) == 3
 
 
 def test_ipv6_media_both_ways() -> None:
