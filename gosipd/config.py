@@ -88,6 +88,11 @@ class InboundConfig:
     #: Networks exempt from the per-source limits: the trunk's or SBC's addresses, which
     #: carry every caller's INVITEs from one source.
     trusted_sources: tuple[str, ...] = ()
+    #: When set, the only networks the public SIP port answers (a trunk's published
+    #: signalling addresses): datagrams from anywhere else are dropped unanswered and
+    #: counted (``inbound_strangers``), so a scanner finds no SIP service at all. Empty:
+    #: everyone is answered.
+    allowed_sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -355,7 +360,7 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
             inbound[key] = _check("inbound", key, value, int, path)
             if inbound[key] < 0 or (key == "max_calls_per_source" and not inbound[key]):
                 raise ConfigError(f"{path}: [inbound] {key} must be positive")
-        elif key == "trusted_sources":
+        elif key in ("trusted_sources", "allowed_sources"):
             networks = _check("inbound", key, value, list, path)
             for network in networks:
                 _check("inbound", key, network, str, path)
@@ -363,7 +368,7 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
                     ipaddress.ip_network(network, strict=False)
                 except ValueError:
                     raise ConfigError(
-                        f"{path}: [inbound] trusted_sources: {network!r} is not an address or "
+                        f"{path}: [inbound] {key}: {network!r} is not an address or "
                         "network (like 203.0.113.0/24)"
                     ) from None
             inbound[key] = tuple(networks)

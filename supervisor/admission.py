@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["RateLimiter", "SourceLimits"]
+__all__ = ["Networks", "RateLimiter", "SourceLimits"]
 
 #: Sources remembered at once; an attacker cycling through more only forgets old buckets.
 MAX_SOURCES = 65536
@@ -42,20 +42,41 @@ class RateLimiter:
         return False
 
 
+class Networks:
+    """A set of IP networks; an empty set contains nothing."""
+
+    def __init__(self, networks: Iterable[str] = ()) -> None:
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+
+    def __bool__(self) -> bool:
+        return bool(self._networks)
+
+    def __contains__(self, host: object) -> bool:
+        if not self._networks or not isinstance(host, str):
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._networks)
+
+
 class SourceLimits:
     """Inbound calls held and INVITEs per second, per source IP address."""
 
     def __init__(self, max_calls: int, per_second: float, trusted: Iterable[str] = ()) -> None:
         self.max_calls = max_calls
         self.per_second = per_second
-        self._trusted = [ipaddress.ip_network(n, strict=False) for n in trusted]
+        self._trusted = Networks(trusted)
         self._active: dict[str, int] = {}
         self._buckets: OrderedDict[str, RateLimiter] = OrderedDict()
 
     def admit(self, host: str, now: float | None = None) -> str | None:
         """None when ``host`` may start one more call (which it then holds until
         ``release``), else the reason it may not."""
-        if self._trusted and self._is_trusted(host):
+        if host in self._trusted:
             return None
         if self._active.get(host, 0) >= self.max_calls:
             return f"{host} already holds {self.max_calls} calls"
@@ -69,13 +90,6 @@ class SourceLimits:
             return f"{host} sends more than {self.per_second:g} new calls per second"
         self._active[host] = self._active.get(host, 0) + 1
         return None
-
-    def _is_trusted(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in network for network in self._trusted)
 
     def release(self, host: str) -> None:
         if host not in self._active:

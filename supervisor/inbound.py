@@ -116,6 +116,11 @@ async def handle_inbound(supervisor: Supervisor, data: bytes, source: tuple[str,
     """Answer, route or drop one datagram. Nothing raises past here: whatever a stranger
     sends, the socket keeps serving (a datagram no handler can make sense of is dropped
     and counted in ``inbound_dropped``)."""
+    if supervisor.allowed_sources and source[0] not in supervisor.allowed_sources:
+        # not even an error answer: to a scanner outside [inbound] allowed_sources the
+        # port looks closed, and a spoofed source gets nothing reflected at it
+        supervisor.counters["inbound_strangers"] += 1
+        return
     try:
         await _handle(supervisor, data, source)
     except trio.Cancelled:

@@ -48,7 +48,7 @@ from gosipd.log import get_logger
 from gosipd.packet import recv_packet, send_packet
 
 from . import systemd
-from .admission import RateLimiter, SourceLimits
+from .admission import Networks, RateLimiter, SourceLimits
 from .registry import (
     CallRecord,
     Registry,
@@ -119,6 +119,8 @@ class Supervisor:
             config.inbound.invites_per_source_per_second,
             config.inbound.trusted_sources,
         )
+        #: empty: every source is answered
+        self.allowed_sources = Networks(config.inbound.allowed_sources)
         self._spawn_lock = trio.Lock()
         self._spawn_waiters: dict[str, tuple[trio.Event, list[dict[str, Any]]]] = {}
         self._exit_statuses: dict[int, int] = {}
@@ -145,6 +147,7 @@ class Supervisor:
             "adopted": 0,
             "inbound_refused": 0,
             "inbound_dropped": 0,
+            "inbound_strangers": 0,
             "accept_backoff": 0,
         }
 
