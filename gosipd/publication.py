@@ -247,7 +247,7 @@ async def _stream_events(stream: trio.SocketStream, events: EventBus) -> None:
                 log.warning(
                     "subscriber.dropped",
                     reason=f"did not read an event within {SEND_TIMEOUT:g} s",
-                    event=event.get("event"),
+                    pending=event.get("event"),
                 )
                 return
         if events.lagged(receive):

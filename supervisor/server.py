@@ -763,6 +763,7 @@ class Supervisor:
                 # a subscriber that does not read loses its subscription, not our memory
                 channel.close()
                 self._subscribers.discard(channel)
+                self.log.warning("subscriber.dropped", reason="fell 256 events behind")
 
     async def ask_worker(self, call_id: str, request: dict[str, Any]) -> dict[str, Any]:
         """One request to a worker's control socket, one reply back."""

@@ -7,7 +7,7 @@ import contextlib
 import random
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,19 +23,6 @@ from tests.supervisor.daemon import Daemon
 from .attacker import Attacker, invite, options, raw_call_id
 
 Start = Callable[..., Daemon]
-
-
-@pytest.fixture
-def attacker() -> Iterator[Callable[[int], Attacker]]:
-    made: list[Attacker] = []
-
-    def make(port: int) -> Attacker:
-        made.append(Attacker(port))
-        return made[-1]
-
-    yield make
-    for a in made:
-        a.close()
 
 
 def _alive(daemon: Daemon, attacker: Attacker) -> None:
