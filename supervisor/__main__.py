@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import grp
 import json
@@ -76,8 +77,25 @@ def _sip_socket(config: Config, inherited: dict[str, int]) -> socket.socket | No
     host, port = config.inbound.listen
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    _grow_receive_buffer(sock)
     sock.bind((host, port))
     return sock
+
+
+#: The public SIP port's receive buffer: a scanner's burst must not crowd out the
+#: trunk's INVITEs while the supervisor works through it (the kernel's default holds
+#: about a hundred datagrams).
+SIP_RECEIVE_BUFFER = 4 * 1024 * 1024
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; not in the socket module
+
+
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    """As large as allowed: past net.core.rmem_max with CAP_NET_ADMIN, else up to it."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, SIP_RECEIVE_BUFFER)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SIP_RECEIVE_BUFFER)
 
 
 def _max_fd() -> int:
