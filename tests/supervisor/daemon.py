@@ -117,6 +117,13 @@ class Daemon:
         self.env = dict(os.environ, **(env or {}))
         if pythonpath is not None:
             self.env["PYTHONPATH"] = str(pythonpath)
+        # The daemon runs in its own directory: a relative entry (PYTHONPATH=.) means the
+        # tree under test, as it does for this process, not the daemon's directory.
+        if self.env.get("PYTHONPATH"):
+            self.env["PYTHONPATH"] = os.pathsep.join(
+                os.path.abspath(entry) if entry else entry
+                for entry in self.env["PYTHONPATH"].split(os.pathsep)
+            )
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
         self._nofile = nofile
@@ -126,7 +133,8 @@ class Daemon:
     def start(self, timeout: float = 20.0) -> Daemon:
         self._log_file = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gosipd.supervisor", "--config", str(self.config)],
+            # -P as systemd runs it (and as the SIGHUP re-exec does)
+            [sys.executable, "-P", "-m", "gosipd.supervisor", "--config", str(self.config)],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             env=self.env,
