@@ -33,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, help="TOML configuration file (default: none)")
     parser.add_argument("--socket", type=Path, help="control socket path")
-    parser.add_argument("--runtime-dir", type=Path, help="where calls publish themselves")
+    parser.add_argument(
+        "--runtime-dir",
+        type=Path,
+        help="the runtime directory: the control socket, the calls' sockets and state",
+    )
     parser.add_argument("--listen", help="inbound SIP address host:port (overrides the config)")
     return parser
 
