@@ -22,7 +22,7 @@ build: $(STAMP) $(PYX)
 	@$(PY) -c 'import gosipd._dsp'
 
 run: install
-	$(PY) -m gosipd.demo
+	$(PY) -P -m gosipd.demo
 
 test: install
 	$(PY) -m pytest -q

@@ -77,6 +77,7 @@ from gosipd.locate import (
 )
 from gosipd.log import get_logger
 from gosipd.packet import frame_datagram, unframe_datagram
+from gosipd.paths import import_user_module
 from gosipd.publication import CallPublication, EventBus, serve_stream
 from gosipd.sip import URI, SIPParseError, parse
 from gosipd.sip import events as ev
@@ -166,8 +167,9 @@ def resolve_app(name: str | None) -> tuple[App, str | None]:
     name = (name or "echo").strip()
     head, _, rest = name.partition(":")
     if head.isidentifier():
-        builtin = f"gosipd.apps.{head}"
+        builtin = f"{apps_package.__name__}.{head}"
         try:
+            # relative to the installed gosipd.apps package, whatever sys.path holds
             return _async_app(name, importlib.import_module(builtin).run), rest or None
         except ModuleNotFoundError as exc:
             if exc.name != builtin:
@@ -176,7 +178,7 @@ def resolve_app(name: str | None) -> tuple[App, str | None]:
             raise CallError(f"built-in app {head!r} has no run()") from None
     function, _, arg = rest.partition(":")
     try:
-        module = importlib.import_module(head)
+        module = import_user_module(head)  # never from the working directory
     except ImportError as exc:
         known = sorted(m.name for m in pkgutil.iter_modules(apps_package.__path__))
         raise CallError(

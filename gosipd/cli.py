@@ -204,7 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gosipctl", description="Place, watch and control calls on a running gosipd."
     )
-    parser.add_argument("--socket", type=Path, help="control socket (default: $GOSIPD_SOCKET)")
+    parser.add_argument(
+        "--socket",
+        type=Path,
+        help="control socket (default: $GOSIPD_SOCKET, else the runtime dir's control.sock)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON lines, not text")
     # the same two options after the command too (gosipctl dial X --json)
     common = argparse.ArgumentParser(add_help=False)

@@ -138,15 +138,23 @@ class Config:
     limits: Limits = field(default_factory=Limits)
 
     def resolved_runtime_dir(self) -> Path:
-        """/run/gosipd as root, $XDG_RUNTIME_DIR/gosipd otherwise (or /tmp/gosipd-UID)."""
+        """Where the control socket and the calls' sockets live, the first of:
+
+        [daemon] runtime_dir (or ``--runtime-dir``); systemd's RuntimeDirectory
+        ($RUNTIME_DIRECTORY); /run/gosipd as root; $XDG_RUNTIME_DIR/gosipd; else ./run,
+        beside ./out (the [files] default). Never a fixed name in /tmp, which another
+        user could make first. Absolute; ``gosipd.paths.private_dir`` checks it is ours."""
         if self.runtime_dir is not None:
-            return self.runtime_dir
+            return self.runtime_dir.absolute()
+        systemd = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+        if systemd:
+            return Path(systemd)
         if os.geteuid() == 0:
             return Path("/run/gosipd")
         xdg = os.environ.get("XDG_RUNTIME_DIR")
-        if xdg:
+        if xdg and os.path.isabs(xdg):
             return Path(xdg) / "gosipd"
-        return Path(f"/tmp/gosipd-{os.geteuid()}")
+        return Path("run").absolute()
 
     def resolved_files_directory(self) -> Path:
         """[files] directory; else systemd's StateDirectory ($STATE_DIRECTORY), else ./out.

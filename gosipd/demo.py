@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"starting gosipd (state in {state}, SIP on 127.0.0.1:{port}, log {log_path})")
     with open(log_path, "wb") as log:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "gosipd.supervisor", "--config", str(config)],
+            [sys.executable, "-P", "-m", "gosipd.supervisor", "--config", str(config)],
             stdout=log,
             stderr=log,
         )

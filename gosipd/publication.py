@@ -35,6 +35,7 @@ from gosipd.control import (
     request_id_of,
 )
 from gosipd.log import get_logger
+from gosipd.paths import private_dir
 
 __all__ = ["CallPublication", "EventBus", "bind_listener", "discard_listener"]
 
@@ -99,7 +100,7 @@ class EventBus:
 
 def bind_listener(path: Path) -> socket.socket:
     """A control socket listening at ``path`` (mode 0660: the service group may connect)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent, what="calls directory")
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -146,7 +147,7 @@ class CallPublication:
         try:
             tmp.write_text(json.dumps(self.state))
         except FileNotFoundError:  # the first time, maybe: the directory is made once
-            self.directory.mkdir(parents=True, exist_ok=True)
+            private_dir(self.directory, what="calls directory")
             tmp.write_text(json.dumps(self.state))
         os.replace(tmp, self.state_path)
 

@@ -24,6 +24,7 @@ import trio
 from gosipd.call import CallRuntime, CallSpec
 from gosipd.config import Config, ConfigError, load_config
 from gosipd.log import configure_logging
+from gosipd.paths import drop_cwd_from_sys_path, private_dir
 
 __all__ = ["CONFIG", "run_call", "run_forked"]
 
@@ -70,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-duration", type=float)
     parser.add_argument("--runtime-dir", type=Path)
     args = parser.parse_args(argv)
+    drop_cwd_from_sys_path()  # the app is imported from where it is installed, not from here
     try:
         config = load_config(args.config)
+        runtime_dir = private_dir(args.runtime_dir or config.resolved_runtime_dir())
+        private_dir(runtime_dir / "calls", what="calls directory")
     except ConfigError as exc:
         print(f"gosipd.worker: {exc}", file=sys.stderr)
         return 2
@@ -83,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         from_=args.from_,
         max_duration=args.max_duration,
     )
-    runtime_dir = args.runtime_dir or config.resolved_runtime_dir()
     runtime = CallRuntime(spec, config, runtime_dir=runtime_dir)
     trio.run(runtime.run)
     end = runtime._end_event or {}

@@ -18,6 +18,7 @@ import trio
 
 from gosipd.config import Config, ConfigError, load_config
 from gosipd.log import configure_logging, get_logger
+from gosipd.paths import check_socket_dir, drop_cwd_from_sys_path, private_dir
 
 from . import systemd
 from .server import Supervisor
@@ -33,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, help="TOML configuration file (default: none)")
     parser.add_argument("--socket", type=Path, help="control socket path")
-    parser.add_argument("--runtime-dir", type=Path, help="where calls publish themselves")
+    parser.add_argument(
+        "--runtime-dir",
+        type=Path,
+        help="the runtime directory: the control socket, the calls' sockets and state",
+    )
     parser.add_argument("--listen", help="inbound SIP address host:port (overrides the config)")
     return parser
 
@@ -44,8 +49,9 @@ def _control_socket(config: Config, inherited: dict[str, int]) -> socket.socket:
     activated = systemd.listen_fds()
     if activated:
         return activated[0]
-    path = config.resolved_socket_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = config.resolved_socket_path().absolute()
+    if path.parent != config.resolved_runtime_dir():  # that one private_dir checked
+        check_socket_dir(path.parent)
     if path.exists() or path.is_symlink():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -125,6 +131,9 @@ def _start_zygote() -> socket.socket:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Whatever started us, nothing from here on (apps, the zygote, every call) imports
+    # from the directory we were started in.
+    drop_cwd_from_sys_path()
     # A reload (SIGHUP) that arrives while we start up must not kill us; trio takes the
     # signal over once it runs.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -156,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         upgrade_state = json.loads(os.environ.pop("GOSIPD_UPGRADE_STATE", "{}"))
         # Workers orphaned by an old zygote are re-parented to us, so we can reap them.
         ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        config.resolved_runtime_dir().mkdir(parents=True, exist_ok=True)
+        runtime_dir = private_dir(config.resolved_runtime_dir())
+        private_dir(runtime_dir / "calls", what="calls directory")
+        config = config.with_overrides(runtime_dir=runtime_dir)
         control = _control_socket(config, inherited)
         sip = _sip_socket(config, inherited)
         old_zygote = socket.socket(fileno=inherited["zygote"]) if "zygote" in inherited else None

@@ -46,6 +46,7 @@ from gosipd.control import (
 )
 from gosipd.log import get_logger
 from gosipd.packet import recv_packet, send_packet
+from gosipd.paths import private_dir
 
 from . import systemd
 from .admission import Networks, RateLimiter, SourceLimits
@@ -156,7 +157,7 @@ class Supervisor:
     # ======================================================================
 
     async def run(self) -> int:
-        calls_dir(self.runtime_dir).mkdir(parents=True, exist_ok=True)
+        private_dir(calls_dir(self.runtime_dir), what="calls directory")
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._read_zygote)
@@ -521,7 +522,10 @@ class Supervisor:
         env["GOSIPD_UPGRADE_STATE"] = json.dumps({"draining": self.draining})
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execve(sys.executable, [sys.executable, "-m", "gosipd.supervisor", *self._argv], env)
+        # -P: the new code is imported from where it is installed, never from our cwd
+        os.execve(
+            sys.executable, [sys.executable, "-P", "-m", "gosipd.supervisor", *self._argv], env
+        )
 
     # ======================================================================
     # the control socket

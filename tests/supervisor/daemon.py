@@ -86,10 +86,13 @@ class Daemon:
         routes: dict[str, str] | None = None,
         inbound: str = "",
         nofile: int | None = None,
+        python_flags: tuple[str, ...] = ("-P",),
     ) -> None:
         """``routes``: the [inbound.routes] table (default: everyone to echo); ``inbound``:
         more [inbound] keys, as TOML lines; ``nofile``: the supervisor's RLIMIT_NOFILE, to
-        run it out of file descriptors."""
+        run it out of file descriptors; ``python_flags``: the interpreter's (``-P`` as
+        systemd and the upgrade re-exec run it; ``()`` for a bare ``python -m``, which puts
+        the working directory first on sys.path)."""
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.runtime = directory / "run"
@@ -117,16 +120,28 @@ class Daemon:
         self.env = dict(os.environ, **(env or {}))
         if pythonpath is not None:
             self.env["PYTHONPATH"] = str(pythonpath)
+        # The daemon runs in its own directory: a relative entry (PYTHONPATH=.) means the
+        # tree under test, as it does for this process, not the daemon's directory.
+        if self.env.get("PYTHONPATH"):
+            self.env["PYTHONPATH"] = os.pathsep.join(
+                os.path.abspath(entry) if entry else entry
+                for entry in self.env["PYTHONPATH"].split(os.pathsep)
+            )
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
         self._nofile = nofile
+        self._python_flags = python_flags
 
     # --- lifecycle ---------------------------------------------------------------
 
     def start(self, timeout: float = 20.0) -> Daemon:
         self._log_file = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gosipd.supervisor", "--config", str(self.config)],
+            [
+                sys.executable,
+                *self._python_flags,
+                *("-m", "gosipd.supervisor", "--config", str(self.config)),
+            ],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             env=self.env,

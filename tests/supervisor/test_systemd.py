@@ -27,10 +27,9 @@ def _analyze() -> str:
 
 def test_unit_files_pass_systemd_analyze_verify(tmp_path):
     analyze = _analyze()
-    gosipd = Path(sys.executable).parent / "gosipd"
     service = (UNITS / "gosipd.service").read_text()
-    # verify checks that ExecStart exists: point it at this checkout's gosipd
-    service = service.replace("/opt/gosipd/bin/gosipd", str(gosipd))
+    # verify checks that ExecStart exists: point it at this checkout's python
+    service = service.replace("/opt/gosipd/bin/python", sys.executable)
     (tmp_path / "gosipd.service").write_text(service)
     shutil.copy(UNITS / "gosipd.socket", tmp_path / "gosipd.socket")
     result = subprocess.run(
@@ -61,6 +60,17 @@ def test_the_service_keeps_calls_alive_and_is_sandboxed():
     socket_unit = (UNITS / "gosipd.socket").read_text()
     assert "SocketMode=0660" in socket_unit
     assert "ListenStream=/run/gosipd/control.sock" in socket_unit
+
+
+def test_the_service_imports_nothing_from_its_working_directory():
+    """ExecStart runs python -P (no cwd on sys.path), like the SIGHUP re-exec does."""
+    service = (UNITS / "gosipd.service").read_text()
+    (exec_start,) = [line for line in service.splitlines() if line.startswith("ExecStart=")]
+    argv = exec_start.removeprefix("ExecStart=").split()
+    assert argv[0].endswith("/python"), argv
+    assert "-P" in argv[1 : argv.index("-m")] or "-I" in argv[1 : argv.index("-m")], argv
+    assert argv[argv.index("-m") + 1] == "gosipd.supervisor", argv
+    assert "RuntimeDirectoryMode=0750" in service.splitlines()
 
 
 def test_sysusers_and_tmpfiles_entries_are_valid():
@@ -117,7 +127,7 @@ def test_socket_activation_and_sd_notify(tmp_path):
             "/bin/sh",
             "-c",
             "export LISTEN_PID=$$; "
-            f'exec "{sys.executable}" -m gosipd.supervisor --config "{config}"',
+            f'exec "{sys.executable}" -P -m gosipd.supervisor --config "{config}"',
         ],
         env=env,
         pass_fds=(3,),
