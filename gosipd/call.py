@@ -60,7 +60,7 @@ from gosipd.audio import (
     load_wav_data,
     tones_from_spec,
 )
-from gosipd.config import Config
+from gosipd.config import Config, parse_hostport
 from gosipd.control import ControlError, ControlRequest, ok_reply
 from gosipd.locate import (
     Datagram,
@@ -577,6 +577,11 @@ class CallRuntime:
         self._app_started = False
         self._playback_waiters: list[trio.Event] = []
         self._locator: Locator | None = None
+        #: The trunk's located addresses: the only next hops our credentials go to.
+        self._trunk_addresses: frozenset[str] = frozenset()
+        #: Where a 3xx may send the call under ``redirects = "trunk"``: the host the call
+        #: was dialed to (names and addresses), which is the trunk for a trunk call.
+        self._redirect_hosts: frozenset[str] = frozenset()
         self._media_stats: dict[str, Any] | None = None
         self._held_by_remote = False
         self._held_by_us = False
@@ -704,6 +709,8 @@ class CallRuntime:
             contact_user="gosipd",
             timers=Timers(self.config.t1, self.config.t2, self.config.t4),
             credentials=credentials,
+            credential_hosts=self._trunk_addresses,
+            max_redirects=trunk.max_redirects,
             outbound_proxy=outbound,
             accept=ACCEPTED_BODIES,
             user_agent=self.config.user_agent,
@@ -724,6 +731,41 @@ class CallRuntime:
             self.log.debug("locate.step", step=step)
         return list(location.targets)
 
+    def _trunk_names(self) -> set[str]:
+        """The trunk's own domain and proxy host, as configured."""
+        trunk = self.config.trunk
+        names = {trunk.domain.lower()} if trunk.domain else set()
+        if trunk.proxy:
+            names.add(parse_hostport(trunk.proxy, 5060, "[trunk] proxy")[0].lower())
+        return names
+
+    def _may_redirect_to(self, host: str) -> bool:
+        return host.strip("[]").lower() in self._redirect_hosts
+
+    async def _locate_trunk(self) -> frozenset[str]:
+        """The addresses of the trunk's targets (its proxy, else its domain, per RFC 3263);
+        empty when there is no trunk or it cannot be located now."""
+        trunk = self.config.trunk
+        if not trunk.configured or not (trunk.username and trunk.password):
+            return frozenset()
+        if trunk.proxy:
+            host, port = parse_hostport(trunk.proxy, 5060, "[trunk] proxy")
+        else:
+            assert trunk.domain is not None
+            host, port = trunk.domain, None
+        try:
+            targets = await self._locate(host, port, False)
+        except LocateError as exc:
+            self.log.warning("call.trunk_unlocated", host=host, reason=str(exc))
+            return frozenset()
+        return frozenset(target.address for target in targets)
+
+    async def _learn_trunk_addresses(self) -> None:
+        """Inbound: where a challenge to our in-dialog requests may be answered."""
+        self._trunk_addresses = await self._locate_trunk()
+        if self.ua is not None:
+            self.ua.credential_hosts = self._trunk_addresses
+
     async def _start_outbound(self) -> None:
         try:
             dial = dial_target(self.spec.to, self.config.trunk)
@@ -731,6 +773,15 @@ class CallRuntime:
             raise CallError(str(exc)) from None
         request_uri = dial.request_uri
         targets = await self._locate(dial.host, dial.port, dial.secure)
+        located = frozenset(target.address for target in targets)
+        if dial.via_proxy or dial.host.lower() in self._trunk_names():
+            self._trunk_addresses = located
+            self._redirect_hosts = frozenset(self._trunk_names()) | located
+        else:
+            # a URI dialed directly: redirects stay on its host, and the trunk's
+            # credentials go only where the trunk itself is
+            self._trunk_addresses = await self._locate_trunk()
+            self._redirect_hosts = frozenset({dial.host.strip("[]").lower()}) | located
         first = targets[0].address
         self._local_ip = self._advertised_ip(first)
         bind_host = (
@@ -820,6 +871,7 @@ class CallRuntime:
         self.ua.receive(self.spec.datagram, source, trio.current_time())
         self._nursery_start(self._receive_sip)
         self._nursery_start(self._receive_forwarded)
+        self._nursery_start(self._learn_trunk_addresses)
         await self._pump()
 
     async def _answer_incoming(self, event: ev.IncomingCall) -> None:
@@ -1052,6 +1104,20 @@ class CallRuntime:
                 self._start_app()
             case ev.AuthChallenged(status=status, realms=realms):
                 self.emit("call.auth_challenged", sip_status=status, realms=list(realms))
+            case ev.AuthRefused() as refused:
+                # the credentials stay home: a stranger's challenge, another realm, or
+                # a second refusal of what we sent
+                self.emit(
+                    "call.auth_refused",
+                    sip_status=refused.status,
+                    realms=list(refused.realms),
+                    reason=refused.reason,
+                    method=refused.method,
+                    destination=f"{refused.destination[0]}:{refused.destination[1]}",
+                )
+            case ev.RedirectRefused(status=status, contacts=contacts, reason=reason):
+                for contact in contacts:
+                    self._redirect_refused(status, contact, reason)
             case ev.AttemptFailed() as failed:
                 await self._on_attempt_failed(failed)
             case ev.Redirected(status=status, contacts=contacts):
@@ -1133,17 +1199,39 @@ class CallRuntime:
         self._walk_over(now, "unreachable" if failed.reason != "status" else "failed")
 
     async def _on_redirect(self, status: int, contacts: tuple[URI, ...]) -> None:
+        """Follow the best Contact the ``[trunk] redirects`` policy allows; each one is
+        reported, followed or not and why (a 302 to a premium number is toll fraud)."""
         assert self.ua is not None
         now = trio.current_time()
+        policy = self.config.trunk.redirects
+        refused_by_policy = False
         for contact in contacts:
             if not contact.is_sip:
+                self._redirect_refused(status, contact, "not a SIP URI")
+                continue
+            if policy == "none":
+                self._redirect_refused(status, contact, "[trunk] redirects = none")
+                refused_by_policy = True
+                continue
+            if policy == "trunk" and not self._may_redirect_to(contact.host):
+                self._redirect_refused(status, contact, "not the host the call was dialed to")
+                refused_by_policy = True
                 continue
             try:
                 targets = await self._locate(contact.host, contact.port, contact.scheme == "sips")
             except LocateError as exc:
-                self.log.info("call.redirect_unusable", contact=str(contact), reason=str(exc))
+                self._redirect_refused(status, contact, f"cannot locate it: {exc}")
                 continue
-            self.emit("call.redirected", sip_status=status, contact=str(contact))
+            if contact.host.strip("[]").lower() in self._trunk_names():
+                # the trunk's own name: what it locates to is the trunk too
+                self._trunk_addresses |= {target.address for target in targets}
+                self.ua.credential_hosts = self._trunk_addresses
+            self.emit(
+                "call.redirected",
+                sip_status=status,
+                contact=str(contact),
+                reason=f"[trunk] redirects = {policy}",
+            )
             self.failover = Failover(
                 targets, now, policy=FailoverPolicy(target_timeout=self.config.attempt_timeout_s)
             )
@@ -1154,7 +1242,10 @@ class CallRuntime:
                 self.ua.retry(target.endpoint, now, request_uri=contact)
                 return
         self._sip_status = status
-        self.ua.give_up(now, cause="failed")
+        self.ua.give_up(now, cause="redirect_refused" if refused_by_policy else "failed")
+
+    def _redirect_refused(self, status: int, contact: URI, reason: str) -> None:
+        self.emit("call.redirect_refused", sip_status=status, contact=str(contact), reason=reason)
 
     def _negotiate(self, body: bytes) -> sdp.NegotiatedMedia | None:
         if self._offer is None:

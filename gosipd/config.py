@@ -59,7 +59,12 @@ class TrunkConfig:
     proxy: str | None = None  # "host[:port]": every initial request goes here
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    #: When set, credentials answer only challenges for this realm.
     realm: str | None = None
+    #: Which 3xx Contacts a call follows: "trunk" (the trunk's own domain and hosts),
+    #: "any", or "none". Credentials go only to the trunk whatever this says.
+    redirects: str = "trunk"
+    max_redirects: int = 3
     from_uri: str | None = None
     caller_id: str | None = None
     prefix: str = ""
@@ -254,12 +259,15 @@ _DAEMON_KEYS: dict[str, tuple[str, Kind]] = {
     "log_level": ("log_level", str),
 }
 Kind = type | tuple[type, ...]
+REDIRECT_POLICIES = ("trunk", "any", "none")
 _TRUNK_KEYS: dict[str, Kind] = {
     "domain": str,
     "proxy": str,
     "username": str,
     "password": str,
     "realm": str,
+    "redirects": str,
+    "max_redirects": int,
     "from": str,
     "caller_id": str,
     "prefix": str,
@@ -346,6 +354,18 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
         trunk["from_uri" if key == "from" else key] = value
     if "proxy" in trunk:
         parse_hostport(trunk["proxy"], 5060, f"{path}: [trunk] proxy")
+    if trunk.get("redirects", "trunk") not in REDIRECT_POLICIES:
+        raise ConfigError(
+            f"{path}: [trunk] redirects must be one of {', '.join(REDIRECT_POLICIES)}, "
+            f"not {trunk['redirects']!r}"
+        )
+    if ("username" in trunk or "password" in trunk) and not ("domain" in trunk or "proxy" in trunk):
+        raise ConfigError(
+            f"{path}: [trunk] username and password need [trunk] domain or proxy: "
+            "credentials are sent only to the trunk"
+        )
+    if not 0 <= trunk.get("max_redirects", 0) <= 10:
+        raise ConfigError(f"{path}: [trunk] max_redirects must be 0 to 10")
 
     inbound_table = _check("", "inbound", data.get("inbound", {}), dict, path)
     inbound: dict[str, Any] = {}

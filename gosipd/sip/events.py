@@ -18,6 +18,7 @@ __all__ = [
     "Answered",
     "AttemptFailed",
     "AuthChallenged",
+    "AuthRefused",
     "CancelReceived",
     "EarlyMedia",
     "Ended",
@@ -27,6 +28,7 @@ __all__ = [
     "InfoReceived",
     "OfferAnswered",
     "OfferRejected",
+    "RedirectRefused",
     "Redirected",
     "RemoteOffer",
     "Ringing",
@@ -87,6 +89,19 @@ class AuthChallenged(Event):
 
 
 @dataclass(frozen=True)
+class AuthRefused(Event):
+    """A 401/407 we did not answer, and why: ``not_trunk`` (the request went somewhere
+    credentials may not go), ``realm_mismatch`` (a realm other than the configured one),
+    ``refused`` (our answer was refused already, RFC 3261 §22.2). The request fails."""
+
+    status: int
+    realms: tuple[str, ...]
+    reason: str
+    method: str
+    destination: Address
+
+
+@dataclass(frozen=True)
 class Redirected(Event):
     """A 3xx: the call should be retargeted to these Contacts, best q first (ties in the
     order given); ``retry`` with one of them, or ``give_up``. At most
@@ -94,6 +109,15 @@ class Redirected(Event):
 
     status: int
     contacts: tuple[URI, ...]
+
+
+@dataclass(frozen=True)
+class RedirectRefused(Event):
+    """A 3xx not followed because ``reason`` (the redirect limit); the call fails with it."""
+
+    status: int
+    contacts: tuple[URI, ...]
+    reason: str
 
 
 @dataclass(frozen=True)

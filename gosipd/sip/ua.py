@@ -205,6 +205,11 @@ class UAConfig:
     user_agent: str = ""
     timers: Timers = field(default_factory=Timers)
     credentials: Credentials | None = None
+    #: The next hops (addresses) ``credentials`` may be sent to: the trunk's located
+    #: targets, so a stranger's challenge (a caller's 401 to our BYE, a foreign host a
+    #: 3xx sent us to) never gets the trunk's username and response. None: wherever the
+    #: call's requests go (for a library user who trusts every hop).
+    credential_hosts: frozenset[str] | None = None
     outbound_proxy: Address | None = None
     #: Option tags we support (sent in Supported; a Require outside this set gets 420).
     #: Not "timer": RFC 4028 session refreshes are not implemented, so we do not claim it.
@@ -304,6 +309,9 @@ class UserAgent:
             if config.credentials
             else None
         )
+        #: Where credentials may go (see ``UAConfig.credential_hosts``); the call
+        #: updates it once it has located the trunk.
+        self.credential_hosts = config.credential_hosts
         self._local_tag = ""
         self._peer: Address | None = None
         # caller side
@@ -527,7 +535,7 @@ class UserAgent:
         request.via = [self._via()]
         for name in ("Authorization", "Proxy-Authorization"):
             request.headers.remove(name)
-        if self._digest is not None:
+        if self._digest is not None and self._may_authenticate(destination):
             for name, value in self._digest.headers_for(
                 method="INVITE", uri=str(request.uri), body=request.body
             ):
@@ -665,8 +673,10 @@ class UserAgent:
     def _send_ack(self, dialog: Dialog, response: Response, invite: Request) -> None:
         """The ACK of a 2xx: a transaction of its own, sent by the TU (§13.2.2.4), carrying
         the INVITE's credentials."""
-        ack = ack_for_2xx(dialog, response.cseq.number, self._via(), invite=invite)
-        sent = (bytes(ack), self.next_hop_address(dialog))
+        destination = self.next_hop_address(dialog)
+        credited = invite if self._may_authenticate(destination) else None
+        ack = ack_for_2xx(dialog, response.cseq.number, self._via(), invite=credited)
+        sent = (bytes(ack), destination)
         self._acks[(response.to.tag or "", response.cseq.number)] = sent
         self._outbox.append(sent)
 
@@ -684,11 +694,14 @@ class UserAgent:
             return
         if 300 <= status < 400 and response.contact:
             self._redirects += 1
+            contacts = tuple(c.uri for c in sorted(response.contact, key=_q_order))
             if self._redirects <= self.config.max_redirects:
-                contacts = tuple(c.uri for c in sorted(response.contact, key=_q_order))
                 self._transition(CallInput.ATTEMPT_FAILED)
                 self._events.append(ev.Redirected(status, contacts))
                 return
+            self._events.append(
+                ev.RedirectRefused(status, contacts, f"max_redirects ({self.config.max_redirects})")
+            )
         if status in FAILOVER_STATUSES and not self._attempt_progressed:
             # RFC 3263 §4.3: this server cannot take the call, another one may (a 100
             # only said the server got it; after a 180 the callee was reached)
@@ -705,13 +718,9 @@ class UserAgent:
         if self._digest is None or self._invite is None:
             return False
         request = self._invite
-        challenges = _challenges(response)
-        if not self._digest.accept(challenges, sent=_sent_credentials(request)):
-            return False
-        self._events.append(
-            ev.AuthChallenged(response.status, tuple(sorted({c.realm for c in challenges})))
-        )
         assert self._destination is not None
+        if not self._accept_challenge(response, request, self._destination):
+            return False
         # the attempt adds the answered credentials (headers_for) to a fresh copy
         self._transition(CallInput.RETRY)
         request = request.copy()
@@ -719,6 +728,32 @@ class UserAgent:
         self._invite = request
         self._send_invite_attempt(self._destination, now)
         return True
+
+    def _accept_challenge(self, response: Response, request: Request, destination: Address) -> bool:
+        """Take a 401/407 to ``request`` (sent to ``destination``) to answer, or say why not
+        with ``AuthRefused``: the challenger is not where credentials may go, it asks for
+        another realm, or it refused what we sent."""
+        assert self._digest is not None
+        challenges = _challenges(response)
+        realms = tuple(sorted({c.realm for c in challenges}))
+        realm = self._digest.credentials.realm
+        if not self._may_authenticate(destination):
+            reason = "not_trunk"
+        elif realm is not None and realm not in realms:
+            reason = "realm_mismatch"
+        elif not self._digest.accept(challenges, sent=_sent_credentials(request)):
+            reason = "refused"
+        else:
+            self._events.append(ev.AuthChallenged(response.status, realms))
+            return True
+        self._events.append(
+            ev.AuthRefused(response.status, realms, reason, request.method, destination)
+        )
+        return False
+
+    def _may_authenticate(self, destination: Address) -> bool:
+        hosts = self.credential_hosts
+        return hosts is None or destination[0] in hosts
 
     # ======================================================================
     # called side: ring, answer, reject
@@ -1084,10 +1119,10 @@ class UserAgent:
                 ("Supported", ", ".join(self.config.supported)),
             ]
         header_list += [*self._identity("User-Agent"), *headers]
-        if self._digest is not None:
+        destination = self.next_hop_address(dialog)
+        if self._digest is not None and self._may_authenticate(destination):
             header_list += self._digest.headers_for(method=method, uri=str(request_uri), body=body)
         request = Request(method, request_uri, header_list, body)
-        destination = self.next_hop_address(dialog)
         tx: ClientTransaction
         if method == "INVITE":
             tx = ClientInvite(request, destination, self.timers, self._outbox, now)
@@ -1112,8 +1147,7 @@ class UserAgent:
         """A BYE challenged: answer once, as for the INVITE (§22.2)."""
         if self._digest is None or self.dialog is None:
             return False
-        request = tx.request
-        if not self._digest.accept(_challenges(response), sent=_sent_credentials(request)):
+        if not self._accept_challenge(response, tx.request, tx.destination):
             return False
         self._send_bye(now)
         return True

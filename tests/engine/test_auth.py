@@ -101,3 +101,38 @@ def test_credentials_for_another_realm_are_not_offered() -> None:
     pair.net.run()
     assert len(pair.net.messages("INVITE", ALICE)) == 1
     assert pair.alice_events(ev.Failed)[0].status == 407
+    [refused] = pair.alice_events(ev.AuthRefused)
+    assert refused.reason == "realm_mismatch" and refused.realms == ("sim.test",)
+
+
+def test_a_challenge_from_a_hop_that_is_not_the_trunk_gets_no_credentials() -> None:
+    """``credential_hosts`` names where the trunk is; the proxy here is somewhere else."""
+    pair = make_pair(
+        alice_config={
+            "credentials": Credentials("alice", "secret"),
+            "credential_hosts": frozenset({"198.51.100.1"}),
+        }
+    )
+    pair.net.add(PROXY, Proxy(PROXY, targets=[BOB], auth=Authenticator(status=401)))
+    pair.dial(to=PROXY, via=PROXY)
+    pair.net.run()
+    [invite] = pair.net.messages("INVITE", ALICE)
+    assert not invite.authorization and not invite.proxy_authorization
+    [refused] = pair.alice_events(ev.AuthRefused)
+    assert (refused.reason, refused.method, refused.destination) == ("not_trunk", "INVITE", PROXY)
+    assert pair.alice_events(ev.Failed)[0].status == 401
+    assert not pair.alice_events(ev.AuthChallenged)
+
+
+def test_a_challenge_from_the_trunk_s_located_address_is_answered() -> None:
+    pair = make_pair(
+        alice_config={
+            "credentials": Credentials("alice", "secret"),
+            "credential_hosts": frozenset({PROXY[0]}),
+        }
+    )
+    proxy = pair.net.add(PROXY, Proxy(PROXY, targets=[BOB], auth=Authenticator()))
+    pair.dial(to=PROXY, via=PROXY)
+    pair.answer_when_called()
+    pair.net.run(lambda: pair.bob.state is CallState.CONFIRMED)
+    assert ("INVITE", "ok") in proxy.verdicts

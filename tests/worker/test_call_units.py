@@ -247,6 +247,37 @@ def test_an_unknown_trunk_key_is_refused_by_name(tmp_path: Path):
         load_config(path)
 
 
+@pytest.mark.parametrize(
+    ("trunk", "error"),
+    [
+        (
+            'redirects = "everywhere"',
+            r"redirects must be one of trunk, any, none, not 'everywhere'",
+        ),
+        ("max_redirects = 11", r"max_redirects must be 0 to 10"),
+        (
+            'username = "u"\npassword = "p"',
+            r"username and password need \[trunk\] domain or proxy",
+        ),
+    ],
+    ids=["unknown_policy", "too_many_redirects", "credentials_without_a_trunk"],
+)
+def test_trunk_redirect_and_credential_settings_are_checked(tmp_path: Path, trunk, error):
+    path = tmp_path / "gosipd.toml"
+    path.write_text(f"[trunk]\n{trunk}\n")
+    with pytest.raises(ConfigError, match=error):
+        load_config(path)
+
+
+def test_redirects_follow_only_the_trunk_by_default(tmp_path: Path):
+    path = tmp_path / "gosipd.toml"
+    path.write_text('[trunk]\ndomain = "sip.example"\n')
+    assert load_config(path).trunk.redirects == "trunk"
+    path.write_text('[trunk]\ndomain = "sip.example"\nredirects = "none"\nmax_redirects = 0\n')
+    trunk = load_config(path).trunk
+    assert (trunk.redirects, trunk.max_redirects) == ("none", 0)
+
+
 def test_the_media_threads_realtime_priority_is_configurable_and_checked(tmp_path: Path):
     path = tmp_path / "gosipd.toml"
     path.write_text("[rtp]\nrealtime_priority = 0\n")

@@ -112,7 +112,9 @@ async def test_a_302_retargets_the_call_to_its_contact(sipp_uas, place_call):
 
 async def test_a_401_is_answered_with_the_trunk_credentials(sipp_uas, place_call):
     uas = sipp_uas("auth401", user="trunkuser", password="s3cret")
-    config = config_with(trunk=TrunkConfig(username="trunkuser", password="s3cret"))
+    config = config_with(
+        trunk=TrunkConfig(domain="127.0.0.1", username="trunkuser", password="s3cret")
+    )
 
     async def app(call: Call) -> None:
         await trio.sleep(0.3)
@@ -129,7 +131,9 @@ async def test_a_401_is_answered_with_the_trunk_credentials(sipp_uas, place_call
 
 async def test_a_401_with_wrong_credentials_fails_the_call_without_looping(sipp_uas, place_call):
     uas = sipp_uas("auth401", user="trunkuser", password="s3cret")
-    config = config_with(trunk=TrunkConfig(username="trunkuser", password="wrong"))
+    config = config_with(
+        trunk=TrunkConfig(domain="127.0.0.1", username="trunkuser", password="wrong")
+    )
 
     runtime = await place_call(uas.uri(), None, config=config)
 
