@@ -645,7 +645,7 @@ class CallRuntime:
                         nursery.start_soon(self._drive)
                     await self.ended.wait()
                     # answer retransmissions for a moment, unless the engine is already quiet
-                    if self.ua is not None and not self.ua.finished:
+                    if self.ua is not None and not self.ua.quiet:
                         with trio.move_on_after(LINGER_S):
                             await self._quiet.wait()
                     nursery.cancel_scope.cancel()
@@ -1026,7 +1026,7 @@ class CallRuntime:
             for event in events:
                 await self._on_event(event)
         self._publish_dialog()
-        if self.ua.finished:
+        if self.ua.quiet:
             self._quiet.set()
         self.poke()
 

@@ -76,8 +76,14 @@ from gosipd.sip.transaction import (
     client_key,
     server_key,
 )
+from gosipd.sip.transaction import (
+    State as TransactionState,
+)
 
 __all__ = ["CALL_TABLE", "CallInput", "CallState", "UAConfig", "UserAgent"]
+
+#: The state in which a client transaction only absorbs retransmissions, by "is INVITE".
+_ABSORBING = {False: TransactionState.COMPLETED, True: TransactionState.ACCEPTED}
 
 Address = tuple[str, int]
 
@@ -378,6 +384,24 @@ class UserAgent:
     def finished(self) -> bool:
         """The call ended and no transaction still absorbs retransmissions."""
         return self.state is CallState.TERMINATED and not self._clients and not self._servers
+
+    @property
+    def quiet(self) -> bool:
+        """The call ended and nothing left would put a message on the wire: only client
+        transactions that absorb retransmitted responses remain, a non-INVITE one in
+        Completed (Timer K, RFC 3261 §17.1.2.2) or the INVITE in Accepted (RFC 6026: a
+        2xx retransmitted after the dialog ended by BYE needs no ACK). The process may go
+        before their timers; a server transaction (a BYE we answered) keeps it."""
+        return (
+            self.state is CallState.TERMINATED
+            and not self._servers
+            and self._success is None
+            and self._reliable is None
+            and all(
+                client.state is _ABSORBING[type(client) is ClientInvite]
+                for client in self._clients.values()
+            )
+        )
 
     def handle_timer(self, now: float) -> None:
         for key, client in list(self._clients.items()):

@@ -37,6 +37,30 @@ def test_a_call_is_answered_acked_and_hung_up(pair):
     assert pair.alice.finished and pair.bob.finished
 
 
+def test_the_side_that_hung_up_is_quiet_at_once_the_other_only_after_timer_j(pair):
+    """``quiet`` lets a process exit without lingering: our BYE answered, nothing can
+    send again (Timer K only absorbs responses); a BYE we answered may come again."""
+    pair.dial()
+    answer_when_called(pair)
+    pair.net.run(lambda: pair.bob.state is CallState.CONFIRMED)
+    pair.alice.hangup(pair.net.now)
+    pair.net.run(lambda: bool(pair.alice_events(ev.Ended)))
+    assert pair.alice.quiet and not pair.alice.finished  # Timer K still runs
+    assert pair.bob_events(ev.Ended) and not pair.bob.quiet  # Timer J: the BYE may return
+    pair.net.run()
+    assert pair.bob.quiet and pair.bob.finished
+
+
+def test_a_bye_still_unanswered_is_not_quiet(pair):
+    pair.dial()
+    answer_when_called(pair)
+    pair.net.run(lambda: pair.bob.state is CallState.CONFIRMED)
+    pair.net.drop("BYE", times=100)  # it never arrives
+    pair.alice.hangup(pair.net.now)
+    pair.net.run(pair.net.now + 1.0)
+    assert not pair.alice.quiet  # the BYE is still being retransmitted
+
+
 def test_invite_retransmissions_follow_timer_a_until_timer_b():
     pair = make_pair()
     pair.net.drop("INVITE", times=100)
