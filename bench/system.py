@@ -321,7 +321,10 @@ def fresh_interpreter_uss() -> int:
     assert child.stdout is not None
     child.stdout.readline()
     try:
-        return uss_kib(child.pid)
+        kib = uss_kib(child.pid)
+        if kib is None:
+            raise RuntimeError("the reference interpreter exited before it was measured")
+        return kib
     finally:
         child.kill()
         child.wait()
