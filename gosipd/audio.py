@@ -3,22 +3,27 @@
 Prompts come as whatever the app author had at hand (44.1 kHz stereo, 16 kHz
 mono, 8-bit...), and a call speaks 8 kHz mono. ``load_wav`` converts with a
 band-limited (windowed-sinc) resampler in numpy: this runs once per file,
-not per frame, so clarity beats speed here.
+not per frame, so clarity beats speed here. numpy is imported by the functions
+that use it: a call that plays no file never loads it (the zygote stays ~12 MB
+smaller, and so does every fork's page table).
 """
 
 from __future__ import annotations
 
+import array
 import errno
 import math
 import os
 import re
 import struct
+import sys
 from pathlib import Path
-from typing import NamedTuple
-
-import numpy as np
+from typing import TYPE_CHECKING, NamedTuple
 
 from gosipd import _dsp
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -66,6 +71,8 @@ def resample(samples: np.ndarray, rate_in: int, rate_out: int = RATE) -> np.ndar
     kernel is computed once per offset (not per sample) and applied as a weighted sum
     of the input samples around each output instant.
     """
+    import numpy as np
+
     if rate_in == rate_out or samples.size == 0:
         return samples.astype(np.float64)
     common = math.gcd(rate_in, rate_out)
@@ -201,6 +208,8 @@ def _wav_format(path: str | Path, body: bytes) -> WavFormat:
 
 
 def _decode(path: str | Path, fmt: WavFormat, raw: bytes) -> np.ndarray:
+    import numpy as np
+
     frame_bytes = fmt.channels * fmt.bits // 8
     frames = len(raw) // frame_bytes
     if frames > fmt.rate * MAX_FILE_SECONDS:
@@ -241,6 +250,8 @@ def load_wav_data(data: bytes, path: str | Path) -> bytes:
 
 
 def _to_call_audio(frames: np.ndarray, rate: int) -> bytes:
+    import numpy as np
+
     mono = frames.mean(axis=1) if frames.shape[1] > 1 else frames[:, 0]
     out = resample(mono, rate, RATE)
     return np.clip(np.round(out), -32768, 32767).astype(np.int16).tobytes()
@@ -354,6 +365,8 @@ class WavWriter:
         if self._fd is None:
             raise RecordingError(f"{self.path}: the recording is closed")
         if self.stereo:
+            import numpy as np
+
             left = np.frombuffer(received, np.int16)
             right = np.frombuffer(sent or bytes(len(received)), np.int16)
             if right.size < left.size:
@@ -362,8 +375,12 @@ class WavWriter:
             frame[0::2] = left
             frame[1::2] = right[: left.size]
             data = frame.astype("<i2").tobytes()
+        elif sys.byteorder == "little":
+            data = bytes(received)  # int16 in native order is the WAV's little-endian
         else:
-            data = np.frombuffer(received, np.int16).astype("<i2").tobytes()
+            samples = array.array("h", received)
+            samples.byteswap()
+            data = samples.tobytes()
         try:
             self.data_bytes += self._write_all(data)
             self.samples += len(received) // 2

@@ -294,3 +294,19 @@ def test_apps_can_name_the_call_type_from_the_package():
     assert gosipd.Call is Call
     with pytest.raises(AttributeError):
         _ = gosipd.NoSuchThing  # type: ignore[attr-defined]
+
+
+def test_the_zygote_s_preload_leaves_numpy_for_the_calls_that_play_files():
+    """numpy is 12 MB of mappings every fork copies page tables for and every exit tears
+    down; only a call that decodes or records a file imports it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, gosipd.call, gosipd.worker, gosipd.spare; gosipd.spare.preload(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'numpy'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
