@@ -403,10 +403,28 @@ class Call:
 
     # --- ending ------------------------------------------------------------------------
 
-    async def hangup(self) -> None:
-        """End the call (BYE, CANCEL or a rejection, as its state needs) and wait for it."""
-        self._runtime.hangup("local_hangup")
+    async def hangup(self, *, cause: str = "local_hangup") -> None:
+        """End the call (BYE, CANCEL or a rejection, as its state needs) and wait for it.
+        ``cause`` is what ``call.ended`` says (an app's own reason: ``stream_failed``)."""
+        self._runtime.hangup(cause)
         await self._runtime.ended.wait()
+
+    # --- an app's own events ---------------------------------------------------------
+
+    def emit(self, event: str, **fields: Any) -> None:
+        """Publish an event on the call's event stream (and log it): ``call.stream``..."""
+        self._runtime.emit(event, **fields)
+
+    @property
+    def config(self) -> Config:
+        """The daemon's configuration, as this call's process loaded it."""
+        return self._runtime.config
+
+    @property
+    def playback_queued(self) -> int:
+        """Samples queued for playback and not yet sent (0 before the media starts)."""
+        session = self._runtime.session
+        return session.playback_queued if session is not None else 0
 
     async def wait_ended(self) -> None:
         await self._runtime.ended.wait()

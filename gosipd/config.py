@@ -46,7 +46,15 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Config", "ConfigError", "InboundConfig", "Limits", "TrunkConfig", "load_config"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "InboundConfig",
+    "Limits",
+    "StreamConfig",
+    "TrunkConfig",
+    "load_config",
+]
 
 
 class ConfigError(Exception):
@@ -101,6 +109,21 @@ class InboundConfig:
 
 
 @dataclass(frozen=True)
+class StreamConfig:
+    """``[stream]``: media streams to WebSocket servers (the ``stream`` app)."""
+
+    #: What a call does when its stream fails: "hangup" (BYE, cause stream_failed) or
+    #: "continue" (the call goes on without it). A stream's own option overrides it.
+    on_error: str = "hangup"
+    connect_timeout_s: float = 5.0
+    #: Headers sent to one server only, by host name (``Authorization = "Bearer ..."``):
+    #: a token never goes to a URL some other dial names. Never logged.
+    headers: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
+    #: Trust store for wss:// (default: the system's); verification is always on.
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class Limits:
     max_calls: int = 1000
     max_calls_per_second: float = 500.0
@@ -141,6 +164,7 @@ class Config:
     trunk: TrunkConfig = field(default_factory=TrunkConfig)
     inbound: InboundConfig = field(default_factory=InboundConfig)
     limits: Limits = field(default_factory=Limits)
+    stream: StreamConfig = field(default_factory=StreamConfig)
 
     def resolved_runtime_dir(self) -> Path:
         """Where the control socket and the calls' sockets live, the first of:
@@ -298,7 +322,7 @@ def load_config(path: Path | None) -> Config:
 
 
 def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Config:
-    known = {"sip", "rtp", "dns", "daemon", "files", "trunk", "inbound", "limits"}
+    known = {"sip", "rtp", "dns", "daemon", "files", "trunk", "inbound", "limits", "stream"}
     for section in data:
         if section not in known:
             raise ConfigError(
@@ -430,4 +454,38 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
         trunk=TrunkConfig(**trunk),
         inbound=InboundConfig(**inbound),
         limits=Limits(**limits),
+        stream=_stream_config(data, path),
     )
+
+
+def _stream_config(data: dict[str, Any], path: Path) -> StreamConfig:
+    table = _check("", "stream", data.get("stream", {}), dict, path)
+    stream: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "on_error":
+            if _check("stream", key, value, str, path) not in ("hangup", "continue"):
+                raise ConfigError(f"{path}: [stream] on_error must be hangup or continue")
+            stream["on_error"] = value
+        elif key == "connect_timeout":
+            seconds = _check("stream", key, value, (int, float), path)
+            if not 0 < seconds <= 60:
+                raise ConfigError(f"{path}: [stream] connect_timeout must be 0 to 60 s")
+            stream["connect_timeout_s"] = float(seconds)
+        elif key == "ca_file":
+            stream["ca_file"] = Path(_check("stream", key, value, str, path))
+        elif key == "headers":
+            servers = _check("stream", key, value, dict, path)
+            headers: dict[str, dict[str, str]] = {}
+            for host, table_ in servers.items():
+                named = _check("stream.headers", host, table_, dict, path)
+                for name, header in named.items():
+                    _check(f"stream.headers.{host}", name, header, str, path)
+                    if not name.replace("-", "").isalnum() or "\r" in header or "\n" in header:
+                        raise ConfigError(
+                            f"{path}: [stream.headers.{host}] {name!r} is not a header"
+                        )
+                headers[host.lower()] = dict(named)
+            stream["headers"] = headers
+        else:
+            raise ConfigError(f"{path}: unknown key [stream] {key}")
+    return StreamConfig(**stream)

@@ -1,0 +1,300 @@
+"""``stream:wss://host/path [profile=twilio|binary] [on_error=hangup|continue] [queue_s=10]
+[param.NAME=VALUE ...]``: connect the call to a WebSocket server for the rest of the call.
+
+The far end's audio goes to the server as it arrives (after the jitter buffer), the
+server's audio is paced onto the call (``gosipd.streams.Player``), DTMF and marks go
+both ways; see docs/streams.md for both profiles. What happens to the stream is told
+by ``call.stream`` events (``state``: connected, backpressure, bad_message, failed).
+When the stream fails or the server closes it, the call hangs up with the cause
+``stream_failed`` unless ``on_error=continue`` (or ``[stream] on_error``) says to go
+on without it. Headers for a server (a bearer token) come only from
+``[stream.headers."HOST"]``, only to that host, and are never logged.
+"""
+
+from __future__ import annotations
+
+import secrets
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    wrap_client_stream,
+)
+
+from gosipd.call import Call, CallError
+from gosipd.streams import (
+    MAX_MESSAGE_BYTES,
+    Clear,
+    Hangup,
+    Mark,
+    Play,
+    Player,
+    Profile,
+    SendDtmf,
+    StreamOptions,
+    StreamProtocolError,
+    make_profile,
+    parse_stream_arg,
+    public_url,
+)
+
+#: Messages waiting for a server that reads slower than real time (5 s of media): the
+#: oldest media is dropped beyond it, so a stalled server never stalls the call.
+OUTBOX_MEDIA = 250
+#: How long the ``stop`` message and what is queued before it may take at the end.
+CLOSING_S = 1.0
+FRAME_S = 0.02
+
+
+async def run(call: Call) -> None:
+    config = call.config.stream
+    try:
+        options = parse_stream_arg(call.app_arg, on_error=config.on_error)
+    except ValueError as exc:
+        raise CallError(str(exc)) from None
+    where = public_url(options.url)
+    profile = make_profile(
+        options.profile, call.id, f"MZ{secrets.token_hex(16)}", options.parameters
+    )
+    headers = [(k.encode(), v.encode()) for k, v in config.headers.get(options.host, {}).items()]
+    context = None
+    if options.url.lower().startswith("wss:"):
+        context = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+    reason: str | None
+    try:
+        async with _connect(options.url, context, headers, config.connect_timeout_s) as ws:
+            call.emit("call.stream", state="connected", url=where, profile=profile.name)
+            reason = await _stream(call, ws, profile, options)
+    except Exception as exc:
+        reason = _failure(exc, config.connect_timeout_s)
+        if reason is None:
+            raise
+    if call.ended:
+        return  # call.ended is the last word (the server got its "stop")
+    call.emit("call.stream", state="failed", url=where, reason=reason or "the stream ended")
+    if options.on_error == "hangup":
+        await call.hangup(cause="stream_failed")
+    else:
+        await call.wait_ended()
+
+
+@asynccontextmanager
+async def _connect(
+    url: str, context: ssl.SSLContext | None, headers: list[tuple[bytes, bytes]], timeout: float
+) -> AsyncIterator[WebSocketConnection]:
+    """A WebSocket to ``url``: TCP, then TLS (its handshake done here, so a certificate
+    that does not verify fails at once and says so), then the upgrade, all within
+    ``timeout`` (``trio.TooSlowError`` beyond it)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if context is not None else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    named = f"[{host}]" if ":" in host else host
+    host_header = named if parts.port is None else f"{named}:{parts.port}"
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(timeout):
+            stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+            stream = await trio.open_tcp_stream(host, port)
+            if context is not None:
+                stream = trio.SSLStream(stream, context, server_hostname=host)
+                await stream.do_handshake()
+            ws = await wrap_client_stream(
+                nursery,
+                stream,
+                host_header,
+                resource,
+                extra_headers=headers,
+                max_message_size=MAX_MESSAGE_BYTES,
+            )
+        try:
+            yield ws
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSING_S):
+                await ws.aclose()
+
+
+def _failure(exc: BaseException, timeout: float) -> str | None:
+    """Why the stream failed, for the ``call.stream`` event; None for an exception that
+    is no stream failure (a bug: the call ends with ``app_error``)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]  # from the connection's nursery
+    if isinstance(exc, trio.TooSlowError):
+        return f"no connection in {timeout:g} s"
+    if isinstance(exc, ConnectionRejected):
+        return f"the server refused the WebSocket: HTTP {exc.status_code}"
+    if isinstance(exc, ConnectionClosed):
+        return f"the server closed the stream: {exc.reason}"
+    if isinstance(exc, HandshakeError | trio.BrokenResourceError | OSError):
+        return _connect_failure(exc)
+    return None
+
+
+def _connect_failure(exc: BaseException) -> str:
+    """Why the connection failed: the first socket or TLS error in what was raised
+    (trio wraps TLS's in a BrokenResourceError, trio-websocket in a HandshakeError)."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return f"WebSocket handshake failed: {exc.__class__.__name__}"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"TLS failed: {cause.verify_message}"
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS failed: {cause.reason or cause}"
+    return f"cannot connect: {cause.strerror or cause}"
+
+
+class _Outbox:
+    """What we send, in order, without ever waiting on the server: media beyond
+    ``OUTBOX_MEDIA`` waiting messages drops the oldest media (counted)."""
+
+    def __init__(self) -> None:
+        self._messages: deque[tuple[str | bytes, bool]] = deque()
+        self._media = 0
+        self._ready = trio.Event()
+        self.dropped = 0
+
+    def put(self, message: str | bytes, *, media: bool = False) -> None:
+        self._messages.append((message, media))
+        self._media += media
+        while self._media > OUTBOX_MEDIA:
+            for i, (_, is_media) in enumerate(self._messages):
+                if i == 0:
+                    continue  # maybe being sent now
+                if is_media:
+                    del self._messages[i]
+                    self._media -= 1
+                    self.dropped += 1
+                    break
+        self._ready.set()
+
+    async def send_all(self, ws: WebSocketConnection) -> None:
+        while True:
+            while self._messages:
+                message, media = self._messages[0]
+                await ws.send_message(message)  # cancelled before it is sent: still queued
+                self._messages.popleft()
+                self._media -= media
+            self._ready = trio.Event()
+            await self._ready.wait()
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+
+async def _stream(
+    call: Call, ws: WebSocketConnection, profile: Profile, options: StreamOptions
+) -> str | None:
+    """Run the stream until the call ends (None) or the server ends it (why)."""
+    outbox = _Outbox()
+    player = Player(options.queue_s)
+    outcome: list[str] = []
+    for message in profile.opening():
+        outbox.put(message)
+
+    async def uplink() -> None:
+        async for frame in call.audio():
+            outbox.put(profile.media(frame), media=True)
+        nursery.cancel_scope.cancel()  # the call ended
+
+    async def digits() -> None:
+        while digit := await call.collect_dtmf(1):
+            outbox.put(profile.dtmf(digit))
+
+    async def pace() -> None:
+        while True:
+            pcm, due = player.feed(call.playback_queued)
+            if pcm:
+                try:
+                    call.write(pcm)
+                except CallError:
+                    return  # the media stopped: the call is ending
+            for name in due:
+                outbox.put(profile.mark(name))
+            await trio.sleep(FRAME_S)
+
+    async def downlink() -> None:
+        bad = 0
+        warned_full = False
+        while True:
+            try:
+                message = await ws.get_message()
+            except ConnectionClosed as exc:
+                outcome.append(f"the server closed the stream: {exc.reason}")
+                nursery.cancel_scope.cancel()
+                return
+            try:
+                commands = profile.receive(message)
+            except StreamProtocolError as exc:
+                bad += 1
+                if bad == 1 or bad % 100 == 0:  # the first, then one line per hundred
+                    call.emit("call.stream", state="bad_message", reason=str(exc), count=bad)
+                continue
+            for command in commands:
+                if isinstance(command, Play | Mark):
+                    player.add(command)
+                    if player.overflowed and not warned_full:
+                        call.emit(
+                            "call.stream",
+                            state="backpressure",
+                            reason=f"more than {options.queue_s:g} s of audio queued: "
+                            "the oldest is dropped",
+                        )
+                    warned_full = player.overflowed
+                elif isinstance(command, Clear):
+                    for name in player.clear():
+                        outbox.put(profile.mark(name))
+                    await call.stop_playback()
+                elif isinstance(command, SendDtmf):
+                    try:
+                        await call.send_dtmf(command.digits)
+                    except CallError as exc:
+                        call.emit("call.stream", state="bad_message", reason=str(exc))
+                elif isinstance(command, Hangup):
+                    outcome.append("hangup")
+                    await call.hangup()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(outbox.send_all, ws)
+            nursery.start_soon(uplink)
+            nursery.start_soon(digits)
+            nursery.start_soon(pace)
+            nursery.start_soon(downlink)
+    finally:
+        if not outcome or outcome[0] == "hangup":
+            # the call ended (or is being torn down): say so, after what is queued
+            await _close(ws, outbox, profile)
+    if outcome and outcome[0] != "hangup":
+        return outcome[0]
+    if outbox.dropped and not call.ended:
+        call.emit(
+            "call.stream",
+            state="backpressure",
+            reason=f"the server read too slowly: {outbox.dropped} media messages dropped",
+        )
+    return None
+
+
+async def _close(ws: WebSocketConnection, outbox: _Outbox, profile: Profile) -> None:
+    """The ``stop`` message, after what is queued, in at most ``CLOSING_S`` even while
+    the call's process is being cancelled."""
+    outbox.put(profile.closing())
+    with trio.CancelScope(shield=True), trio.move_on_after(CLOSING_S):
+        try:
+            async with trio.open_nursery() as flush:
+                flush.start_soon(outbox.send_all, ws)
+                while len(outbox):
+                    await trio.sleep(0.01)
+                flush.cancel_scope.cancel()
+        except ConnectionClosed:
+            pass

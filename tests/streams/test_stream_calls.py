@@ -1,0 +1,300 @@
+"""Calls streamed to a real WebSocket server (trio-websocket, in the test) with a real
+far end (SIPp, echoing RTP): the server's audio reaches the far end intact and in order
+(its echo comes back to the server byte for byte), marks come back when their audio
+was sent, ``clear`` stops it at once, DTMF arrives once per digit, and a server that
+fails ends the call with BYE and the cause ``stream_failed``."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from gosipd import _dsp
+from gosipd.config import StreamConfig
+from tests.peers import free_port
+from tests.worker.conftest import CallPlacer, config_with, ended_event, events_named, place_call
+
+pytestmark = pytest.mark.interop
+__all__ = ["place_call"]  # the fixture
+FRAME = 160
+
+
+def ulaw_noise(frames: int, seed: int) -> bytes:
+    """Random µ-law without 0x7f (-0 comes back as 0xff): survives every round trip."""
+    rng = random.Random(seed)
+    return bytes(rng.choice([b for b in range(256) if b != 0x7F]) for _ in range(frames * FRAME))
+
+
+@dataclass
+class Server:
+    """Everything the server received, with trio's clock at its arrival."""
+
+    port: int = 0
+    received: list[tuple[float, str | bytes]] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    marks_sent: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, float] = field(default_factory=dict)
+
+    def json_events(self, name: str) -> list[tuple[float, dict[str, Any]]]:
+        out = []
+        for at, message in self.received:
+            if isinstance(message, str):
+                data = json.loads(message)
+                if data.get("event") == name:
+                    out.append((at, data))
+        return out
+
+    def inbound_ulaw(self) -> list[tuple[float, bytes]]:
+        return [
+            (at, base64.b64decode(data["media"]["payload"]))
+            for at, data in self.json_events("media")
+        ]
+
+    async def record(self, ws: WebSocketConnection) -> None:
+        while True:
+            self.received.append((trio.current_time(), await ws.get_message()))
+
+    async def until(self, ws: WebSocketConnection, event: str) -> dict[str, Any]:
+        while True:
+            message = await ws.get_message()
+            self.received.append((trio.current_time(), message))
+            if isinstance(message, str) and json.loads(message).get("event") == event:
+                return dict(json.loads(message))
+
+
+Behaviour = Callable[[WebSocketConnection, Server], Awaitable[None]]
+
+
+async def start_server(
+    nursery: trio.Nursery, behaviour: Behaviour, tls: ssl.SSLContext | None = None
+) -> Server:
+    server = Server()
+
+    async def handler(request: WebSocketRequest) -> None:
+        server.headers = {k.decode().lower(): v.decode() for k, v in request.headers}
+        ws = await request.accept()
+        try:
+            await behaviour(ws, server)
+        except* ConnectionClosed:  # the call ended (from a nursery of the behaviour's too)
+            pass
+
+    listener = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, tls)
+    server.port = listener.port
+    return server
+
+
+def media(ulaw: bytes) -> str:
+    payload = base64.b64encode(ulaw).decode()
+    return json.dumps({"event": "media", "streamSid": "MZ", "media": {"payload": payload}})
+
+
+async def streamed_call(
+    place_call: CallPlacer,
+    far_end: str,
+    behaviour: Behaviour,
+    *,
+    options: str = "",
+    max_duration: float = 3.0,
+    host: str = "127.0.0.1",
+    stream: StreamConfig | None = None,
+) -> tuple[Any, Server]:
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, behaviour)
+        config = config_with(stream=stream or StreamConfig())
+        app = f"stream:ws://{host}:{server.port}/media {options}".strip()
+        runtime = await place_call(
+            far_end, None, config=config, app_name=app, max_duration=max_duration
+        )
+        nursery.cancel_scope.cancel()
+    return runtime, server
+
+
+async def test_the_server_s_audio_reaches_the_far_end_intact_and_its_echo_comes_back(
+    sipp_uas, place_call
+):
+    prompt = ulaw_noise(50, seed=1)  # 1 s, sent at once: faster than real time
+
+    async def behaviour(ws: WebSocketConnection, server: Server) -> None:
+        await server.until(ws, "start")
+        for i in range(0, len(prompt), FRAME):
+            await ws.send_message(media(prompt[i : i + FRAME]))
+        await ws.send_message('{"event": "mark", "streamSid": "MZ", "mark": {"name": "end"}}')
+        server.marks_sent["end"] = trio.current_time()
+        await server.record(ws)
+
+    echo = sipp_uas("echo")
+    runtime, server = await streamed_call(
+        place_call, echo.uri(), behaviour, options="param.agent=sales"
+    )
+
+    [(_, _connected)], [(_, start)] = server.json_events("connected"), server.json_events("start")
+    assert start["start"]["customParameters"] == {"agent": "sales"}
+    assert start["start"]["callSid"] == runtime.spec.call
+    inbound = server.inbound_ulaw()
+    assert len(inbound) >= 100  # the far end's audio, every 20 ms of the call
+    assert prompt in b"".join(ulaw for _, ulaw in inbound), "the echo is the prompt, intact"
+    numbers = [
+        int(json.loads(m)["sequenceNumber"]) for _, m in server.received if "sequenceNumber" in m
+    ]
+    gaps = [(a, b) for a, b in itertools.pairwise(numbers) if b != a + 1]
+    assert numbers[0] == 1 and not gaps, gaps
+    (mark_at, mark), *_ = server.json_events("mark")
+    assert mark["mark"]["name"] == "end"
+    assert 0.9 <= mark_at - server.marks_sent["end"] <= 1.3  # after 1 s of audio was sent
+    assert server.json_events("stop"), "the server is told the stream stopped"
+    states = [e["state"] for e in events_named(runtime, "call.stream")]
+    assert states == ["connected"]
+    assert ended_event(runtime)["cause"] == "max_duration"
+
+
+async def test_clear_stops_a_long_prompt_within_two_frames(sipp_uas, place_call):
+    prompt = ulaw_noise(500, seed=2)  # 10 s
+    windows = {prompt[i : i + 16] for i in range(len(prompt) - 15)}
+
+    async def behaviour(ws: WebSocketConnection, server: Server) -> None:
+        await server.until(ws, "start")
+        server.notes["sent"] = trio.current_time()
+        for i in range(0, len(prompt), FRAME):
+            await ws.send_message(media(prompt[i : i + FRAME]))
+        await ws.send_message('{"event": "mark", "streamSid": "MZ", "mark": {"name": "long"}}')
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.record, ws)
+            await trio.sleep_until(server.notes["sent"] + 1.0)
+            server.notes["clear"] = trio.current_time()
+            await ws.send_message('{"event": "clear", "streamSid": "MZ"}')
+
+    echo = sipp_uas("echo")
+    _runtime, server = await streamed_call(place_call, echo.uri(), behaviour, max_duration=3.0)
+
+    def carries_prompt(ulaw: bytes) -> bool:
+        return any(ulaw[i : i + 16] in windows for i in range(0, len(ulaw) - 15, 16))
+
+    heard = [at for at, ulaw in server.inbound_ulaw() if carries_prompt(ulaw)]
+    assert heard, "the prompt's echo came back before the clear"
+    echo_delay = heard[0] - server.notes["sent"]
+    assert echo_delay < 0.5
+    # what was already on the wire, or in the media loop's few frames, is all that follows
+    assert heard[-1] - server.notes["clear"] <= echo_delay + 0.04 + 0.02
+    assert 40 <= len(heard) <= 60  # about 1 s of the 10 s prompt
+    (mark_at, mark), *_ = server.json_events("mark")
+    assert mark["mark"]["name"] == "long" and mark_at - server.notes["clear"] < 0.1
+
+
+async def test_far_end_dtmf_reaches_the_server_once_per_digit(sipp_uas, place_call):
+    async def behaviour(ws: WebSocketConnection, server: Server) -> None:
+        await server.record(ws)
+
+    info = sipp_uas("info", keys={"info_digit": "5"})
+    runtime, server = await streamed_call(place_call, info.uri(), behaviour, max_duration=10)
+
+    digits = [e["dtmf"]["digit"] for _, e in server.json_events("dtmf")]
+    assert digits == ["5", "#"]
+    assert ended_event(runtime)["cause"] == "remote_hangup"
+
+
+async def test_a_server_that_goes_away_ends_the_call_with_bye_and_stream_failed(
+    sipp_uas, place_call
+):
+    async def behaviour(ws: WebSocketConnection, server: Server) -> None:
+        await server.until(ws, "start")
+        await trio.sleep(0.3)
+        await ws.aclose(code=1011, reason="agent crashed")
+
+    echo = sipp_uas("echo")
+    runtime, _ = await streamed_call(place_call, echo.uri(), behaviour, max_duration=10)
+
+    end = ended_event(runtime)
+    assert end["answered"] and end["cause"] == "stream_failed"
+    assert end["duration_s"] < 2
+    failed = events_named(runtime, "call.stream")[-1]
+    assert failed["state"] == "failed" and "agent crashed" in failed["reason"]
+    assert echo.received("BYE") == 1
+
+
+async def test_with_on_error_continue_the_call_outlives_its_stream(sipp_uas, place_call):
+    async def behaviour(ws: WebSocketConnection, server: Server) -> None:
+        await server.until(ws, "start")
+        await ws.aclose()
+
+    echo = sipp_uas("echo")
+    runtime, _ = await streamed_call(
+        place_call, echo.uri(), behaviour, options="on_error=continue", max_duration=1.5
+    )
+
+    assert ended_event(runtime)["cause"] == "max_duration"
+    assert [e["state"] for e in events_named(runtime, "call.stream")] == ["connected", "failed"]
+
+
+async def test_a_server_that_cannot_be_reached_fails_the_stream_saying_why(sipp_uas, place_call):
+    echo = sipp_uas("echo")
+    config = config_with(stream=StreamConfig(connect_timeout_s=2))
+    app = f"stream:ws://127.0.0.1:{free_port(tcp=True)}/media"
+
+    runtime = await place_call(echo.uri(), None, config=config, app_name=app, max_duration=10)
+
+    (failed,) = events_named(runtime, "call.stream")
+    assert failed["state"] == "failed" and failed["reason"].startswith("cannot connect")
+    assert ended_event(runtime)["cause"] == "stream_failed"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_binary_profile_and_a_bearer_token_only_for_its_own_host(sipp_uas, place_call, host):
+    prompt = _dsp.ulaw_decode(ulaw_noise(25, seed=3))  # L16 that µ-law carries exactly
+
+    async def behaviour(ws: WebSocketConnection, server: Server) -> None:
+        await server.until(ws, "start")
+        await ws.send_message(prompt)
+        await server.record(ws)
+
+    token = "Bearer s3cret-token"
+    stream = StreamConfig(headers={"127.0.0.1": {"Authorization": token}})
+    echo = sipp_uas("echo")
+    runtime, server = await streamed_call(
+        place_call, echo.uri(), behaviour, options="profile=binary", host=host, stream=stream
+    )
+
+    assert server.headers.get("authorization") == (token if host == "127.0.0.1" else None)
+    (_, start) = server.json_events("start")[0]
+    assert start["format"] == "L16" and start["rate"] == 8000
+    audio = b"".join(m for _, m in server.received if isinstance(m, bytes))
+    assert prompt in audio
+    assert "s3cret" not in json.dumps(runtime.bus.history)
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted_ca", "unknown_ca"])
+async def test_wss_verifies_the_server_s_certificate(sipp_uas, place_call, tmp_path, trusted):
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(tls)
+    ca_file = tmp_path / "ca.pem"
+    (ca if trusted else trustme.CA()).cert_pem.write_to_path(str(ca_file))
+
+    async def behaviour(ws: WebSocketConnection, server: Server) -> None:
+        await server.record(ws)
+
+    echo = sipp_uas("echo")
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, behaviour, tls)
+        config = config_with(stream=StreamConfig(ca_file=ca_file, connect_timeout_s=3))
+        app = f"stream:wss://localhost:{server.port}/media"
+        runtime = await place_call(echo.uri(), None, config=config, app_name=app, max_duration=5)
+        nursery.cancel_scope.cancel()
+
+    if trusted:
+        assert server.json_events("start") and ended_event(runtime)["cause"] == "max_duration"
+    else:
+        (failed,) = events_named(runtime, "call.stream")
+        assert failed["reason"].startswith("TLS failed: ")
+        assert "certificate" in failed["reason"]
+        assert ended_event(runtime)["cause"] == "stream_failed"
