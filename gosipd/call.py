@@ -1623,10 +1623,39 @@ class CallRuntime:
                 except CallError as exc:
                     raise ControlError(exc.code, str(exc), field=_file_field(exc)) from None
                 return {}
+            case "stream":
+                return self._attach_stream(args)
             case "dialog":
                 return {"dialog": self.publication.state.get("dialog")}
             case _:
                 raise ControlError("unknown_op", f"a call does not serve {request.op!r}")
+
+    def _attach_stream(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The ``stream`` op: a media stream for the rest of the call, beside its app."""
+        from gosipd.apps import stream
+        from gosipd.streams import StreamOptions
+
+        try:
+            self.require_media()
+        except CallError as exc:
+            raise ControlError("bad_state", f"stream: {exc}") from None
+        options = StreamOptions(
+            url=args["url"],
+            profile=args.get("profile", "twilio"),
+            on_error=args.get("on_error", self.config.stream.on_error),
+            queue_s=float(args.get("queue_s", 10.0)),
+            parameters=dict(args.get("parameters") or {}),
+        )
+        async def run() -> None:
+            try:
+                await stream.stream_call(self.call, options)
+            except CallError:
+                pass  # the call ended under it
+            except Exception as exc:  # a bug in the stream ends the stream, never the call
+                self.log.error("call.stream_error", error=repr(exc), exc_info=True)
+
+        self._nursery_start(run)
+        return {}
 
     def status(self) -> dict[str, Any]:
         state = self.ua.state.value if self.ua is not None else "starting"

@@ -216,6 +216,39 @@ def _file(op: str) -> Validator:
     return check
 
 
+def _choice(*choices: str) -> Validator:
+    def check(name: str, value: Any) -> Any:
+        if value not in choices:
+            raise ControlError(
+                "bad_field", f"'{name}' must be one of {', '.join(choices)}", field=name
+            )
+        return value
+
+    return check
+
+
+def _stream_url(name: str, value: Any) -> Any:
+    _string(2048)(name, value)
+    if not value.startswith(("ws://", "wss://")) or any(c.isspace() for c in value):
+        raise ControlError("bad_field", f"'{name}' must be a ws:// or wss:// URL", field=name)
+    return value
+
+
+def _parameters(name: str, value: Any) -> Any:
+    if not isinstance(value, dict) or len(value) > 32:
+        raise ControlError(
+            "bad_field", f"'{name}' must be an object of at most 32 strings", field=name
+        )
+    for key, item in value.items():
+        if not isinstance(item, str) or len(key) > 256 or len(item) > 1024:
+            raise ControlError(
+                "bad_field", f"'{name}.{key}' must be a string (at most 1024)", field=name
+            )
+        if any(c.isspace() for c in key + item):
+            raise ControlError("bad_field", f"'{name}.{key}' must not contain spaces", field=name)
+    return value
+
+
 def _call_id(name: str, value: Any) -> Any:
     _string(128)(name, value)
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", value):
@@ -246,6 +279,14 @@ OPS: dict[str, Schema] = {
         "call": (_call_id, True),
         "file": (_file("record"), True),
         "stereo": (_boolean, False),
+    },
+    "stream": {
+        "call": (_call_id, True),
+        "url": (_stream_url, True),
+        "profile": (_choice("twilio", "binary"), False),
+        "on_error": (_choice("hangup", "continue"), False),
+        "queue_s": (_number(0.1, 600), False),
+        "parameters": (_parameters, False),
     },
     "calls": {},
     "show": {"call": (_call_id, True)},

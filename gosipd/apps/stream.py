@@ -55,11 +55,17 @@ FRAME_S = 0.02
 
 
 async def run(call: Call) -> None:
-    config = call.config.stream
     try:
-        options = parse_stream_arg(call.app_arg, on_error=config.on_error)
+        options = parse_stream_arg(call.app_arg, on_error=call.config.stream.on_error)
     except ValueError as exc:
         raise CallError(str(exc)) from None
+    await stream_call(call, options)
+
+
+async def stream_call(call: Call, options: StreamOptions) -> None:
+    """Stream ``call`` as ``options`` say until it ends (or the stream fails; then
+    ``on_error``). The app's body, and the ``stream`` control op's beside any app."""
+    config = call.config.stream
     where = public_url(options.url)
     profile = make_profile(
         options.profile, call.id, f"MZ{secrets.token_hex(16)}", options.parameters

@@ -298,3 +298,41 @@ async def test_wss_verifies_the_server_s_certificate(sipp_uas, place_call, tmp_p
         assert failed["reason"].startswith("TLS failed: ")
         assert "certificate" in failed["reason"]
         assert ended_event(runtime)["cause"] == "stream_failed"
+
+
+async def test_the_stream_op_attaches_a_stream_to_a_running_call(sipp_uas, place_call):
+    from tests.worker.test_control import ControlClient, until_answered
+
+    prompt = ulaw_noise(25, seed=4)
+
+    async def behaviour(ws: WebSocketConnection, server: Server) -> None:
+        await server.until(ws, "start")
+        await ws.send_message(media(prompt))
+        await server.record(ws)
+
+    async def app(call: Any) -> None:
+        await call.wait_ended()
+
+    echo = sipp_uas("echo")
+    runtime = place_call.runtime(echo.uri(), app, max_duration=2.5)
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, behaviour)
+        nursery.start_soon(runtime.run)
+        await until_answered(runtime)
+        client = await ControlClient.connect(runtime.publication.socket_path)
+        bad = await client.request("stream", call=runtime.spec.call, url="http://x/")
+        assert not bad["ok"] and bad["error"]["field"] == "url"
+        reply = await client.request(
+            "stream",
+            call=runtime.spec.call,
+            url=f"ws://127.0.0.1:{server.port}/late",
+            parameters={"attached": "yes"},
+        )
+        assert reply["ok"], reply
+        await runtime.ended.wait()
+        nursery.cancel_scope.cancel()
+
+    [(_, start)] = server.json_events("start")
+    assert start["start"]["customParameters"] == {"attached": "yes"}
+    assert prompt in b"".join(ulaw for _, ulaw in server.inbound_ulaw())
+    assert ended_event(runtime)["cause"] == "max_duration"
