@@ -1646,6 +1646,7 @@ class CallRuntime:
             queue_s=float(args.get("queue_s", 10.0)),
             parameters=dict(args.get("parameters") or {}),
         )
+
         async def run() -> None:
             try:
                 await stream.stream_call(self.call, options)
