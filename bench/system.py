@@ -330,7 +330,9 @@ def fresh_interpreter_uss() -> int:
         child.wait()
 
 
-def concurrent(daemon: Daemon, uri: str, count: int, hold: float = 10.0) -> dict[str, Any]:
+def concurrent(
+    daemon: Daemon, uri: str, count: int, hold: float = 10.0, app: str = "silence"
+) -> dict[str, Any]:
     """``count`` calls up at once with media for ``hold`` seconds (the ``silence`` app:
     what is measured is the media path itself, comfort noise out, the echo back in).
 
@@ -342,7 +344,7 @@ def concurrent(daemon: Daemon, uri: str, count: int, hold: float = 10.0) -> dict
         try:
             # hung up by us after the hold: max_duration is only the safety net, and dialing
             # 500 calls takes longer than the hold itself
-            reply, conn = daemon.dial(uri, max_duration=hold + count + 60, app="silence")
+            reply, conn = daemon.dial(uri, max_duration=hold + count + 60, app=app)
         except (OSError, AssertionError) as exc:
             problems[f"dial failed: {exc.__class__.__name__}"] += 1
             continue

@@ -96,6 +96,8 @@ LINGER_S = 2.0
 BYE_ANSWER_WAIT_S = 4.0
 #: How long the dial client may take to read the call's last events.
 CLIENT_FLUSH_S = 5.0
+#: How long a call's subscribers may take to be sent its last events before it exits.
+SUBSCRIBER_FLUSH_S = 1.0
 #: Received audio frames an ``audio()`` reader may fall behind by before old ones are dropped.
 AUDIO_QUEUE_FRAMES = 250
 DTMF_QUEUE = 64
@@ -666,6 +668,10 @@ class CallRuntime:
                     if self.ua is not None and not self.ua.quiet:
                         with trio.move_on_after(LINGER_S):
                             await self._quiet.wait()
+                    # subscribers get the story to its end (call.ended) before we go
+                    self.bus.close()
+                    with trio.move_on_after(SUBSCRIBER_FLUSH_S):
+                        await self.bus.drained()
                     nursery.cancel_scope.cancel()
                 self.bus.close()
                 outer.cancel_scope.deadline = trio.current_time() + CLIENT_FLUSH_S

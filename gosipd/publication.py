@@ -57,6 +57,8 @@ class EventBus:
         self._lagged: set[trio.MemorySendChannel[dict[str, Any]]] = set()
         self._pairs: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
         self.closed = False
+        #: Subscribers' streams still sending (``drained`` waits for them after ``close``).
+        self.streaming = 0
 
     def publish(self, event: dict[str, Any]) -> None:
         self.history = [*self.history[-(HISTORY - 1) :], event]
@@ -89,6 +91,11 @@ class EventBus:
         else:
             self._subscribers.add(send)
         return receive
+
+    async def drained(self) -> None:
+        """Until every subscriber's stream has sent what it had (after ``close``)."""
+        while self.streaming:
+            await trio.sleep(0.005)
 
     def close(self) -> None:
         """No more events: every subscriber's stream ends after what it has."""
@@ -239,6 +246,18 @@ async def _stream_events(stream: trio.SocketStream, events: EventBus) -> None:
     ``SEND_TIMEOUT`` to take one, or falls ``SUBSCRIBER_QUEUE`` events behind, is
     dropped with a logged reason: the call goes on without it."""
     receive = events.subscribe()
+    events.streaming += 1
+    try:
+        await _send_events(stream, events, receive)
+    finally:
+        events.streaming -= 1
+
+
+async def _send_events(
+    stream: trio.SocketStream,
+    events: EventBus,
+    receive: trio.MemoryReceiveChannel[dict[str, Any]],
+) -> None:
     async with receive:
         async for event in receive:
             with trio.move_on_after(SEND_TIMEOUT) as scope:

@@ -1,0 +1,156 @@
+"""Media streams under load: what a call streamed to a WebSocket server costs.
+
+A real supervisor and call processes against a SIPp UAS that echoes RTP, as in
+``system.py``; the WebSocket server (trio-websocket, in a thread of this process)
+is an echo agent speaking the twilio profile: every 20 ms of the caller it receives
+goes straight back as the agent's audio, with a mark every second. References
+measured in the same run: the same number of calls running the ``echo`` app.
+
+Figures (budgets from the media streams issue):
+
+- worker CPU per streamed call as a ratio to an ``echo`` call (budget <= 1.5x);
+- 200 concurrent streamed calls: p99 send lateness the media loops report, median
+  call and worst call (budget: <= 5 ms), and loss.
+
+Run: ``make bench`` or ``.venv/bin/python bench/streams.py [--calls 200]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from system import concurrent  # noqa: E402
+
+from tests.peers import PeerLab  # noqa: E402
+from tests.supervisor.daemon import Daemon  # noqa: E402
+
+HOLD_S = 10.0
+
+
+class EchoAgent:
+    """A twilio-profile agent on a thread of its own: echoes media, marks every second."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.streams = 0
+        self.marks = 0
+        self._ready = threading.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._scope: trio.CancelScope | None = None
+        self._thread = threading.Thread(target=trio.run, args=(self._serve,), daemon=True)
+
+    def __enter__(self) -> EchoAgent:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._token is not None and self._scope is not None:
+            trio.from_thread.run_sync(self._scope.cancel, trio_token=self._token)
+        self._thread.join(10)
+
+    async def _serve(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        with trio.CancelScope() as self._scope:
+            async with trio.open_nursery() as nursery:
+                listener = await nursery.start(serve_websocket, self._handle, "127.0.0.1", 0, None)
+                self.port = listener.port
+                self._ready.set()
+
+    async def _handle(self, request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        self.streams += 1
+        frames = 0
+        try:
+            while True:
+                data = json.loads(await ws.get_message())
+                if data.get("event") == "media":
+                    payload = data["media"]["payload"]
+                    sid = data["streamSid"]
+                    await ws.send_message(
+                        json.dumps(
+                            {"event": "media", "streamSid": sid, "media": {"payload": payload}}
+                        )
+                    )
+                    frames += 1
+                    if frames % 50 == 0:
+                        mark = {"event": "mark", "streamSid": sid, "mark": {"name": str(frames)}}
+                        await ws.send_message(json.dumps(mark))
+                elif data.get("event") == "mark":
+                    self.marks += 1
+        except ConnectionClosed:
+            pass
+
+
+def main(argv: list[str] | None = None) -> bool:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--ratio-calls", type=int, default=50)
+    args = parser.parse_args(argv if argv is not None else [])
+    with tempfile.TemporaryDirectory(prefix="gosipd-bench-") as tmp, EchoAgent() as agent:
+        work = Path(tmp)
+        (work / "peers").mkdir()
+        lab = PeerLab(work / "peers")
+        daemon = Daemon(
+            work / "daemon",
+            listen=False,
+            extra="[limits]\nmax_calls = 2000\nmax_calls_per_second = 100000\n"
+            "[rtp]\nport_min = 30000\nport_max = 60000\n",
+        )
+        try:
+            uas = lab.sipp_uas("echo")
+            daemon.start()
+            uri = uas.uri("echo")
+            stream_app = f"stream:ws://127.0.0.1:{agent.port}/media"
+            echo = concurrent(daemon, uri, args.ratio_calls, HOLD_S, app="echo")
+            streamed = concurrent(daemon, uri, args.ratio_calls, HOLD_S, app=stream_app)
+            many = concurrent(daemon, uri, args.calls, HOLD_S, app=stream_app)
+        finally:
+            daemon.stop()
+            lab.close()
+
+    ratio = (
+        streamed["cpu_per_call_pct"] / echo["cpu_per_call_pct"] if echo["cpu_per_call_pct"] else 0
+    )
+    print("\nMedia streams (twilio profile to an echo agent, SIPp echoing RTP)")
+    print(f"{'run':<34} {'CPU/call':>9} {'USS/call':>9} {'lost':>6} {'p99 late':>9} {'worst':>7}")
+    for name, row in (
+        (f"{args.ratio_calls} calls, echo app", echo),
+        (f"{args.ratio_calls} calls, streamed", streamed),
+        (f"{args.calls} calls, streamed", many),
+    ):
+        print(
+            f"{name:<34} {row['cpu_per_call_pct']:>8.3f}% {row['uss_kib_median'] / 1024:>7.2f}MB "
+            f"{row['packets_lost']:>6} {row['p99_lateness_ms_median_call']:>7.2f}ms "
+            f"{row['p99_lateness_ms_worst_call']:>5.2f}ms"
+        )
+        for problem, n in row["problems"].items():
+            print(f"{'':>8}{n:>5} x {problem}")
+    print(f"agent: {agent.streams} streams, {agent.marks} marks acknowledged")
+    checks = {
+        f"streamed call CPU <= 1.5x an echo call (measured {ratio:.2f}x)": 0 < ratio <= 1.5,
+        f"{args.calls} streamed calls: p99 lateness <= 5 ms, all answered": (
+            many["p99_lateness_ms_median_call"] <= 5.0 and many["answered"] == args.calls
+        ),
+        "every streamed call reached the agent": agent.streams >= args.ratio_calls + args.calls,
+    }
+    for name, passed in checks.items():
+        print(f"  {'ok    ' if passed else 'MISSED'} {name}")
+    print(json.dumps({"echo": echo, "streamed": streamed, "many": many, "ratio": ratio}))
+    return all(checks.values())
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main(sys.argv[1:]) else 1)
