@@ -13,6 +13,7 @@ on without it. Headers for a server (a bearer token) come only from
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import ssl
 from collections import deque
@@ -185,16 +186,16 @@ class _Outbox:
 
     async def send_all(self, ws: WebSocketConnection) -> None:
         while True:
-            while self._messages:
-                message, media = self._messages[0]
-                await ws.send_message(message)  # cancelled before it is sent: still queued
-                self._messages.popleft()
-                self._media -= media
+            await self.flush(ws)
             self._ready = trio.Event()
             await self._ready.wait()
 
-    def __len__(self) -> int:
-        return len(self._messages)
+    async def flush(self, ws: WebSocketConnection) -> None:
+        while self._messages:
+            message, media = self._messages[0]
+            await ws.send_message(message)  # cancelled before it is sent: still queued
+            self._messages.popleft()
+            self._media -= media
 
 
 async def _stream(
@@ -295,12 +296,10 @@ async def _close(ws: WebSocketConnection, outbox: _Outbox, profile: Profile) -> 
     """The ``stop`` message, after what is queued, in at most ``CLOSING_S`` even while
     the call's process is being cancelled."""
     outbox.put(profile.closing())
-    with trio.CancelScope(shield=True), trio.move_on_after(CLOSING_S):
-        try:
-            async with trio.open_nursery() as flush:
-                flush.start_soon(outbox.send_all, ws)
-                while len(outbox):
-                    await trio.sleep(0.01)
-                flush.cancel_scope.cancel()
-        except ConnectionClosed:
-            pass
+    # (a ConnectionClosed: the server went first)
+    with (
+        trio.CancelScope(shield=True),
+        trio.move_on_after(CLOSING_S),
+        contextlib.suppress(ConnectionClosed),
+    ):
+        await outbox.flush(ws)
