@@ -94,13 +94,17 @@ async def stream_call(call: Call, options: StreamOptions) -> None:
         await call.wait_ended()
 
 
+class ConnectTimeout(Exception):
+    """TCP, TLS and the upgrade together took longer than ``[stream] connect_timeout``."""
+
+
 @asynccontextmanager
 async def _connect(
     url: str, context: ssl.SSLContext | None, headers: list[tuple[bytes, bytes]], timeout: float
 ) -> AsyncIterator[WebSocketConnection]:
     """A WebSocket to ``url``: TCP, then TLS (its handshake done here, so a certificate
     that does not verify fails at once and says so), then the upgrade, all within
-    ``timeout`` (``trio.TooSlowError`` beyond it)."""
+    ``timeout`` (``ConnectTimeout`` beyond it)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if context is not None else 80)
@@ -108,7 +112,7 @@ async def _connect(
     named = f"[{host}]" if ":" in host else host
     host_header = named if parts.port is None else f"{named}:{parts.port}"
     async with trio.open_nursery() as nursery:
-        with trio.fail_after(timeout):
+        with trio.move_on_after(timeout) as connecting:
             stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
             stream = await trio.open_tcp_stream(host, port)
             if context is not None:
@@ -122,6 +126,8 @@ async def _connect(
                 extra_headers=headers,
                 max_message_size=MAX_MESSAGE_BYTES,
             )
+        if connecting.cancelled_caught:
+            raise ConnectTimeout(timeout)
         try:
             yield ws
         finally:
@@ -134,7 +140,7 @@ def _failure(exc: BaseException, timeout: float) -> str | None:
     is no stream failure (a bug: the call ends with ``app_error``)."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]  # from the connection's nursery
-    if isinstance(exc, trio.TooSlowError):
+    if isinstance(exc, ConnectTimeout):
         return f"no connection in {timeout:g} s"
     if isinstance(exc, ConnectionRejected):
         return f"the server refused the WebSocket: HTTP {exc.status_code}"
