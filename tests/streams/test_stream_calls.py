@@ -142,7 +142,15 @@ async def test_the_server_s_audio_reaches_the_far_end_intact_and_its_echo_comes_
     assert start["start"]["callSid"] == runtime.spec.call
     inbound = server.inbound_ulaw()
     assert len(inbound) >= 100  # the far end's audio, every 20 ms of the call
-    assert prompt in b"".join(ulaw for _, ulaw in inbound), "the echo is the prompt, intact"
+    echoed = b"".join(ulaw for _, ulaw in inbound)
+    # every 20 ms of the prompt comes back byte for byte and in order; the far end's
+    # jitter buffer (ours, on the way back) may drop or repeat a frame when it adapts
+    found, where = 0, 0
+    for i in range(0, len(prompt), FRAME):
+        at = echoed.find(prompt[i : i + FRAME], where)
+        if at >= 0:
+            found, where = found + 1, at + FRAME
+    assert found >= 48, f"{found} of 50 frames of the prompt came back intact, in order"
     numbers = [
         int(json.loads(m)["sequenceNumber"]) for _, m in server.received if "sequenceNumber" in m
     ]
