@@ -159,6 +159,11 @@ class CallSpec:
         )
 
 
+def _host_key(host: str) -> str:
+    """A host as the trunk and redirect checks compare it: no IPv6 brackets, lower case."""
+    return host.strip("[]").lower()
+
+
 def resolve_app(name: str | None) -> tuple[App, str | None]:
     """The app a name means, and its argument (None when the name has none).
 
@@ -755,16 +760,13 @@ class CallRuntime:
             self.log.debug("locate.step", step=step)
         return list(location.targets)
 
-    def _trunk_names(self) -> set[str]:
-        """The trunk's own domain and proxy host, as configured."""
+    def _trunk_names(self) -> frozenset[str]:
+        """The trunk's own domain and proxy host, as configured (``_host_key``s)."""
         trunk = self.config.trunk
-        names = {trunk.domain.lower()} if trunk.domain else set()
+        names = {_host_key(trunk.domain)} if trunk.domain else set()
         if trunk.proxy:
-            names.add(parse_hostport(trunk.proxy, 5060, "[trunk] proxy")[0].lower())
-        return names
-
-    def _may_redirect_to(self, host: str) -> bool:
-        return host.strip("[]").lower() in self._redirect_hosts
+            names.add(_host_key(parse_hostport(trunk.proxy, 5060, "[trunk] proxy")[0]))
+        return frozenset(names)
 
     async def _locate_trunk(self) -> frozenset[str]:
         """The addresses of the trunk's targets (its proxy, else its domain, per RFC 3263);
@@ -798,14 +800,15 @@ class CallRuntime:
         request_uri = dial.request_uri
         targets = await self._locate(dial.host, dial.port, dial.secure)
         located = frozenset(target.address for target in targets)
-        if dial.via_proxy or dial.host.lower() in self._trunk_names():
+        trunk_names = self._trunk_names()
+        if dial.via_proxy or _host_key(dial.host) in trunk_names:
             self._trunk_addresses = located
-            self._redirect_hosts = frozenset(self._trunk_names()) | located
+            self._redirect_hosts = trunk_names | located
         else:
             # a URI dialed directly: redirects stay on its host, and the trunk's
             # credentials go only where the trunk itself is
             self._trunk_addresses = await self._locate_trunk()
-            self._redirect_hosts = frozenset({dial.host.strip("[]").lower()}) | located
+            self._redirect_hosts = frozenset({_host_key(dial.host)}) | located
         first = targets[0].address
         self._local_ip = self._advertised_ip(first)
         bind_host = (
@@ -1228,6 +1231,7 @@ class CallRuntime:
         assert self.ua is not None
         now = trio.current_time()
         policy = self.config.trunk.redirects
+        trunk_names = self._trunk_names()
         refused_by_policy = False
         for contact in contacts:
             if not contact.is_sip:
@@ -1237,7 +1241,7 @@ class CallRuntime:
                 self._redirect_refused(status, contact, "[trunk] redirects = none")
                 refused_by_policy = True
                 continue
-            if policy == "trunk" and not self._may_redirect_to(contact.host):
+            if policy == "trunk" and _host_key(contact.host) not in self._redirect_hosts:
                 self._redirect_refused(status, contact, "not the host the call was dialed to")
                 refused_by_policy = True
                 continue
@@ -1246,7 +1250,7 @@ class CallRuntime:
             except LocateError as exc:
                 self._redirect_refused(status, contact, f"cannot locate it: {exc}")
                 continue
-            if contact.host.strip("[]").lower() in self._trunk_names():
+            if _host_key(contact.host) in trunk_names:
                 # the trunk's own name: what it locates to is the trunk too
                 self._trunk_addresses |= {target.address for target in targets}
                 self.ua.credential_hosts = self._trunk_addresses

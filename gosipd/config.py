@@ -112,8 +112,9 @@ class InboundConfig:
 class StreamConfig:
     """``[stream]``: media streams to WebSocket servers (the ``stream`` app)."""
 
-    #: What a call does when its stream fails: "hangup" (BYE, cause stream_failed) or
-    #: "continue" (the call goes on without it). A stream's own option overrides it.
+    #: What a call does when its stream fails (``STREAM_ON_ERROR``): "hangup" (BYE, cause
+    #: stream_failed) or "continue" (the call goes on without it). A stream's own option
+    #: overrides it.
     on_error: str = "hangup"
     connect_timeout_s: float = 5.0
     #: Headers sent to one server only, by host name (``Authorization = "Bearer ..."``):
@@ -284,6 +285,8 @@ _DAEMON_KEYS: dict[str, tuple[str, Kind]] = {
 }
 Kind = type | tuple[type, ...]
 REDIRECT_POLICIES = ("trunk", "any", "none")
+#: What a call does when its media stream fails (``[stream] on_error``).
+STREAM_ON_ERROR = ("hangup", "continue")
 _TRUNK_KEYS: dict[str, Kind] = {
     "domain": str,
     "proxy": str,
@@ -463,7 +466,7 @@ def _stream_config(data: dict[str, Any], path: Path) -> StreamConfig:
     stream: dict[str, Any] = {}
     for key, value in table.items():
         if key == "on_error":
-            if _check("stream", key, value, str, path) not in ("hangup", "continue"):
+            if _check("stream", key, value, str, path) not in STREAM_ON_ERROR:
                 raise ConfigError(f"{path}: [stream] on_error must be hangup or continue")
             stream["on_error"] = value
         elif key == "connect_timeout":

@@ -22,6 +22,7 @@ from typing import Any
 
 from gosipd.apps import FILE_APPS
 from gosipd.files import ForbiddenPath, check_name
+from gosipd.streams import ON_ERROR, PROFILES
 
 __all__ = [
     "MAX_LINE",
@@ -283,8 +284,8 @@ OPS: dict[str, Schema] = {
     "stream": {
         "call": (_call_id, True),
         "url": (_stream_url, True),
-        "profile": (_choice("twilio", "binary"), False),
-        "on_error": (_choice("hangup", "continue"), False),
+        "profile": (_choice(*PROFILES), False),
+        "on_error": (_choice(*ON_ERROR), False),
         "queue_s": (_number(0.1, 600), False),
         "parameters": (_parameters, False),
     },

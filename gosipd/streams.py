@@ -29,6 +29,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gosipd import _dsp
+from gosipd.config import STREAM_ON_ERROR
+from gosipd.rtp.dtmf import EVENT_OF_DIGIT
 
 __all__ = [
     "PROFILES",
@@ -49,14 +51,13 @@ __all__ = [
 ]
 
 PROFILES = ("twilio", "binary")
-ON_ERROR = ("hangup", "continue")
+ON_ERROR = STREAM_ON_ERROR
 RATE = 8000
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz
 FRAME_BYTES = FRAME_SAMPLES * 2
 #: The longest a server's message may be (10 s of L16 at 8 kHz is 160 kB; base64 adds a third).
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_PARAMETERS = 32
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
 class StreamProtocolError(ValueError):
@@ -192,7 +193,7 @@ def _json(message: str | bytes) -> dict[str, Any]:
 
 
 def _digits(value: Any) -> str:
-    if not isinstance(value, str) or not value or not set(value) <= DTMF_DIGITS:
+    if not isinstance(value, str) or not value or not set(value) <= EVENT_OF_DIGIT.keys():
         raise StreamProtocolError(f"dtmf: {value!r} is not DTMF digits (0-9, *, #, A-D)")
     return value
 

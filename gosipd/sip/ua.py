@@ -82,8 +82,13 @@ from gosipd.sip.transaction import (
 
 __all__ = ["CALL_TABLE", "CallInput", "CallState", "UAConfig", "UserAgent"]
 
-#: The state in which a client transaction only absorbs retransmissions, by "is INVITE".
-_ABSORBING = {False: TransactionState.COMPLETED, True: TransactionState.ACCEPTED}
+
+def _only_absorbs(client: ClientTransaction) -> bool:
+    """In the state where a client transaction only absorbs retransmitted responses."""
+    if isinstance(client, ClientInvite):
+        return client.state is TransactionState.ACCEPTED
+    return client.state is TransactionState.COMPLETED
+
 
 Address = tuple[str, int]
 
@@ -397,10 +402,7 @@ class UserAgent:
             and not self._servers
             and self._success is None
             and self._reliable is None
-            and all(
-                client.state is _ABSORBING[type(client) is ClientInvite]
-                for client in self._clients.values()
-            )
+            and all(_only_absorbs(client) for client in self._clients.values())
         )
 
     def handle_timer(self, now: float) -> None:
