@@ -50,7 +50,7 @@ from typing import Any
 
 import trio
 
-from gosipd import __version__, files, media, sdp
+from gosipd import __version__, files, media, passthrough, sdp
 from gosipd import apps as apps_package
 from gosipd.audio import (
     MAX_FILE_BYTES,
@@ -79,7 +79,7 @@ from gosipd.log import get_logger
 from gosipd.packet import frame_datagram, unframe_datagram
 from gosipd.paths import import_user_module
 from gosipd.publication import CallPublication, EventBus, serve_stream
-from gosipd.sip import URI, SIPParseError, parse
+from gosipd.sip import URI, Request, SIPParseError, parse
 from gosipd.sip import events as ev
 from gosipd.sip.digest import Credentials
 from gosipd.sip.timers import Timers
@@ -225,6 +225,30 @@ class Call:
     @property
     def remote_uri(self) -> str:
         return self._runtime.remote_uri
+
+    @property
+    def caller_name(self) -> str | None:
+        """The display name of an inbound call's From (as the caller chose it)."""
+        caller = self._runtime.caller
+        return caller.caller_name if caller is not None else None
+
+    @property
+    def asserted_identity(self) -> str | None:
+        """The P-Asserted-Identity URI of an inbound call from a trusted source
+        (``[inbound] trusted_sources`` or ``allowed_sources``); None otherwise."""
+        caller = self._runtime.caller
+        return caller.asserted_identity if caller is not None else None
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """An inbound INVITE's headers that ``[headers] receive`` allows, in order."""
+        caller = self._runtime.caller
+        return caller.headers if caller is not None else ()
+
+    def header(self, name: str) -> str | None:
+        """The first allowed inbound header called ``name`` (any case), or None."""
+        key = name.lower()
+        return next((value for n, value in self.headers if n.lower() == key), None)
 
     @property
     def ended(self) -> bool:
@@ -577,6 +601,8 @@ class CallRuntime:
         self.ended = trio.Event()
         self.call = Call(self)
         self.remote_uri = spec.to
+        #: Who is calling (an inbound call, once its INVITE was read).
+        self.caller: passthrough.Incoming | None = None
         self.ua: UserAgent | None = None
         self.endpoint: UdpEndpoint | None = None
         self.session: media.MediaSession | None = None
@@ -1153,11 +1179,7 @@ class CallRuntime:
                 self._sip_status = status
                 self._failover_response(status)
             case ev.IncomingCall() as incoming:
-                self.emit(
-                    "call.incoming",
-                    caller=str(incoming.request.from_.uri),
-                    to=str(incoming.request.to.uri),
-                )
+                self.emit("call.incoming", **self._caller_of(incoming.request))
                 assert self._nursery is not None
                 self._nursery.start_soon(self._answer_incoming, incoming)
             case ev.AckReceived(sdp=body):
@@ -1193,6 +1215,30 @@ class CallRuntime:
                 if status is not None and (self._sip_status is None or self._answered_at is None):
                     self._sip_status = status
                 self._finish(self._cause or cause, self._sip_status, reason)
+
+    def _caller_of(self, request: Request) -> dict[str, Any]:
+        """Who is calling, for ``call.incoming``: the allowed headers, bounded, and an
+        asserted identity only from a trusted source."""
+        inbound = self.config.inbound
+        source = self.spec.source[0] if self.spec.source else ""
+        self.caller = passthrough.incoming(
+            request.headers,
+            request.from_,
+            source,
+            self.config.headers.receive,
+            (*inbound.trusted_sources, *inbound.allowed_sources),
+        )
+        fields: dict[str, Any] = {
+            "caller": str(request.from_.uri),
+            "to": str(request.to.uri),
+            "caller_name": self.caller.caller_name,
+            "asserted_identity": self.caller.asserted_identity,
+            "trusted_source": self.caller.trusted_source,
+            "headers": [f"{name}: {value}" for name, value in self.caller.headers],
+        }
+        if self.caller.dropped:
+            fields["headers_dropped"] = self.caller.dropped
+        return fields
 
     def _failover_response(self, status: int) -> None:
         """Tell the failover walk what the current target answered (while it waits on one)."""

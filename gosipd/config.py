@@ -46,9 +46,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from gosipd.passthrough import DEFAULT_RECEIVE, DEFAULT_SEND, HeaderError, HeaderNames
+
 __all__ = [
     "Config",
     "ConfigError",
+    "HeadersConfig",
     "InboundConfig",
     "Limits",
     "StreamConfig",
@@ -125,6 +128,16 @@ class StreamConfig:
 
 
 @dataclass(frozen=True)
+class HeadersConfig:
+    """``[headers]``: the allow-lists of header pass-through (``gosipd.passthrough``)."""
+
+    #: What a dial's ``headers`` may set on its INVITE.
+    send: HeaderNames = field(default_factory=lambda: HeaderNames.parse(DEFAULT_SEND))
+    #: What of an inbound INVITE ``call.incoming`` and the Call API report.
+    receive: HeaderNames = field(default_factory=lambda: HeaderNames.parse(DEFAULT_RECEIVE))
+
+
+@dataclass(frozen=True)
 class Limits:
     max_calls: int = 1000
     max_calls_per_second: float = 500.0
@@ -166,6 +179,7 @@ class Config:
     inbound: InboundConfig = field(default_factory=InboundConfig)
     limits: Limits = field(default_factory=Limits)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    headers: HeadersConfig = field(default_factory=HeadersConfig)
 
     def resolved_runtime_dir(self) -> Path:
         """Where the control socket and the calls' sockets live, the first of:
@@ -325,7 +339,18 @@ def load_config(path: Path | None) -> Config:
 
 
 def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Config:
-    known = {"sip", "rtp", "dns", "daemon", "files", "trunk", "inbound", "limits", "stream"}
+    known = {
+        "sip",
+        "rtp",
+        "dns",
+        "daemon",
+        "files",
+        "trunk",
+        "inbound",
+        "limits",
+        "stream",
+        "headers",
+    }
     for section in data:
         if section not in known:
             raise ConfigError(
@@ -458,7 +483,24 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
         inbound=InboundConfig(**inbound),
         limits=Limits(**limits),
         stream=_stream_config(data, path),
+        headers=_headers_config(data, path),
     )
+
+
+def _headers_config(data: dict[str, Any], path: Path) -> HeadersConfig:
+    table = _check("", "headers", data.get("headers", {}), dict, path)
+    lists: dict[str, HeaderNames] = {}
+    for key, value in table.items():
+        if key not in ("send", "receive"):
+            raise ConfigError(f"{path}: unknown key [headers] {key}; known: receive, send")
+        names = _check("headers", key, value, list, path)
+        for name in names:
+            _check("headers", key, name, str, path)
+        try:
+            lists[key] = HeaderNames.parse(names)
+        except HeaderError as exc:
+            raise ConfigError(f"{path}: [headers] {key}: {exc}") from None
+    return HeadersConfig(**lists)
 
 
 def _stream_config(data: dict[str, Any], path: Path) -> StreamConfig:

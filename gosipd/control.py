@@ -22,6 +22,7 @@ from typing import Any
 
 from gosipd.apps import FILE_APPS
 from gosipd.files import ForbiddenPath, check_name
+from gosipd.passthrough import RESERVED
 from gosipd.streams import ON_ERROR, PROFILES
 
 __all__ = [
@@ -45,31 +46,6 @@ MAX_HEADER_LENGTH = 1024
 
 DTMF_DIGITS = re.compile(r"^[0-9*#A-Da-d]{1,64}$")
 HEADER_LINE = re.compile(r"^[A-Za-z0-9!%'*+\-.^_`|~]{1,64}:[ \t]*[^\r\n]{0,1000}$")
-#: Headers a dial may not set: the engine owns them, and a wrong one breaks the call.
-RESERVED_HEADERS = frozenset(
-    {
-        "via",
-        "v",
-        "from",
-        "f",
-        "to",
-        "t",
-        "call-id",
-        "i",
-        "cseq",
-        "contact",
-        "m",
-        "content-length",
-        "l",
-        "content-type",
-        "c",
-        "max-forwards",
-        "route",
-        "record-route",
-        "authorization",
-        "proxy-authorization",
-    }
-)
 
 
 class ControlError(Exception):
@@ -181,7 +157,7 @@ def _headers(name: str, value: Any) -> Any:
                 field=name,
             )
         header, _, text = item.partition(":")
-        if header.strip().lower() in RESERVED_HEADERS:
+        if header.strip().lower() in RESERVED:
             raise ControlError(
                 "bad_field", f"'{name}' may not set {header.strip()}: gosipd owns it", field=name
             )

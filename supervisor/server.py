@@ -46,6 +46,7 @@ from gosipd.control import (
 )
 from gosipd.log import get_logger
 from gosipd.packet import recv_packet, send_packet
+from gosipd.passthrough import HeaderError, check_outbound
 from gosipd.paths import private_dir
 
 from . import systemd
@@ -704,6 +705,10 @@ class Supervisor:
                 "(dial a full SIP URI, or set [trunk] domain or proxy)",
                 field="to",
             )
+        try:
+            check_outbound(args.get("headers", ()), self.config.headers.send)
+        except HeaderError as exc:
+            raise ControlError("bad_field", f"'headers': {exc}", field="headers") from None
         spec: dict[str, Any] = {"direction": "outbound", **args}
         self.counters["dials"] += 1
         call_id = secrets.token_hex(8)

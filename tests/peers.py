@@ -447,6 +447,7 @@ SIPP_UAC_SCENARIOS = (
     "uac_auth",
     "uac_register",
     "uac_cancel",
+    "uac_identity",
 )
 SIPP_STATS_PERIOD = 1  # seconds between SIPp's statistics rows (-fd)
 
@@ -602,7 +603,8 @@ class SippUAC(_SipTrace):
     scenarios: ``uac_pcmu`` (a call sending PCMU from a pcap), ``uac_100rel`` (PRACK),
     ``uac_302`` (follows the redirect), ``uac_503`` (expects 503 + Retry-After),
     ``uac_auth`` (answers 401/407 with -au/-ap), ``uac_register`` (REGISTER + digest),
-    ``uac_cancel`` (INVITE, 180, CANCEL after ``call_ms``, expects 487).
+    ``uac_cancel`` (INVITE, 180, CANCEL after ``call_ms``, expects 487), ``uac_identity``
+    (identity, Diversion and X- headers on the INVITE, no media).
     """
 
     def __init__(

@@ -149,6 +149,14 @@ def test_bad_control_input_is_answered_and_disturbs_no_call(gosipd, sipp_uas):
         assert answer is not None and answer["ok"] is False
         assert answer["error"]["code"] == code
         conn.close()
+    # a header the engine must own (or a trunk would refuse) is named, and no call starts
+    for header, named in (
+        ("Require: 100rel", "Require is not in [headers] send"),
+        ("P-Asserted-Identity: +15551230000", "is not a name-addr"),
+    ):
+        refused = daemon.request({"op": "dial", "to": uas.uri("echo"), "headers": [header]})
+        assert refused["ok"] is False and refused["error"]["field"] == "headers"
+        assert named in refused["error"]["message"]
 
     big = daemon.connect(30)
     chunk = b"x" * 1_000_000
