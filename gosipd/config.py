@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from gosipd.passthrough import DEFAULT_RECEIVE, DEFAULT_SEND, HeaderError, HeaderNames
+from gosipd.sip.session_timer import SessionTimerConfig
 
 __all__ = [
     "Config",
@@ -158,6 +159,10 @@ class Config:
     t2: float = 4.0
     t4: float = 5.0
     attempt_timeout_s: float = 2.0  # per-target INVITE timeout before failing over
+    #: RFC 4028 session timers: the interval we ask for and offer (0: off) and the
+    #: shortest we accept (a peer asking for less gets 422).
+    session_expires: int = 1800
+    min_se: int = 90
     rtp_port_min: int = 20000
     rtp_port_max: int = 29999
     #: SCHED_FIFO priority of each call's media thread (0: normal scheduling). Taken only
@@ -180,6 +185,9 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     stream: StreamConfig = field(default_factory=StreamConfig)
     headers: HeadersConfig = field(default_factory=HeadersConfig)
+
+    def session_timer(self) -> SessionTimerConfig:
+        return SessionTimerConfig(interval=self.session_expires, min_se=self.min_se)
 
     def resolved_runtime_dir(self) -> Path:
         """Where the control socket and the calls' sockets live, the first of:
@@ -278,6 +286,8 @@ _SIP_KEYS: dict[str, tuple[str, Kind]] = {
     "t4": ("t4", (int, float)),
     "attempt_timeout": ("attempt_timeout_s", (int, float)),
     "user_agent": ("user_agent", str),
+    "session_expires": ("session_expires", int),
+    "min_se": ("min_se", int),
 }
 _RTP_KEYS: dict[str, tuple[str, Kind]] = {
     "port_min": ("rtp_port_min", int),
@@ -394,6 +404,11 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
         raise ConfigError(f"{path}: [sip] needs 0 < t1 <= t2 and t4 > 0")
     if not (1024 <= config.rtp_port_min < config.rtp_port_max <= 65535):
         raise ConfigError(f"{path}: [rtp] needs 1024 <= port_min < port_max <= 65535")
+    if config.session_expires and not 90 <= config.min_se <= config.session_expires <= 86_400:
+        raise ConfigError(
+            f"{path}: [sip] needs 90 <= min_se <= session_expires <= 86400 "
+            "(or session_expires = 0: no session timers)"
+        )
     if not 0 <= config.rtp_realtime_priority <= 99:
         raise ConfigError(f"{path}: [rtp] realtime_priority must be 0 (off) to 99")
 

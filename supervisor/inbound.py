@@ -27,11 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from gosipd.config import Config
 from gosipd.control import ControlError
 from gosipd.log import get_logger
 from gosipd.packet import frame_datagram, unframe_datagram
 from gosipd.sip import Request, Response, SIPParseError, Via, parse
 from gosipd.sip.requests import bye_from_state
+from gosipd.sip.session_timer import too_brief
 from gosipd.sip.timers import Timers
 from gosipd.sip.transaction import MAGIC_COOKIE, ClientNonInvite, ResponseReceived
 from gosipd.sip.ua import UAConfig
@@ -45,7 +47,6 @@ __all__ = ["crash_bye", "handle_inbound", "relay_answers", "relay_path", "route_
 #: What the supervisor's listener serves; the methods, option tags and body types a call's
 #: UA serves (``UAConfig``), so that a request is judged the same here and in the worker.
 ALLOW = UAConfig.allow
-SUPPORTED = UAConfig.supported
 DRAIN_RETRY_AFTER = 60
 #: Retry-After for a source over its limits.
 SOURCE_RETRY_AFTER = 10
@@ -151,7 +152,8 @@ async def _handle(supervisor: Supervisor, data: bytes, source: tuple[str, int]) 
         await _forward(supervisor, owner, data, source, request)
         return
     # RFC 3261 §8.2: what the request is owed before anything acts on it
-    rejection = check(request, supported=SUPPORTED, allow=ALLOW)
+    supported = _supported(supervisor.config)
+    rejection = check(request, supported=supported, allow=ALLOW)
     if rejection is not None:
         if request.method == "ACK":
             _drop(supervisor, source, rejection.detail)
@@ -164,6 +166,20 @@ async def _handle(supervisor: Supervisor, data: bytes, source: tuple[str, int]) 
         return
     method = request.method
     if method == "ACK":
+        return
+    if (
+        method == "INVITE"
+        and (min_se := too_brief(request, supervisor.config.session_timer())) is not None
+    ):
+        # RFC 4028 §9: refused before a worker exists, which the retry would find
+        await _reply(
+            supervisor,
+            request,
+            source,
+            422,
+            "Session Interval Too Small",
+            (("Min-SE", str(min_se)),),
+        )
         return
     if request.to.tag is not None or method in ("CANCEL", "BYE", "PRACK", "UPDATE", "INFO"):
         await _reply(supervisor, request, source, 481, "Call/Transaction Does Not Exist")
@@ -188,11 +204,16 @@ async def _handle(supervisor: Supervisor, data: bytes, source: tuple[str, int]) 
                 (
                     ("Allow", ", ".join(ALLOW)),
                     ("Accept", "application/sdp"),
-                    ("Supported", ", ".join(SUPPORTED)),
+                    ("Supported", ", ".join(supported)),
                 ),
             )
         return
     await _new_call(supervisor, request, data, source)
+
+
+def _supported(config: Config) -> tuple[str, ...]:
+    """The option tags a worker's UA will support under ``config``."""
+    return UAConfig(("0.0.0.0", 0), session_timer=config.session_timer()).supported_tags
 
 
 async def _new_call(

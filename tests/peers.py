@@ -438,6 +438,7 @@ SIPP_UAS_VARIANTS: dict[str, SippVariant] = {
     "reinvite": SippVariant("uas_reinvite.xml", rtp_echo=True),
     "info": SippVariant("uas_info.xml", rtp_echo=True),
     "codec": SippVariant("uas_codec.xml", rtp_echo=True),
+    "timer": SippVariant("uas_timer.xml", rtp_echo=True),
 }
 SIPP_UAC_SCENARIOS = (
     "uac_pcmu",
@@ -463,6 +464,8 @@ class SippUAS(_SipTrace):
     ``reinvite``: answers, moves the media with a re-INVITE, moves it back, sends BYE.
     ``info``: answers, sends DTMF as SIP INFO, sends BYE.
     ``codec``: answers with ``keys["answer_pt"]``/``keys["answer_rtpmap"]`` as its codec.
+    ``timer``: RFC 4028, ``keys["session_expires"]`` and ``keys["refresher"]`` in its 200;
+    answers UPDATE refreshes until the BYE.
     ``keys``: extra ``-key NAME VALUE`` pairs for the scenario (see each XML file).
     Every variant answers OPTIONS (200, or 503 for ``503``) and copies Record-Route.
     """

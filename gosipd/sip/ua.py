@@ -58,6 +58,7 @@ from gosipd.sip import events as ev
 from gosipd.sip.dialog import Dialog, DialogState
 from gosipd.sip.digest import Credentials, DigestChallenge, DigestError, DigestSession
 from gosipd.sip.requests import ack_for_2xx, cancel_for, with_headers
+from gosipd.sip.session_timer import SessionTimer, SessionTimerConfig
 from gosipd.sip.timers import Timers
 from gosipd.sip.transaction import (
     MAGIC_COOKIE,
@@ -223,8 +224,10 @@ class UAConfig:
     credential_hosts: frozenset[str] | None = None
     outbound_proxy: Address | None = None
     #: Option tags we support (sent in Supported; a Require outside this set gets 420).
-    #: Not "timer": RFC 4028 session refreshes are not implemented, so we do not claim it.
+    #: "timer" is added while ``session_timer`` is on (``supported_tags``).
     supported: tuple[str, ...] = ("100rel",)
+    #: RFC 4028 session timers (``gosipd.sip.session_timer``); interval 0 turns them off.
+    session_timer: SessionTimerConfig = field(default_factory=SessionTimerConfig)
     allow: tuple[str, ...] = (
         "INVITE",
         "ACK",
@@ -240,6 +243,12 @@ class UAConfig:
     #: Send reliable provisionals (RFC 3262) when the caller supports 100rel.
     reliable_provisionals: bool = True
     max_redirects: int = MAX_REDIRECTS
+
+    @property
+    def supported_tags(self) -> tuple[str, ...]:
+        if self.session_timer.enabled and "timer" not in self.supported:
+            return (*self.supported, "timer")
+        return self.supported
 
 
 def _token(rng: random.Random, bits: int = 64) -> str:
@@ -298,6 +307,7 @@ class UserAgent:
 
     def __init__(self, config: UAConfig, *, rng: random.Random | None = None) -> None:
         self.config = config
+        self._supported = config.supported_tags
         self.timers = config.timers
         self.rng = rng if rng is not None else random.SystemRandom()
         self.state = CallState.IDLE
@@ -353,6 +363,13 @@ class UserAgent:
         self._remote_offer_tx: ServerTransaction | None = None
         self._bye_tx: ClientNonInvite | None = None
         self._end_cause = ""
+        # RFC 4028: the session interval, and our refreshes of it
+        self.session_timer = SessionTimer(config.session_timer)
+        #: The SDP we last sent that the far end holds (a re-INVITE refresh re-sends it).
+        self._local_sdp: bytes | None = None
+        self._peer_allows_update = False
+        self._refresh_tx: ClientTransaction | None = None
+        self._refreshing = False  # the re-INVITE in flight is a session refresh
 
     # ======================================================================
     # the sans-I/O surface
@@ -380,6 +397,7 @@ class UserAgent:
                 self._success.deadline if self._success else None,
                 self._glare_retry_at,
                 self._cancel_deadline,
+                self.session_timer.deadline() if self.state is CallState.CONFIRMED else None,
             )
             if t is not None
         ]
@@ -420,6 +438,12 @@ class UserAgent:
         if self._glare_retry_at is not None and now >= self._glare_retry_at:
             self._glare_retry_at = None
             self._glare_retry(now)
+        if self.state is CallState.CONFIRMED:
+            match self.session_timer.due(now):
+                case "refresh":
+                    self._send_refresh(now)
+                case "expired":
+                    self._expire(now)  # §10: no refresh came
 
     def transport_error(self, destination: Address, now: float, reason: str) -> None:
         """The transport could not reach ``destination`` (ICMP unreachable, say)."""
@@ -505,12 +529,14 @@ class UserAgent:
             ("CSeq", str(CSeq(1, "INVITE"))),
             ("Contact", str(self._contact())),
             ("Allow", ", ".join(self.config.allow)),
-            ("Supported", ", ".join(self.config.supported)),
+            ("Supported", ", ".join(self._supported)),
+            *self.session_timer.request_headers(initial=True),
             *self._identity("User-Agent"),
             *headers,
         ]
         if sdp is not None:
             header_list.append(("Content-Type", "application/sdp"))
+        self._local_sdp = sdp
         self._invite = Request("INVITE", request_uri, header_list, sdp or b"")
         self._send_invite_attempt(destination, now)
         return self._invite
@@ -694,6 +720,8 @@ class UserAgent:
             return
         self._transition(CallInput.SUCCESS)
         self.dialog = dialog
+        self._peer_allows_update = _allows_update(response)
+        self.session_timer.on_success(response, now)
         self._events.append(ev.Answered(response.sdp, response.status))
 
     def _send_ack(self, dialog: Dialog, response: Response, invite: Request) -> None:
@@ -717,6 +745,16 @@ class UserAgent:
             self._end("cancelled", status, response.reason)
             return
         if status in (401, 407) and self._answer_challenge(response, now):
+            return
+        if status == 422 and self._invite is not None and self.session_timer.on_422(response):
+            # RFC 4028 §7.3: the same INVITE again, asking for the peer's Min-SE
+            self._transition(CallInput.RETRY)
+            request = self._invite.copy()
+            request.cseq = CSeq(request.cseq.number + 1, "INVITE")
+            _set_session_headers(request, self.session_timer.request_headers(initial=True))
+            self._invite = request
+            assert self._destination is not None
+            self._send_invite_attempt(self._destination, now)
             return
         if 300 <= status < 400 and response.contact:
             self._redirects += 1
@@ -821,6 +859,10 @@ class UserAgent:
         self._transition(CallInput.ANSWER)
         assert self._incoming is not None
         response = self._response(self._incoming, 200, sdp=sdp)
+        with_headers(response, self.session_timer.response_headers(self._incoming, now))
+        self._peer_allows_update = _allows_update(self._incoming)
+        if sdp is not None:
+            self._local_sdp = sdp
         if self._reliable is not None and self._reliable.carries_sdp:
             self._held_success = response  # RFC 3262 §3
             return
@@ -887,6 +929,17 @@ class UserAgent:
         if self.state is not CallState.IDLE:
             self._server_reply(request, reply_to, now, 486, "Busy Here")
             return
+        if (min_se := self.session_timer.too_brief(request)) is not None:
+            # RFC 4028 §9 (the supervisor refuses these before a worker exists)
+            self._server_reply(
+                request,
+                reply_to,
+                now,
+                422,
+                "Session Interval Too Small",
+                headers=[("Min-SE", str(min_se))],
+            )
+            return
         self._transition(CallInput.INVITE_RECEIVED)
         self._peer = source
         self.call_id = request.call_id
@@ -909,7 +962,7 @@ class UserAgent:
         if 200 <= status < 300 and request.method in ("INVITE", "OPTIONS", "UPDATE"):
             headers += [
                 ("Allow", ", ".join(self.config.allow)),
-                ("Supported", ", ".join(self.config.supported)),
+                ("Supported", ", ".join(self._supported)),
             ]
         if status in (405, 501):
             headers.append(("Allow", ", ".join(self.config.allow)))
@@ -1074,6 +1127,7 @@ class UserAgent:
         if self._reinvite_tx is not None or self._remote_offer_tx is not None:
             raise ProtocolError("an offer/answer exchange is already in progress")
         self._reinvite_sdp = sdp
+        self._refreshing = False
         self._send_reinvite(sdp, now)
 
     def _send_reinvite(self, sdp: bytes, now: float) -> None:
@@ -1098,6 +1152,9 @@ class UserAgent:
         if tx is None:
             raise ProtocolError("there is no remote offer to answer")
         response = self._response(tx.request, 200, sdp=sdp)
+        with_headers(response, self.session_timer.response_headers(tx.request, now))
+        if sdp is not None:
+            self._local_sdp = sdp
         tx.respond(response, now)
         if tx.request.method == "INVITE":
             self._success = self._retransmit_2xx(response, tx.reply_to, now)
@@ -1142,7 +1199,8 @@ class UserAgent:
             header_list += [
                 ("Contact", str(self._contact())),
                 ("Allow", ", ".join(self.config.allow)),
-                ("Supported", ", ".join(self.config.supported)),
+                ("Supported", ", ".join(self._supported)),
+                *self.session_timer.request_headers(initial=False),
             ]
         header_list += [*self._identity("User-Agent"), *headers]
         destination = self.next_hop_address(dialog)
@@ -1168,6 +1226,52 @@ class UserAgent:
             self._bye_done()
         elif method == "INVITE" and tx is self._reinvite_tx:
             self._on_reinvite_response(response, now)
+        elif method == "UPDATE" and tx is self._refresh_tx:
+            self._on_refresh_response(response, now)
+
+    def _send_refresh(self, now: float) -> None:
+        """RFC 4028 §7.4: refresh by UPDATE without a body where the peer allows it, else
+        by re-INVITE with the SDP it already holds (unchanged, so nothing is renegotiated).
+        An exchange already in flight refreshes the session itself when it succeeds."""
+        if (
+            self.dialog is None
+            or self._reinvite_tx is not None
+            or self._remote_offer_tx is not None
+            or self._refresh_tx is not None
+        ):
+            return
+        if self._peer_allows_update or self._local_sdp is None:
+            self._refresh_tx = self._send_in_dialog(self.dialog, "UPDATE", now)
+            return
+        self._reinvite_sdp = self._local_sdp
+        self._refreshing = True
+        self._send_reinvite(self._local_sdp, now)
+
+    def _expire(self, now: float) -> None:
+        """End the session before it expires (RFC 4028 §10), cause ``session_expired``."""
+        if self.state is CallState.CONFIRMED:
+            self._transition(CallInput.BYE)
+            self._end_cause = "session_expired"
+            self._send_bye(now)
+
+    def _on_refresh_response(self, response: Response, now: float) -> None:
+        assert self._refresh_tx is not None
+        self._refresh_tx = None
+        status = response.status
+        if 200 <= status < 300:
+            if self.dialog is not None:
+                self.dialog.refresh_target(response)
+            self.session_timer.on_success(response, now)
+        elif status == 422 and self.session_timer.on_422(response):
+            self._send_refresh(now)
+        elif status in (405, 501) and self._local_sdp is not None:
+            self._peer_allows_update = False  # its Allow said otherwise: try a re-INVITE
+            self._send_refresh(now)
+        elif status == 481:
+            self._lose_dialog("dialog_gone", status, response.reason)
+        elif status == 408:
+            self._expire(now)
+        # anything else: due() tries again in a tenth of the interval
 
     def _retry_with_auth(self, tx: ClientTransaction, response: Response, now: float) -> bool:
         """A BYE challenged: answer once, as for the INVITE (§22.2)."""
@@ -1189,20 +1293,32 @@ class UserAgent:
         status = response.status
         invite = self._reinvite_tx.request
         self._reinvite_tx = None
+        refreshing, self._refreshing = self._refreshing, False
         if 200 <= status < 300:
             self.dialog.refresh_target(response)
             self._send_ack(self.dialog, response, invite)
+            self.session_timer.on_success(response, now)
+            if self._reinvite_sdp is not None:
+                self._local_sdp = self._reinvite_sdp
             self._reinvite_sdp = None
-            self._events.append(ev.OfferAnswered(response.sdp))
+            if not refreshing:
+                self._events.append(ev.OfferAnswered(response.sdp))
+            return
+        if status == 422 and self.session_timer.on_422(response):
+            self._refreshing = refreshing
+            assert self._reinvite_sdp is not None
+            self._send_reinvite(self._reinvite_sdp, now)
             return
         if status == 491:
             # glare (§14.1): the Call-ID's owner waits 2.1-4 s, the other side 0-2 s
             owner = self._invite is not None
             wait = self.rng.uniform(2.1, 4.0) if owner else self.rng.uniform(0.0, 2.0)
             self._glare_retry_at = now + wait
+            self._refreshing = refreshing
             return
         self._reinvite_sdp = None
-        self._events.append(ev.OfferRejected(status, response.reason))
+        if not refreshing:
+            self._events.append(ev.OfferRejected(status, response.reason))
         if status == 481:
             # §12.2.1.2: the dialog is gone at the far end
             self._lose_dialog("dialog_gone", status, response.reason)
@@ -1287,8 +1403,15 @@ class UserAgent:
         elif tx is self._reinvite_tx:
             self._reinvite_tx = None
             self._reinvite_sdp = None
+            if self._refreshing:
+                self._refreshing = False
+                self._expire(now)
+                return
             self._events.append(ev.OfferRejected(408, "Request Timeout"))
             self.hangup(now)
+        elif tx is self._refresh_tx:
+            self._refresh_tx = None
+            self._expire(now)  # §10: a refresh that times out ends the session
 
     def _on_server_events(
         self, tx: ServerTransaction, events: list[TransactionEvent], now: float
@@ -1301,7 +1424,7 @@ class UserAgent:
 
     def _receive_request(self, request: Request, source: Address, now: float) -> None:
         accept = INFO_ACCEPT if request.method == "INFO" else self.config.accept
-        rejection = check(request, supported=self.config.supported, accept=accept)
+        rejection = check(request, supported=self._supported, accept=accept)
         if rejection is not None:
             self.malformed += 1
             if request.method != "ACK":
@@ -1467,10 +1590,18 @@ class UserAgent:
     def _on_remote_offer(
         self, request: Request, tx: ServerTransaction, dialog: Dialog, now: float
     ) -> None:
+        if (min_se := self.session_timer.too_brief(request)) is not None:
+            refusal = self._response(request, 422, "Session Interval Too Small")
+            with_headers(refusal, [("Min-SE", str(min_se))])
+            tx.respond(refusal, now)
+            return
         if request.method == "UPDATE" and not request.body:
             # an UPDATE without an offer (a session refresh): nothing to negotiate
             dialog.refresh_target(request)
-            tx.respond(self._response(request, 200), now)
+            response = self._response(request, 200)
+            if dialog is self.dialog and self.state is CallState.CONFIRMED:
+                with_headers(response, self.session_timer.response_headers(request, now))
+            tx.respond(response, now)
             return
         if self._reinvite_tx is not None:
             tx.respond(self._response(request, 491, "Request Pending"), now)  # §14.2 glare
@@ -1542,7 +1673,7 @@ class UserAgent:
             if status == 200:
                 extra += [
                     ("Accept", ", ".join(self.config.accept)),
-                    ("Supported", ", ".join(self.config.supported)),
+                    ("Supported", ", ".join(self._supported)),
                 ]
         extra += self._identity("Server")
         with_headers(response, extra)
@@ -1566,6 +1697,7 @@ class UserAgent:
         self._held_success = None
         self._cancel_deadline = None
         self._glare_retry_at = None
+        self.session_timer.stop()
         if self.dialog is not None and self.dialog.state is not DialogState.TERMINATED:
             self.dialog.terminate()
         self._events.append(ev.Ended(cause, status, reason))
@@ -1622,6 +1754,21 @@ class UserAgent:
         if not _is_ip(host):
             host = source[0]
         return (host.strip("[]"), via.port or 5060)
+
+
+def _allows_update(message: Request | Response) -> bool:
+    return any(
+        method.strip().upper() == "UPDATE"
+        for value in message.headers.get_all("Allow")
+        for method in value.split(",")
+    )
+
+
+def _set_session_headers(request: Request, headers: list[tuple[str, str]]) -> None:
+    for name in ("Session-Expires", "Min-SE"):
+        request.headers.remove(name)
+    for name, value in headers:
+        request.headers.add(name, value)
 
 
 def _belongs_to(request: Request, dialog: Dialog) -> bool:

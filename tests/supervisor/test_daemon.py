@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from tests.hostile.attacker import Attacker, invite
+
 from .daemon import Connection
 
 pytestmark = pytest.mark.interop
@@ -255,3 +257,26 @@ def test_a_client_mid_request_is_answered_across_an_upgrade(gosipd):
     assert again["uptime_s"] < before["uptime_s"] + 0.3  # a new process image: uptime restarted
     for conn in (idle, half, upgrader):
         conn.close()
+
+
+def test_an_invite_asking_for_a_session_shorter_than_min_se_gets_422_and_no_worker(gosipd):
+    """RFC 4028 §9, before a fork: the caller's retry at our Min-SE is then answered."""
+    daemon = gosipd()
+    caller = Attacker(daemon.sip_port)
+    call_id = "brief-session"
+    brief = invite(caller.port, call_id=call_id).replace(
+        b"Content-Type:", b"Session-Expires: 60\r\nSupported: timer\r\nContent-Type:", 1
+    )
+
+    (refusal,) = [r for r in caller.ask(brief) if r.status >= 200]
+
+    assert refusal.status == 422 and refusal.headers.get("Min-SE") == "90"
+    assert daemon.request({"op": "status"})["counters"].get("inbound", 0) == 0
+    again = brief.replace(b"Session-Expires: 60", b"Session-Expires: 90").replace(
+        b"CSeq: 1 INVITE", b"CSeq: 2 INVITE"
+    )
+    answered = [r for r in caller.ask(again, wait=5) if r.status >= 200]
+    assert answered and answered[0].status == 200
+    assert answered[0].headers.get("Session-Expires") == "90;refresher=uac"
+    assert "timer" in answered[0].require
+    caller.close()
