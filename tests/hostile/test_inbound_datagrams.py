@@ -132,7 +132,7 @@ def test_every_rfc4475_request_gets_the_answer_the_rfc_owes(gosipd: Start, tmp_p
     assert len(right) == 49
 
 
-def test_answers_name_no_software_and_claim_no_session_timers(
+def test_answers_name_no_software_and_claim_only_what_is_on(
     gosipd: Start, attacker: Callable[[int], Attacker]
 ) -> None:
     daemon = gosipd()
@@ -140,9 +140,15 @@ def test_answers_name_no_software_and_claim_no_session_timers(
     [ok] = a.ask(options(a.port))
     assert ok.status == 200
     assert "Server" not in ok.headers and "User-Agent" not in ok.headers
-    assert "timer" not in ok.supported  # RFC 4028 is not implemented
+    assert ok.supported == ["100rel", "timer"]  # session timers are on by default
     [refused] = a.ask(options(a.port).replace(b"OPTIONS sip:", b"OPTIONS nope:"))
     assert refused.status == 416 and "Server" not in refused.headers
+    daemon.stop()
+
+    off = gosipd(extra="[sip]\nsession_expires = 0\n")
+    b = attacker(off.sip_port)
+    [ok] = b.ask(options(b.port))
+    assert ok.supported == ["100rel"]  # not claimed while off
 
 
 def test_a_configured_user_agent_is_sent(
