@@ -80,6 +80,13 @@ class TrunkConfig:
     from_uri: str | None = None
     caller_id: str | None = None
     prefix: str = ""
+    #: REGISTER our inbound listener as ``sip:username@domain`` (RFC 3261 §10), for
+    #: trunks that send calls only to a registered contact. The supervisor keeps the one
+    #: registration of the host; ``registrar`` ("host[:port]") defaults to the proxy,
+    #: else the domain located per RFC 3263.
+    register: bool = False
+    registrar: str | None = None
+    register_expires: int = 3600
 
     @property
     def configured(self) -> bool:
@@ -322,6 +329,9 @@ _TRUNK_KEYS: dict[str, Kind] = {
     "from": str,
     "caller_id": str,
     "prefix": str,
+    "register": bool,
+    "registrar": str,
+    "register_expires": int,
 }
 _LIMIT_KEYS: dict[str, Kind] = {
     "max_calls": int,
@@ -426,13 +436,26 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
             f"{path}: [trunk] redirects must be one of {', '.join(REDIRECT_POLICIES)}, "
             f"not {trunk['redirects']!r}"
         )
-    if ("username" in trunk or "password" in trunk) and not ("domain" in trunk or "proxy" in trunk):
+    if ("username" in trunk or "password" in trunk) and not (
+        "domain" in trunk or "proxy" in trunk or "registrar" in trunk
+    ):
         raise ConfigError(
-            f"{path}: [trunk] username and password need [trunk] domain or proxy: "
-            "credentials are sent only to the trunk"
+            f"{path}: [trunk] username and password need [trunk] domain or proxy (or "
+            "registrar): credentials are sent only to the trunk"
         )
     if not 0 <= trunk.get("max_redirects", 0) <= 10:
         raise ConfigError(f"{path}: [trunk] max_redirects must be 0 to 10")
+    if "registrar" in trunk:
+        parse_hostport(trunk["registrar"], 5060, f"{path}: [trunk] registrar")
+    if not 60 <= trunk.get("register_expires", 3600) <= 86_400:
+        raise ConfigError(f"{path}: [trunk] register_expires must be 60 to 86400 s")
+    if trunk.get("register"):
+        if not ("domain" in trunk or "proxy" in trunk or "registrar" in trunk):
+            raise ConfigError(f"{path}: [trunk] register needs domain, proxy or registrar")
+        if "username" not in trunk:
+            raise ConfigError(
+                f"{path}: [trunk] register needs username (the user of the address of record)"
+            )
 
     inbound_table = _check("", "inbound", data.get("inbound", {}), dict, path)
     inbound: dict[str, Any] = {}
@@ -492,6 +515,11 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
             raise ConfigError(f"{path}: [limits] {key} must be positive")
         attr = key if key in names else f"{key}_s"
         limits[attr] = value
+    if trunk.get("register") and "listen" not in inbound:
+        raise ConfigError(
+            f"{path}: [trunk] register needs [inbound] listen: the registered contact is "
+            "where inbound calls arrive"
+        )
     return replace(
         config,
         trunk=TrunkConfig(**trunk),

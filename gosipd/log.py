@@ -73,4 +73,6 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
 
 
 def get_logger(**bound: Any) -> Any:
-    return structlog.get_logger().bind(**bound)
+    """A logger with ``bound`` values, resolved at each use: a module-level logger made
+    at import time still writes through the configuration set up later (JSON lines)."""
+    return structlog.get_logger(**bound)

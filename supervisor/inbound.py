@@ -117,7 +117,13 @@ async def handle_inbound(supervisor: Supervisor, data: bytes, source: tuple[str,
     """Answer, route or drop one datagram. Nothing raises past here: whatever a stranger
     sends, the socket keeps serving (a datagram no handler can make sense of is dropped
     and counted in ``inbound_dropped``)."""
-    if supervisor.allowed_sources and source[0] not in supervisor.allowed_sources:
+    registration = supervisor.registration
+    from_registrar = registration is not None and source == registration.destination
+    if (
+        supervisor.allowed_sources
+        and source[0] not in supervisor.allowed_sources
+        and not from_registrar
+    ):
         # not even an error answer: to a scanner outside [inbound] allowed_sources the
         # port looks closed, and a spoofed source gets nothing reflected at it
         supervisor.counters["inbound_strangers"] += 1
@@ -141,7 +147,11 @@ async def _handle(supervisor: Supervisor, data: bytes, source: tuple[str, int]) 
         await _send(supervisor, reply, _reply_address(reply, source))
         return
     if isinstance(message, Response):
-        _drop(supervisor, source, "a response (the supervisor sends no requests here)")
+        registration = supervisor.registration
+        if registration is not None and registration.owns(message):
+            registration.deliver(message)
+        else:
+            _drop(supervisor, source, "a response to nothing the supervisor sent")
         return
     request = message
     try:

@@ -51,6 +51,7 @@ from gosipd.paths import private_dir
 
 from . import systemd
 from .admission import Networks, RateLimiter, SourceLimits
+from .registration import RegistrationDriver
 from .registry import (
     CallRecord,
     Registry,
@@ -141,6 +142,8 @@ class Supervisor:
         self._drain_waiters: list[trio.Event] = []
         #: SIP Call-ID -> our call id, for datagrams arriving on the inbound socket
         self.sip_routes: dict[str, str] = {}
+        #: The host's registration with the trunk (``[trunk] register``), once running.
+        self.registration: RegistrationDriver | None = None
         self.counters = {
             "dials": 0,
             "refused": 0,
@@ -151,6 +154,8 @@ class Supervisor:
             "inbound_dropped": 0,
             "inbound_strangers": 0,
             "accept_backoff": 0,
+            "registrations": 0,
+            "registration_failures": 0,
         }
 
     # ======================================================================
@@ -173,6 +178,9 @@ class Supervisor:
                 nursery.start_soon(self._serve_sip)
                 if self._relay is not None:
                     nursery.start_soon(self._relay, self)
+                if self.config.trunk.register:
+                    self.registration = RegistrationDriver(self)
+                    nursery.start_soon(self.registration.run)
             for carried in self._carried:
                 sock = trio.socket.from_stdlib_socket(socket.socket(fileno=carried["fd"]))
                 buffer = LineBuffer(
@@ -457,6 +465,8 @@ class Supervisor:
         self._publish(
             {"event": "supervisor.draining", "calls": len(self.registry), "deadline_s": deadline}
         )
+        if self.registration is not None:
+            self.registration.pause()  # the registrar stops sending calls we would refuse
         assert self._nursery is not None
         if deadline is not None:
             self._nursery.start_soon(self._drain_deadline, deadline)
@@ -467,6 +477,8 @@ class Supervisor:
         self.drain_deadline = None
         systemd.notify("STATUS=serving")
         self._publish({"event": "supervisor.undrained"})
+        if self.registration is not None:
+            self.registration.resume()
 
     async def _drain_deadline(self, deadline: float) -> None:
         await trio.sleep(deadline)
@@ -689,6 +701,7 @@ class Supervisor:
             },
             "counters": dict(self.counters),
             "inbound": self.sip.getsockname()[:2] if self.sip is not None else None,
+            "registration": self.registration.status() if self.registration else None,
         }
 
     def _known_call(self, call_id: str) -> None:

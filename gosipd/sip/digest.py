@@ -12,6 +12,10 @@ import hashlib
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gosipd.sip.message import Request, Response
 
 __all__ = [
     "SUPPORTED_ALGORITHMS",
@@ -19,6 +23,8 @@ __all__ = [
     "DigestChallenge",
     "DigestError",
     "DigestSession",
+    "challenges_in",
+    "credentials_in",
     "digest_response",
 ]
 
@@ -246,3 +252,27 @@ class DigestSession:
             name = "Proxy-Authorization" if challenge.proxy else "Authorization"
             headers.append((name, value))
         return headers
+
+
+def challenges_in(response: Response) -> list[DigestChallenge]:
+    """The Digest challenges of a 401/407 we can answer (others are skipped)."""
+    challenges = []
+    for proxy, values in ((False, response.www_authenticate), (True, response.proxy_authenticate)):
+        for challenge in values:
+            try:
+                challenges.append(
+                    DigestChallenge.from_params(challenge.scheme, challenge.params, proxy=proxy)
+                )
+            except DigestError:
+                continue
+    return challenges
+
+
+def credentials_in(request: Request) -> list[tuple[str, bool, str]]:
+    """(realm, proxy, nonce) of each Digest credential ``request`` carried."""
+    sent = []
+    for proxy, values in ((False, request.authorization), (True, request.proxy_authorization)):
+        for credentials in values:
+            if credentials.is_digest and credentials.realm is not None:
+                sent.append((credentials.realm, proxy, credentials.nonce or ""))
+    return sent

@@ -30,9 +30,12 @@ __all__ = [
     "OfferRejected",
     "RedirectRefused",
     "Redirected",
+    "Registered",
+    "RegistrationFailed",
     "RemoteOffer",
     "Ringing",
     "Trying",
+    "Unregistered",
 ]
 
 Address = tuple[str, int]
@@ -229,3 +232,29 @@ class Ended(Event):
     status: int | None = None
     reason: str = ""
     details: dict[str, object] = field(default_factory=dict, compare=False)
+
+
+# --- registration (gosipd.sip.registration) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Registered(Event):
+    """The registrar holds our binding for ``expires`` seconds (refreshed before then)."""
+
+    expires: int
+    status: int
+
+
+@dataclass(frozen=True)
+class RegistrationFailed(Event):
+    """A REGISTER failed (``status`` None: no answer, or the registrar unreachable);
+    another is sent in ``retry_in`` seconds."""
+
+    status: int | None
+    reason: str
+    retry_in: float
+
+
+@dataclass(frozen=True)
+class Unregistered(Event):
+    """Our binding is removed (or left to lapse); the registration is stopped."""

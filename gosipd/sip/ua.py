@@ -56,7 +56,12 @@ from gosipd.sip import (
 )
 from gosipd.sip import events as ev
 from gosipd.sip.dialog import Dialog, DialogState
-from gosipd.sip.digest import Credentials, DigestChallenge, DigestError, DigestSession
+from gosipd.sip.digest import (
+    Credentials,
+    DigestSession,
+    challenges_in,
+    credentials_in,
+)
 from gosipd.sip.requests import ack_for_2xx, cancel_for, with_headers
 from gosipd.sip.session_timer import SessionTimer, SessionTimerConfig
 from gosipd.sip.timers import Timers
@@ -798,14 +803,14 @@ class UserAgent:
         with ``AuthRefused``: the challenger is not where credentials may go, it asks for
         another realm, or it refused what we sent."""
         assert self._digest is not None
-        challenges = _challenges(response)
+        challenges = challenges_in(response)
         realms = tuple(sorted({c.realm for c in challenges}))
         realm = self._digest.credentials.realm
         if not self._may_authenticate(destination):
             reason = "not_trunk"
         elif realm is not None and realm not in realms:
             reason = "realm_mismatch"
-        elif not self._digest.accept(challenges, sent=_sent_credentials(request)):
+        elif not self._digest.accept(challenges, sent=credentials_in(request)):
             reason = "refused"
         else:
             self._events.append(ev.AuthChallenged(response.status, realms))
@@ -1779,30 +1784,6 @@ def _belongs_to(request: Request, dialog: Dialog) -> bool:
         and request.to.tag == dialog.local_tag
         and (request.from_.tag or "") == dialog.remote_tag
     )
-
-
-def _challenges(response: Response) -> list[DigestChallenge]:
-    """The Digest challenges of a 401/407 we can answer (others are skipped)."""
-    challenges = []
-    for proxy, values in ((False, response.www_authenticate), (True, response.proxy_authenticate)):
-        for challenge in values:
-            try:
-                challenges.append(
-                    DigestChallenge.from_params(challenge.scheme, challenge.params, proxy=proxy)
-                )
-            except DigestError:
-                continue
-    return challenges
-
-
-def _sent_credentials(request: Request) -> list[tuple[str, bool, str]]:
-    """(realm, proxy, nonce) of each Digest credential ``request`` carried."""
-    sent = []
-    for proxy, values in ((False, request.authorization), (True, request.proxy_authorization)):
-        for credentials in values:
-            if credentials.is_digest and credentials.realm is not None:
-                sent.append((credentials.realm, proxy, credentials.nonce or ""))
-    return sent
 
 
 def _q_order(contact: NameAddr) -> float:

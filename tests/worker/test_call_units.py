@@ -259,8 +259,25 @@ def test_an_unknown_trunk_key_is_refused_by_name(tmp_path: Path):
             'username = "u"\npassword = "p"',
             r"username and password need \[trunk\] domain or proxy",
         ),
+        ('domain = "t.example"\nregister = true', r"register needs username"),
+        ("register = true", r"register needs domain, proxy or registrar"),
+        (
+            'domain = "t.example"\nusername = "u"\nregister = true',
+            r"register needs \[inbound\] listen",
+        ),
+        ('domain = "t.example"\nregister_expires = 30', r"register_expires must be 60 to 86400"),
+        ('registrar = "host:notaport"', r"\[trunk\] registrar"),
     ],
-    ids=["unknown_policy", "too_many_redirects", "credentials_without_a_trunk"],
+    ids=[
+        "unknown_policy",
+        "too_many_redirects",
+        "credentials_without_a_trunk",
+        "register_without_user",
+        "register_without_registrar",
+        "register_without_listener",
+        "register_expires_too_brief",
+        "bad_registrar",
+    ],
 )
 def test_trunk_redirect_and_credential_settings_are_checked(tmp_path: Path, trunk, error):
     path = tmp_path / "gosipd.toml"
