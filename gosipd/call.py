@@ -434,6 +434,14 @@ class Call:
 
     # --- ending ------------------------------------------------------------------------
 
+    async def transfer(self, to: str, *, wait: bool = True) -> None:
+        """Blind transfer: ask the far end to call ``to`` (a SIP URI, or a number for the
+        trunk) instead (REFER, RFC 3515). With ``wait``, returns once the far end reports
+        the target answered, and the call then ends with cause ``transferred``; raises
+        ``CallError`` (code ``transfer_failed``) if the far end refuses or the target's
+        call fails, and the call goes on. ``call.transfer`` events follow each step."""
+        await self._runtime.transfer(to, wait=wait)
+
     async def hangup(self, *, cause: str = "local_hangup") -> None:
         """End the call (BYE, CANCEL or a rejection, as its state needs) and wait for it.
         ``cause`` is what ``call.ended`` says (an app's own reason: ``stream_failed``)."""
@@ -553,6 +561,18 @@ def _routable_host(host: str) -> bool:
         return False
 
 
+async def _first_of(*events: trio.Event) -> None:
+    """Return when any of ``events`` is set."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait_one(event: trio.Event) -> None:
+            await event.wait()
+            nursery.cancel_scope.cancel()
+
+        for event in events:
+            nursery.start_soon(wait_one, event)
+
+
 def _local_ip_towards(address: str) -> str:
     """The address the kernel would send from to reach ``address`` (no packet is sent)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -603,6 +623,10 @@ class CallRuntime:
         self.remote_uri = spec.to
         #: Who is calling (an inbound call, once its INVITE was read).
         self.caller: passthrough.Incoming | None = None
+        #: The transfer in progress: set with (succeeded, reason) when it is over.
+        self._transfer_done: trio.Event | None = None
+        self._transfer_accepted: trio.Event | None = None
+        self._transfer_outcome: tuple[bool, str] = (False, "")
         self.ua: UserAgent | None = None
         self.endpoint: UdpEndpoint | None = None
         self.session: media.MediaSession | None = None
@@ -1179,6 +1203,19 @@ class CallRuntime:
             case ev.Failed(status=status):
                 self._sip_status = status
                 self._failover_response(status)
+            case ev.TransferAccepted(status=status):
+                self.emit("call.transfer", state="accepted", sip_status=status)
+                if self._transfer_accepted is not None:
+                    self._transfer_accepted.set()
+            case ev.TransferProgress(status=status, reason=reason):
+                self.emit("call.transfer", state="progress", sip_status=status, reason=reason)
+            case ev.TransferSucceeded(status=status):
+                self.emit("call.transfer", state="succeeded", sip_status=status)
+                self._transfer_over(True, "")
+                self.hangup("transferred")  # the far end is with the target now
+            case ev.TransferFailed(status=status, reason=reason):
+                self.emit("call.transfer", state="failed", sip_status=status, reason=reason)
+                self._transfer_over(False, f"{status} {reason}" if status else reason)
             case ev.IncomingCall() as incoming:
                 self.emit("call.incoming", **self._caller_of(incoming.request))
                 assert self._nursery is not None
@@ -1558,6 +1595,39 @@ class CallRuntime:
         limit = self.spec.max_duration or self.config.limits.max_duration_s
         self._duration_deadline = trio.current_time() + limit
 
+    async def transfer(self, to: str, *, wait: bool) -> None:
+        """See ``Call.transfer``; without ``wait``, returns once the far end accepted."""
+        self.check_alive()
+        if self.ua is None or self.ua.state is not CallState.CONFIRMED:
+            raise CallError("only an answered call can be transferred")
+        try:
+            target = dial_target(to, self.config.trunk).request_uri
+        except DialError as exc:
+            raise CallError(str(exc), code="bad_target") from None
+        done, accepted = trio.Event(), trio.Event()
+        try:
+            self.ua.transfer(target, trio.current_time())
+        except ProtocolError as exc:
+            raise CallError(f"cannot transfer now: {exc}") from None
+        self._transfer_done, self._transfer_accepted = done, accepted
+        self.emit("call.transfer", state="requested", to=str(target))
+        await self._pump()
+        if wait:
+            await done.wait()
+        else:
+            await _first_of(done, accepted, self.ended)
+        succeeded, reason = self._transfer_outcome
+        if done.is_set() and not succeeded:
+            raise CallError(f"transfer to {target} failed: {reason}", code="transfer_failed")
+        if wait and succeeded:
+            await self.ended.wait()
+
+    def _transfer_over(self, succeeded: bool, reason: str) -> None:
+        self._transfer_outcome = (succeeded, reason)
+        for waiter in (self._transfer_done, self._transfer_accepted):
+            if waiter is not None:
+                waiter.set()
+
     def hangup(self, cause: str) -> None:
         """End the call for ``cause`` (BYE, CANCEL or a rejection, as the state needs)."""
         if self.ended.is_set():
@@ -1577,6 +1647,8 @@ class CallRuntime:
     def _finish(self, cause: str, status: int | None, reason: str) -> None:
         if self.ended.is_set():
             return
+        if self._transfer_done is not None and not self._transfer_done.is_set():
+            self._transfer_over(False, "the call ended first")
         self._close_media(wait=False)
         now = trio.current_time()
         duration = now - self._answered_at if self._answered_at is not None else 0.0
@@ -1684,6 +1756,12 @@ class CallRuntime:
                 return self._attach_stream(args)
             case "dialog":
                 return {"dialog": self.publication.state.get("dialog")}
+            case "transfer":
+                try:
+                    await self.transfer(args["to"], wait=False)
+                except CallError as exc:
+                    raise ControlError(exc.code, str(exc), field="to") from None
+                return {}
             case _:
                 raise ControlError("unknown_op", f"a call does not serve {request.op!r}")
 

@@ -27,7 +27,9 @@ __all__ = ["main"]
 #: or could not be reached.
 EXIT_OK, EXIT_CALL_FAILED, EXIT_USAGE, EXIT_DAEMON = 0, 1, 2, 3
 #: Causes of a call.ended that count as "answered and ended normally".
-NORMAL_CAUSES = frozenset({"local_hangup", "remote_hangup", "max_duration", "app_done"})
+NORMAL_CAUSES = frozenset(
+    {"local_hangup", "remote_hangup", "max_duration", "app_done", "transferred"}
+)
 CONNECT_RETRIES = 3
 
 
@@ -237,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("call", nargs="?" if name == "events" else None)
+    transfer = commands.add_parser("transfer", help="ask the far end to call someone else")
+    transfer.add_argument("call")
+    transfer.add_argument("to", help="a SIP URI, or a number for the trunk")
     dtmf = commands.add_parser("dtmf", help="send DTMF digits on a call")
     dtmf.add_argument("call")
     dtmf.add_argument("digits")
@@ -330,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
             raise CliError("no command given (try --help)", EXIT_USAGE)
         case command:
             message = {"id": 1, "op": command}
-            for key in ("call", "digits"):
+            for key in ("call", "digits", "to"):
                 if getattr(args, key, None):
                     message[key] = getattr(args, key)
             if command in ("play", "record"):

@@ -246,6 +246,7 @@ OPS: dict[str, Schema] = {
         "wait": (_boolean, False),
     },
     "hangup": {"call": (_call_id, True)},
+    "transfer": {"call": (_call_id, True), "to": (_target, True)},
     "dtmf": {
         "call": (_call_id, True),
         "digits": (_digits, True),

@@ -165,7 +165,14 @@ class SendDtmf:
     digits: str
 
 
-Command = Play | Mark | Clear | Hangup | SendDtmf
+@dataclass(frozen=True)
+class Transfer:
+    """Ask the far end to call ``to`` (a SIP URI or a number for the trunk) instead."""
+
+    to: str
+
+
+Command = Play | Mark | Clear | Hangup | SendDtmf | Transfer
 
 
 def _le16(pcm: bytes) -> bytes:
@@ -298,7 +305,7 @@ class BinaryProfile:
     "parameters": {...}}``, ``{"event": "dtmf", "digit": "5"}``, ``{"event": "mark",
     "name": ...}``, ``{"event": "stop"}``. The server's: binary audio, and
     ``{"event": "mark", "name": ...}``, ``{"event": "clear"}``, ``{"event": "hangup"}``,
-    ``{"event": "dtmf", "digits": "123"}``.
+    ``{"event": "dtmf", "digits": "123"}``, ``{"event": "transfer", "to": "sip:..."}``.
     """
 
     name = "binary"
@@ -349,7 +356,15 @@ class BinaryProfile:
             return [Hangup()]
         if event == "dtmf":
             return [SendDtmf(_digits(data_.get("digits")))]
-        raise StreamProtocolError(f"unknown event {event!r} (mark, clear, hangup, dtmf)")
+        if event == "transfer":
+            return [Transfer(_transfer_target(data_.get("to")))]
+        raise StreamProtocolError(f"unknown event {event!r} (mark, clear, hangup, dtmf, transfer)")
+
+
+def _transfer_target(value: object) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= 256 or not value.isprintable():
+        raise StreamProtocolError("transfer needs 'to': a SIP URI or a number")
+    return value
 
 
 Profile = TwilioProfile | BinaryProfile

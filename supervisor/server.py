@@ -663,7 +663,7 @@ class Supervisor:
                     stream,
                     ok_reply(request.id, calls=[c.summary() for c in self.registry.live()]),
                 )
-            case "show" | "hangup" | "dtmf" | "play" | "record" | "stream":
+            case "show" | "hangup" | "dtmf" | "play" | "record" | "stream" | "transfer":
                 self._known_call(args["call"])
                 reply = await self.ask_worker(args["call"], {"op": request.op, **args})
                 reply["id"] = request.id

@@ -439,6 +439,7 @@ SIPP_UAS_VARIANTS: dict[str, SippVariant] = {
     "info": SippVariant("uas_info.xml", rtp_echo=True),
     "codec": SippVariant("uas_codec.xml", rtp_echo=True),
     "timer": SippVariant("uas_timer.xml", rtp_echo=True),
+    "refer": SippVariant("uas_refer.xml", rtp_echo=True),
 }
 SIPP_UAC_SCENARIOS = (
     "uac_pcmu",
@@ -466,6 +467,7 @@ class SippUAS(_SipTrace):
     ``codec``: answers with ``keys["answer_pt"]``/``keys["answer_rtpmap"]`` as its codec.
     ``timer``: RFC 4028, ``keys["session_expires"]`` and ``keys["refresher"]`` in its 200;
     answers UPDATE refreshes until the BYE.
+    ``refer``: a transferee: 202 to our REFER, NOTIFYs 100 then ``keys["transfer_status"]``.
     ``keys``: extra ``-key NAME VALUE`` pairs for the scenario (see each XML file).
     Every variant answers OPTIONS (200, or 503 for ``503``) and copies Record-Route.
     """

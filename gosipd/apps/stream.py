@@ -42,6 +42,7 @@ from gosipd.streams import (
     SendDtmf,
     StreamOptions,
     StreamProtocolError,
+    Transfer,
     make_profile,
     parse_stream_arg,
     public_url,
@@ -275,6 +276,9 @@ async def _stream(
                 elif isinstance(command, Hangup):
                     outcome.append("hangup")
                     await call.hangup()
+                elif isinstance(command, Transfer):
+                    # its outcome comes as call.transfer events; the audio goes on meanwhile
+                    nursery.start_soon(_transfer, call, command.to)
 
     try:
         async with trio.open_nursery() as nursery:
@@ -309,3 +313,11 @@ async def _close(ws: WebSocketConnection, outbox: _Outbox, profile: Profile) -> 
         contextlib.suppress(ConnectionClosed),
     ):
         await outbox.flush(ws)
+
+
+async def _transfer(call: Call, to: str) -> None:
+    try:
+        await call.transfer(to)
+    except CallError as exc:
+        if exc.code != "transfer_failed":  # a failure itself is told by call.transfer
+            call.emit("call.stream", state="bad_message", reason=f"transfer: {exc}")

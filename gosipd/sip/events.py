@@ -34,6 +34,10 @@ __all__ = [
     "RegistrationFailed",
     "RemoteOffer",
     "Ringing",
+    "TransferAccepted",
+    "TransferFailed",
+    "TransferProgress",
+    "TransferSucceeded",
     "Trying",
     "Unregistered",
 ]
@@ -215,6 +219,37 @@ class InfoReceived(Event):
 
     content_type: str | None
     body: bytes
+
+
+@dataclass(frozen=True)
+class TransferAccepted(Event):
+    """The far end took our REFER (202): it is calling the target."""
+
+    status: int
+
+
+@dataclass(frozen=True)
+class TransferProgress(Event):
+    """A NOTIFY: the far end's call to the target got a provisional ``status``."""
+
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class TransferSucceeded(Event):
+    """The far end's call to the target was answered: our part is done (hang up)."""
+
+    status: int
+
+
+@dataclass(frozen=True)
+class TransferFailed(Event):
+    """The transfer did not happen: our REFER was refused (``status``), the far end's
+    call failed (its ``status``), or no outcome came (``status`` None). The call goes on."""
+
+    status: int | None
+    reason: str
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,7 @@ from gosipd.sip.transaction import (
 from gosipd.sip.transaction import (
     State as TransactionState,
 )
+from gosipd.sip.transfer import TRANSFER_TIMEOUT, read_notify
 
 __all__ = ["CALL_TABLE", "CallInput", "CallState", "UAConfig", "UserAgent"]
 
@@ -111,6 +112,10 @@ DEFAULT_RETRY_AFTER = 60
 MAX_RETRY_AFTER_500 = 10
 #: Body types an INFO may carry that we pass up (DTMF relay in its usual dresses).
 INFO_ACCEPT = ("application/dtmf-relay", "application/dtmf", "text/plain")
+#: The body types of a refer NOTIFY (RFC 3515 §2.4.5).
+NOTIFY_ACCEPT = ("message/sipfrag",)
+#: Methods whose bodies are not session descriptions, and the types we read in them.
+BODIES_OF = {"INFO": INFO_ACCEPT, "NOTIFY": NOTIFY_ACCEPT}
 #: The 5xx a UAS sends when no PRACK came for a reliable provisional (RFC 3262 §3).
 PRACK_TIMEOUT_STATUS = 504
 
@@ -375,6 +380,10 @@ class UserAgent:
         self._peer_allows_update = False
         self._refresh_tx: ClientTransaction | None = None
         self._refreshing = False  # the re-INVITE in flight is a session refresh
+        # blind transfer (RFC 3515): our REFER, and the refer subscription it created
+        self._refer_tx: ClientTransaction | None = None
+        self._transfer_deadline: float | None = None  # while the outcome is awaited
+        self._refer_subscribed = False  # until a NOTIFY says terminated
 
     # ======================================================================
     # the sans-I/O surface
@@ -403,6 +412,7 @@ class UserAgent:
                 self._glare_retry_at,
                 self._cancel_deadline,
                 self.session_timer.deadline() if self.state is CallState.CONFIRMED else None,
+                self._transfer_deadline,
             )
             if t is not None
         ]
@@ -443,6 +453,11 @@ class UserAgent:
         if self._glare_retry_at is not None and now >= self._glare_retry_at:
             self._glare_retry_at = None
             self._glare_retry(now)
+        if self._transfer_deadline is not None and now >= self._transfer_deadline:
+            self._transfer_over()
+            self._events.append(
+                ev.TransferFailed(None, f"no outcome reported in {TRANSFER_TIMEOUT:.0f} s")
+            )
         if self.state is CallState.CONFIRMED:
             match self.session_timer.due(now):
                 case "refresh":
@@ -1135,6 +1150,65 @@ class UserAgent:
         self._refreshing = False
         self._send_reinvite(sdp, now)
 
+    def transfer(self, target: URI, now: float, *, referred_by: bool = True) -> None:
+        """Blind transfer: ask the far end to call ``target`` (REFER, RFC 3515). Its
+        progress comes as ``TransferAccepted``, ``TransferProgress``, then
+        ``TransferSucceeded`` (hang up: the far end is with the target) or
+        ``TransferFailed`` (the call goes on)."""
+        if self.state is not CallState.CONFIRMED or self.dialog is None:
+            raise ProtocolError(f"cannot transfer in state {self.state.value}")
+        if self._refer_tx is not None or self._transfer_deadline is not None:
+            raise ProtocolError("a transfer is already in progress")
+        headers = [("Refer-To", str(NameAddr(target)))]
+        if referred_by:  # RFC 3892: who asks (the far end may show it to the target)
+            headers.append(("Referred-By", str(NameAddr(self.dialog.local_party.uri))))
+        self._refer_tx = self._send_in_dialog(self.dialog, "REFER", now, headers=headers)
+        self._transfer_deadline = now + TRANSFER_TIMEOUT
+
+    def _transfer_over(self) -> None:
+        self._refer_tx = None
+        self._transfer_deadline = None
+
+    def _on_refer_response(self, response: Response) -> None:
+        self._refer_tx = None
+        if 200 <= response.status < 300:
+            self._refer_subscribed = True
+            if self._transfer_deadline is not None:
+                self._events.append(ev.TransferAccepted(response.status))
+            return
+        self._transfer_over()
+        self._events.append(ev.TransferFailed(response.status, response.reason))
+
+    def _on_notify(self, request: Request, tx: ServerTransaction, now: float) -> None:
+        progress = read_notify(request)
+        if progress is None:
+            tx.respond(self._response(request, 489, "Bad Event"), now)
+            return
+        awaited = self._transfer_deadline is not None
+        if not (awaited or self._refer_subscribed):
+            # RFC 6665 §4.1.3: no such subscription (ended, or never ours)
+            tx.respond(self._response(request, 481, "Subscription Does Not Exist"), now)
+            return
+        tx.respond(self._response(request, 200), now)
+        if progress.terminated:
+            self._refer_subscribed = False
+        if not awaited:
+            return  # the outcome is known: a last NOTIFY closing the subscription
+        status = progress.status
+        if status is not None and status < 200:
+            self._events.append(ev.TransferProgress(status, progress.reason))
+        elif status is not None and status < 300:
+            self._transfer_over()
+            self._events.append(ev.TransferSucceeded(status))
+        elif status is not None:
+            self._transfer_over()
+            self._events.append(ev.TransferFailed(status, progress.reason))
+        if progress.terminated and self._transfer_deadline is not None:
+            # over without a final outcome (RFC 3515 §2.4.7)
+            self._transfer_over()
+            why = progress.ended_because or "subscription terminated"
+            self._events.append(ev.TransferFailed(None, why))
+
     def _send_reinvite(self, sdp: bytes, now: float) -> None:
         assert self.dialog is not None
         tx = self._send_in_dialog(
@@ -1200,6 +1274,8 @@ class UserAgent:
             ("Call-ID", dialog.call_id),
             ("CSeq", str(CSeq(dialog.next_cseq(), method))),
         ]
+        if method == "REFER":
+            header_list.append(("Contact", str(self._contact())))
         if method in ("INVITE", "UPDATE"):
             header_list += [
                 ("Contact", str(self._contact())),
@@ -1233,6 +1309,8 @@ class UserAgent:
             self._on_reinvite_response(response, now)
         elif method == "UPDATE" and tx is self._refresh_tx:
             self._on_refresh_response(response, now)
+        elif method == "REFER" and tx is self._refer_tx:
+            self._on_refer_response(response)
 
     def _send_refresh(self, now: float) -> None:
         """RFC 4028 §7.4: refresh by UPDATE without a body where the peer allows it, else
@@ -1417,6 +1495,9 @@ class UserAgent:
         elif tx is self._refresh_tx:
             self._refresh_tx = None
             self._expire(now)  # §10: a refresh that times out ends the session
+        elif tx is self._refer_tx:
+            self._transfer_over()
+            self._events.append(ev.TransferFailed(None, f"REFER {reason}"))
 
     def _on_server_events(
         self, tx: ServerTransaction, events: list[TransactionEvent], now: float
@@ -1428,7 +1509,7 @@ class UserAgent:
             # call already ended with the failure response we sent
 
     def _receive_request(self, request: Request, source: Address, now: float) -> None:
-        accept = INFO_ACCEPT if request.method == "INFO" else self.config.accept
+        accept = BODIES_OF.get(request.method, self.config.accept)
         rejection = check(request, supported=self._supported, accept=accept)
         if rejection is not None:
             self.malformed += 1
@@ -1570,6 +1651,8 @@ class UserAgent:
                 )
             case "OPTIONS":
                 tx.respond(self._response(request, 200), now)
+            case "NOTIFY":
+                self._on_notify(request, tx, now)
             case method if method in KNOWN_UNSERVED:
                 tx.respond(self._response(request, 405, "Method Not Allowed"), now)
             case _:
@@ -1703,6 +1786,7 @@ class UserAgent:
         self._cancel_deadline = None
         self._glare_retry_at = None
         self.session_timer.stop()
+        self._transfer_deadline = None
         if self.dialog is not None and self.dialog.state is not DialogState.TERMINATED:
             self.dialog.terminate()
         self._events.append(ev.Ended(cause, status, reason))

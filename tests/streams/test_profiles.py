@@ -21,6 +21,7 @@ from gosipd.streams import (
     Player,
     SendDtmf,
     StreamProtocolError,
+    Transfer,
     TwilioProfile,
     parse_stream_arg,
     public_url,
@@ -139,6 +140,11 @@ def test_binary_audio_is_l16_little_endian_and_control_is_json():
     assert profile.receive('{"event": "dtmf", "digits": "12#"}') == [SendDtmf("12#")]
     with pytest.raises(StreamProtocolError, match="is not DTMF digits"):
         profile.receive('{"event": "dtmf", "digits": "12x"}')
+    assert profile.receive('{"event": "transfer", "to": "sip:agent@pbx"}') == [
+        Transfer("sip:agent@pbx")
+    ]
+    with pytest.raises(StreamProtocolError, match="transfer needs 'to'"):
+        profile.receive('{"event": "transfer"}')
 
 
 @given(st.lists(st.binary(max_size=600), max_size=30))
