@@ -73,6 +73,12 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
 
 
 def get_logger(**bound: Any) -> Any:
-    """A logger with ``bound`` values, resolved at each use: a module-level logger made
-    at import time still writes through the configuration set up later (JSON lines)."""
+    """A logger with ``bound`` values, bound now: make it once logging is configured."""
+    return structlog.get_logger().bind(**bound)
+
+
+def module_logger(**bound: Any) -> Any:
+    """A logger for module level, made at import time: resolved at each use, so it writes
+    through the configuration set up later (JSON lines). Slower per line than
+    ``get_logger``: not for a call's hot path."""
     return structlog.get_logger(**bound)

@@ -34,7 +34,7 @@ from gosipd.control import (
     parse_request,
     request_id_of,
 )
-from gosipd.log import get_logger
+from gosipd.log import module_logger
 from gosipd.paths import private_dir
 
 __all__ = ["CallPublication", "EventBus", "bind_listener", "discard_listener"]
@@ -45,7 +45,7 @@ SUBSCRIBER_QUEUE = 256
 #: How long one event may take to reach a subscriber before it is dropped.
 SEND_TIMEOUT = 5.0
 
-log = get_logger(component="publication")
+log = module_logger(component="publication")
 
 Handler = Callable[[ControlRequest], Awaitable[dict[str, Any]]]
 

@@ -29,7 +29,7 @@ import trio
 
 from gosipd.config import Config
 from gosipd.control import ControlError
-from gosipd.log import get_logger
+from gosipd.log import module_logger
 from gosipd.packet import frame_datagram, unframe_datagram
 from gosipd.sip import Request, Response, SIPParseError, Via, parse
 from gosipd.sip.requests import bye_from_state
@@ -51,7 +51,7 @@ DRAIN_RETRY_AFTER = 60
 #: Retry-After for a source over its limits.
 SOURCE_RETRY_AFTER = 10
 
-log = get_logger(component="inbound")
+log = module_logger(component="inbound")
 
 
 def route_app(routes: dict[str, str], user: str | None) -> str | None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 import json
 
-from gosipd.log import configure_logging, get_logger
+from gosipd.log import configure_logging, module_logger
 
 #: made at import time, as supervisor/inbound.py makes its own
-EARLY = get_logger(component="early")
+EARLY = module_logger(component="early")
 
 
 def test_a_logger_made_before_configuration_writes_json_lines():
