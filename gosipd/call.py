@@ -76,6 +76,7 @@ from gosipd.locate import (
     Verdict,
 )
 from gosipd.log import get_logger
+from gosipd.networks import Networks, local_address_towards
 from gosipd.packet import frame_datagram, unframe_datagram
 from gosipd.paths import import_user_module
 from gosipd.publication import CallPublication, EventBus, serve_stream
@@ -573,17 +574,6 @@ async def _first_of(*events: trio.Event) -> None:
             nursery.start_soon(wait_one, event)
 
 
-def _local_ip_towards(address: str) -> str:
-    """The address the kernel would send from to reach ``address`` (no packet is sent)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect((address, 9))
-            return str(probe.getsockname()[0])
-        except OSError:
-            return "127.0.0.1" if family == socket.AF_INET else "::1"
-
-
 class CallRuntime:
     """The trio glue for one call (see the module docstring)."""
 
@@ -907,7 +897,7 @@ class CallRuntime:
             return self.config.public_address
         if _routable_host(self.config.sip_address):
             return self.config.sip_address
-        return _local_ip_towards(towards)
+        return local_address_towards(towards)
 
     def _bind_ip(self) -> str:
         if _routable_host(self.config.sip_address):
@@ -932,7 +922,7 @@ class CallRuntime:
         assert self.spec.datagram is not None and self.spec.source is not None
         source = self.spec.source
         self._local_ip = (
-            self.config.public_address or self.spec.local_host or (_local_ip_towards(source[0]))
+            self.config.public_address or self.spec.local_host or (local_address_towards(source[0]))
         )
         bind_host = (
             "::"
@@ -1264,7 +1254,7 @@ class CallRuntime:
             request.from_,
             source,
             self.config.headers.receive,
-            (*inbound.trusted_sources, *inbound.allowed_sources),
+            Networks((*inbound.trusted_sources, *inbound.allowed_sources)),
         )
         fields: dict[str, Any] = {
             "caller": str(request.from_.uri),

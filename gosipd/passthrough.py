@@ -17,12 +17,12 @@ in ``headers`` for an app that knows better.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from gosipd._sipparse import Headers, NameAddr, SIPParseError
+from gosipd.networks import Networks
 
 __all__ = [
     "DEFAULT_RECEIVE",
@@ -175,7 +175,7 @@ def incoming(
     from_: NameAddr,
     source_host: str,
     allowed: HeaderNames,
-    trusted: Sequence[str],
+    trusted: Networks,
 ) -> Incoming:
     """The allowed headers of an inbound INVITE, bounded, and its identity."""
     kept: list[tuple[str, str]] = []
@@ -187,7 +187,7 @@ def incoming(
             dropped += 1
             continue
         kept.append((name, value))
-    is_trusted = _within(source_host, trusted)
+    is_trusted = source_host.strip("[]") in trusted
     identity = None
     if is_trusted:
         for element in headers.get_all("P-Asserted-Identity"):
@@ -203,17 +203,3 @@ def incoming(
         trusted_source=is_trusted,
         dropped=dropped,
     )
-
-
-def _within(host: str, networks: Sequence[str]) -> bool:
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    for network in networks:
-        try:
-            if address in ipaddress.ip_network(network, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False

@@ -8,11 +8,12 @@ grow it without limit.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from gosipd.networks import Networks
 
 __all__ = ["Networks", "RateLimiter", "SourceLimits"]
 
@@ -40,27 +41,6 @@ class RateLimiter:
             self.tokens -= 1.0
             return True
         return False
-
-
-class Networks:
-    """A set of IP networks; an empty set contains nothing."""
-
-    def __init__(self, networks: Iterable[str] = ()) -> None:
-        self._networks = [ipaddress.ip_network(n, strict=False) for n in networks]
-
-    def __bool__(self) -> bool:
-        return bool(self._networks)
-
-    def __contains__(self, host: object) -> bool:
-        if not self._networks or not isinstance(host, str):
-            return False
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self._networks)
 
 
 class SourceLimits:

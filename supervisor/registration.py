@@ -13,7 +13,6 @@ registers again.
 from __future__ import annotations
 
 import random
-import socket
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -21,6 +20,7 @@ import trio
 from gosipd.config import parse_hostport
 from gosipd.locate import LocateError, Locator, ResolverConfig
 from gosipd.log import get_logger
+from gosipd.networks import local_address_towards
 from gosipd.sip import URI, Response
 from gosipd.sip import events as ev
 from gosipd.sip.digest import Credentials
@@ -34,17 +34,6 @@ __all__ = ["RegistrationDriver"]
 
 #: How long to wait before locating a registrar again after DNS failed.
 LOCATE_RETRY = 30.0
-
-
-def _local_ip_towards(address: str) -> str:
-    """The address the kernel would send from to reach ``address`` (no packet is sent)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect((address, 9))
-            return str(probe.getsockname()[0])
-        except OSError:
-            return "127.0.0.1" if family == socket.AF_INET else "::1"
 
 
 class RegistrationDriver:
@@ -165,7 +154,7 @@ class RegistrationDriver:
         listen = self.supervisor.sip.getsockname()  # type: ignore[union-attr]
         host = config.public_address or listen[0]
         if host in ("0.0.0.0", "::"):
-            host = _local_ip_towards(destination[0])
+            host = local_address_towards(destination[0])
         contact_host = f"[{host}]" if ":" in host else host
         credentials = (
             Credentials(trunk.username, trunk.password, realm=trunk.realm)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from gosipd._sipparse import Headers, NameAddr
 from gosipd.config import ConfigError, config_from_dict
+from gosipd.networks import Networks
 from gosipd.passthrough import (
     DEFAULT_SEND,
     MAX_RECEIVED,
@@ -19,6 +20,7 @@ from gosipd.passthrough import (
 )
 
 SEND = HeaderNames.parse(DEFAULT_SEND)
+TRUNK = Networks(["203.0.113.0/24"])
 
 
 @pytest.mark.parametrize(
@@ -82,8 +84,8 @@ FROM = NameAddr.parse('"Alice" <sip:alice@example.com>;tag=1')
 
 def test_an_asserted_identity_is_believed_only_from_a_trusted_source():
     headers = caller(("P-Asserted-Identity", "<sip:+1555@trunk>, <tel:+1555>"), ("X-A", "1"))
-    trusted = incoming(headers, FROM, "203.0.113.9", SEND, ["203.0.113.0/24"])
-    stranger = incoming(headers, FROM, "198.51.100.1", SEND, ["203.0.113.0/24"])
+    trusted = incoming(headers, FROM, "203.0.113.9", SEND, TRUNK)
+    stranger = incoming(headers, FROM, "198.51.100.1", SEND, TRUNK)
 
     assert trusted.asserted_identity == "sip:+1555@trunk" and trusted.trusted_source
     assert stranger.asserted_identity is None and not stranger.trusted_source
@@ -96,7 +98,7 @@ def test_an_asserted_identity_is_believed_only_from_a_trusted_source():
 )
 def test_what_an_app_is_shown_is_bounded_and_allowed(pairs):
     clean = [(n, v.replace("\r", "").replace("\n", "")) for n, v in pairs]
-    report = incoming(caller(*clean), FROM, "::1", SEND, [])
+    report = incoming(caller(*clean), FROM, "::1", SEND, Networks())
 
     assert len(report.headers) <= MAX_RECEIVED
     assert all(name in ("X-A", "Privacy") and len(value) <= 1024 for name, value in report.headers)
