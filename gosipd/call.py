@@ -783,7 +783,7 @@ class CallRuntime:
             outbound_proxy=outbound,
             accept=ACCEPTED_BODIES,
             user_agent=self.config.user_agent,
-            session_timer=self.config.session_timer(),
+            session_timer=self.config.session_timer,
         )
 
     async def _locate(self, host: str, port: int | None, secure: bool) -> list[Target]:

@@ -39,6 +39,7 @@ Example (a Flowroute-style trunk)::
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import tomllib
@@ -193,7 +194,9 @@ class Config:
     stream: StreamConfig = field(default_factory=StreamConfig)
     headers: HeadersConfig = field(default_factory=HeadersConfig)
 
+    @functools.cached_property
     def session_timer(self) -> SessionTimerConfig:
+        """The session timer settings, built once (the supervisor asks per datagram)."""
         return SessionTimerConfig(interval=self.session_expires, min_se=self.min_se)
 
     def resolved_runtime_dir(self) -> Path:

@@ -36,7 +36,7 @@ from gosipd.sip.requests import bye_from_state
 from gosipd.sip.session_timer import too_brief
 from gosipd.sip.timers import Timers
 from gosipd.sip.transaction import MAGIC_COOKIE, ClientNonInvite, ResponseReceived
-from gosipd.sip.ua import UAConfig
+from gosipd.sip.ua import UAConfig, supported_tags
 from gosipd.sip.validate import check
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ async def _handle(supervisor: Supervisor, data: bytes, source: tuple[str, int]) 
         return
     if (
         method == "INVITE"
-        and (min_se := too_brief(request, supervisor.config.session_timer())) is not None
+        and (min_se := too_brief(request, supervisor.config.session_timer)) is not None
     ):
         # RFC 4028 §9: refused before a worker exists, which the retry would find
         await _reply(
@@ -223,7 +223,7 @@ async def _handle(supervisor: Supervisor, data: bytes, source: tuple[str, int]) 
 
 def _supported(config: Config) -> tuple[str, ...]:
     """The option tags a worker's UA will support under ``config``."""
-    return UAConfig(("0.0.0.0", 0), session_timer=config.session_timer()).supported_tags
+    return supported_tags(UAConfig.supported, config.session_timer)
 
 
 async def _new_call(

@@ -87,7 +87,7 @@ from gosipd.sip.transaction import (
 )
 from gosipd.sip.transfer import TRANSFER_TIMEOUT, read_notify
 
-__all__ = ["CALL_TABLE", "CallInput", "CallState", "UAConfig", "UserAgent"]
+__all__ = ["CALL_TABLE", "CallInput", "CallState", "UAConfig", "UserAgent", "supported_tags"]
 
 
 def _only_absorbs(client: ClientTransaction) -> bool:
@@ -256,9 +256,16 @@ class UAConfig:
 
     @property
     def supported_tags(self) -> tuple[str, ...]:
-        if self.session_timer.enabled and "timer" not in self.supported:
-            return (*self.supported, "timer")
-        return self.supported
+        return supported_tags(self.supported, self.session_timer)
+
+
+def supported_tags(
+    supported: tuple[str, ...], session_timer: SessionTimerConfig
+) -> tuple[str, ...]:
+    """The option tags to claim: ``supported``, and "timer" while session timers are on."""
+    if session_timer.enabled and "timer" not in supported:
+        return (*supported, "timer")
+    return supported
 
 
 def _token(rng: random.Random, bits: int = 64) -> str:
