@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from gosipd.sip import URI, Request, Response, Via, parse
+from gosipd.sip import URI, Request, Response, Via
 from gosipd.sip import events as ev
 from gosipd.sip.transaction import ProtocolError
 from gosipd.sip.transfer import TRANSFER_TIMEOUT
@@ -32,7 +32,15 @@ def transferring(*, answer: int = 202):
     return pair, refer
 
 
-def notify(pair, refer: Request, frag: bytes, *, state: str = "active", cseq: int = 100):
+def notify(
+    pair,
+    refer: Request,
+    frag: bytes,
+    *,
+    state: str = "active",
+    cseq: int = 100,
+    event: str = "refer",
+):
     request = Request.create(
         "NOTIFY",
         refer.contact[0].uri,
@@ -42,7 +50,7 @@ def notify(pair, refer: Request, frag: bytes, *, state: str = "active", cseq: in
         cseq=cseq,
         via=Via("UDP", *BOB, branch=f"z9hG4bKnotify{cseq}"),
         contact=pair.bob._contact(),
-        headers=[("Event", "refer"), ("Subscription-State", state)],
+        headers=[("Event", event), ("Subscription-State", state)],
         body=frag,
         content_type="message/sipfrag;version=2.0",
     )
@@ -126,20 +134,8 @@ def test_notifies_for_other_events_or_no_subscription_are_refused():
 
     late = notify(pair, refer, b"SIP/2.0 200 OK\r\n", state="terminated", cseq=101)
     assert late.status == 481
-    request = parse(bytes(refer))  # a copy to dress as another event package
-    assert isinstance(request, Request)
-    presence = Request.create(
-        "NOTIFY",
-        refer.contact[0].uri,
-        from_=refer.to,
-        to=refer.from_,
-        call_id=refer.call_id,
-        cseq=102,
-        via=Via("UDP", *BOB, branch="z9hG4bKpresence"),
-        headers=[("Event", "presence"), ("Subscription-State", "active")],
-    )
-    pair.net.inject(bytes(presence), BOB, ALICE)
-    pair.net.run(pair.net.now + 0.1)
+    presence = notify(pair, refer, b"", event="presence", cseq=102)
+    assert presence.status == 489
     assert [r.status for r in pair.net.messages("489")] == [489]
 
 
