@@ -775,13 +775,7 @@ class UserAgent:
             return
         if status == 422 and self._invite is not None and self.session_timer.on_422(response):
             # RFC 4028 §7.3: the same INVITE again, asking for the peer's Min-SE
-            self._transition(CallInput.RETRY)
-            request = self._invite.copy()
-            request.cseq = CSeq(request.cseq.number + 1, "INVITE")
-            _set_session_headers(request, self.session_timer.request_headers(initial=True))
-            self._invite = request
-            assert self._destination is not None
-            self._send_invite_attempt(self._destination, now)
+            self._send_invite_again(now, self.session_timer.request_headers(initial=True))
             return
         if 300 <= status < 400 and response.contact:
             self._redirects += 1
@@ -813,12 +807,24 @@ class UserAgent:
         if not self._accept_challenge(response, request, self._destination):
             return False
         # the attempt adds the answered credentials (headers_for) to a fresh copy
+        self._send_invite_again(now)
+        return True
+
+    def _send_invite_again(
+        self, now: float, session_headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        """The INVITE once more to the same destination with the next CSeq (after a
+        401/407 answered, or a 422 with ``session_headers`` replacing ours)."""
+        assert self._invite is not None and self._destination is not None
         self._transition(CallInput.RETRY)
-        request = request.copy()
+        request = self._invite.copy()
         request.cseq = CSeq(request.cseq.number + 1, "INVITE")
+        if session_headers is not None:
+            for name in ("Session-Expires", "Min-SE"):
+                request.headers.remove(name)
+            with_headers(request, session_headers)
         self._invite = request
         self._send_invite_attempt(self._destination, now)
-        return True
 
     def _accept_challenge(self, response: Response, request: Request, destination: Address) -> bool:
         """Take a 401/407 to ``request`` (sent to ``destination``) to answer, or say why not
@@ -1858,13 +1864,6 @@ def _allows_update(message: Request | Response) -> bool:
         for value in message.headers.get_all("Allow")
         for method in value.split(",")
     )
-
-
-def _set_session_headers(request: Request, headers: list[tuple[str, str]]) -> None:
-    for name in ("Session-Expires", "Min-SE"):
-        request.headers.remove(name)
-    for name, value in headers:
-        request.headers.add(name, value)
 
 
 def _belongs_to(request: Request, dialog: Dialog) -> bool:
