@@ -1,4 +1,5 @@
 import socket
+from typing import Protocol
 
 from typing_extensions import Buffer
 
@@ -27,6 +28,11 @@ LATCH_PROBATION: int
 LEARNING_WINDOW: float
 MOVE_GRACE: float
 
+class SrtpHandle(Protocol):
+    @property
+    def handle(self) -> int: ...
+
+def set_srtp_functions(protect: int, unprotect: int) -> None: ...
 def parse_rtp_header(data: Buffer) -> tuple[int, bool, int, int, int, bytes] | int: ...
 
 class ReceptionStatistics:
@@ -72,6 +78,7 @@ class MediaLoop:
         symmetric: bool = True,
         inband_detect: bool | None = None,
         confirmed: bool = True,
+        srtp: tuple[SrtpHandle | None, SrtpHandle | None] | None = None,
     ) -> None: ...
     def start(self) -> None: ...
     def stop(self, wait: bool = True) -> None: ...

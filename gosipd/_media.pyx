@@ -100,9 +100,11 @@ both the same inputs. RFC 4733 sending and receiving, RTCP and MOS are
 Python (``gosipd.rtp``): they run a few times a second, not per packet.
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.math cimport fabs
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport (
+    int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t)
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -246,6 +248,7 @@ __all__ = [
     "MediaLoop",
     "ReceptionStatistics",
     "parse_rtp_header",
+    "set_srtp_functions",
 ]
 
 # --------------------------------------------------------------------------
@@ -361,6 +364,29 @@ cdef void _encode_noise(double level, uint8_t* ulaw, uint8_t* alaw) except *:
 
 
 _encode_noise(COMFORT_NOISE_DBOV, CN_ULAW, CN_ALAW)
+
+# --------------------------------------------------------------------------
+# SRTP: libsrtp's entry points, handed over by gosipd.srtp (the library is
+# linked into pylibsrtp's binding, so there is nothing to link here)
+# --------------------------------------------------------------------------
+
+ctypedef int (*srtp_function)(void* ctx, void* packet, int* length) noexcept nogil
+cdef srtp_function _srtp_protect = NULL
+cdef srtp_function _srtp_unprotect = NULL
+cdef enum:
+    _SRTP_REPLAY_FAIL = 9  # srtp_err_status_replay_fail
+    _SRTP_REPLAY_OLD = 10  # srtp_err_status_replay_old
+    _SRTP_MAX_OVERHEAD = 16  # the longest tag (AEAD_AES_128_GCM)
+
+
+def set_srtp_functions(uintptr_t protect, uintptr_t unprotect):
+    """Give the media thread libsrtp's ``srtp_protect`` and ``srtp_unprotect``."""
+    global _srtp_protect, _srtp_unprotect
+    if not protect or not unprotect:
+        raise ValueError("both libsrtp functions are needed")
+    _srtp_protect = <srtp_function>protect
+    _srtp_unprotect = <srtp_function>unprotect
+
 
 # --------------------------------------------------------------------------
 # RTP header (the C twin of gosipd.rtp.packet.RtpPacket.parse)
@@ -699,6 +725,9 @@ cdef struct PacketRing:
 # --------------------------------------------------------------------------
 
 cdef struct Config:
+    bint srtp  # SRTP negotiated: nothing plain goes out or is taken in
+    void* srtp_out  # libsrtp srtp_t for what we send (NULL: send nothing)
+    void* srtp_in  # and for what we receive (NULL: take nothing)
     sockaddr_storage remote
     bint has_remote
     uint64_t remote_generation
@@ -774,6 +803,7 @@ cdef void* _thread_entry(void* arg) noexcept nogil:
     return NULL
 
 
+@cython.no_gc_clear  # the SRTP contexts must outlive the thread, even in a cycle
 cdef class MediaLoop:
     """One call's RTP: a paced sender and a receiver on a native thread (see the module doc).
 
@@ -790,6 +820,7 @@ cdef class MediaLoop:
     # Python-side references
     cdef object _sock
     cdef object _rtcp_sock
+    cdef list _srtp_contexts  # kept alive while the thread may use them
     cdef readonly JitterBuffer jitter_buffer
     cdef readonly DtmfDetector dtmf_detector
     cdef int _fd
@@ -823,6 +854,7 @@ cdef class MediaLoop:
     # owned by the thread
     cdef Config _cfg
     cdef uint64_t _cfg_seq_applied
+    cdef uint64_t _cfg_seq_done  # the same, stored last, for Python (release/acquire)
     cdef uint64_t _remote_generation
     cdef uint64_t _flush_playback_seen
     cdef uint64_t _flush_tones_seen
@@ -865,6 +897,9 @@ cdef class MediaLoop:
     cdef int64_t _packets_sent
     cdef int64_t _octets_sent
     cdef int64_t _send_errors
+    cdef int64_t _srtp_protect_failures
+    cdef int64_t _srtp_auth_failures
+    cdef int64_t _srtp_replays
     cdef int64_t _packets_received
     cdef int64_t _octets_received
     cdef int64_t _malformed
@@ -1009,7 +1044,7 @@ cdef class MediaLoop:
                   telephone_event_pt=None, receive_telephone_event_pt=None,
                   accept_payload_types=(0, 8), comfort_noise_pt=None, int ptime_ms=20,
                   double media_timeout=0.0, bint symmetric=True, inband_detect=None,
-                  bint confirmed=True):
+                  bint confirmed=True, srtp=None):
         """Publish the whole configuration; the thread applies it at its next tick.
 
         ``remote`` is the (IP literal, port) the SDP names, or None (nothing to
@@ -1018,6 +1053,10 @@ cdef class MediaLoop:
         ``confirmed=False``: send only to a latched source, never to ``remote``
         on the SDP's word alone (see "Unconfirmed remotes" in the module doc).
         ``inband_detect`` defaults to "no telephone-event was negotiated".
+        ``srtp`` is None (plain RTP) or the pair (outbound, inbound) of
+        ``gosipd.srtp.SrtpContext`` (either may be None: nothing is sent, or
+        nothing is taken in, until it is given); the loop keeps them alive
+        until the thread has moved on to newer ones.
         """
         cdef Config c
         memcpy(&c, &self._published, sizeof(Config))
@@ -1054,6 +1093,26 @@ cdef class MediaLoop:
         if inband_detect is None:
             inband_detect = receive_telephone_event_pt is None
         c.inband_detect = bool(inband_detect)
+        contexts = []
+        if srtp is None:
+            c.srtp = False
+            c.srtp_out = NULL
+            c.srtp_in = NULL
+        else:
+            if _srtp_protect == NULL:
+                raise ValueError("SRTP asked for, but set_srtp_functions() was not called")
+            outbound, inbound = srtp
+            c.srtp = True
+            c.srtp_out = <void*><uintptr_t>(outbound.handle if outbound is not None else 0)
+            c.srtp_in = <void*><uintptr_t>(inbound.handle if inbound is not None else 0)
+            contexts = [x for x in (outbound, inbound) if x is not None]
+        if self._srtp_contexts is None:
+            self._srtp_contexts = []
+        if load_acquire(&self._cfg_seq_done) == self._config_seq:
+            # the thread runs the latest configuration: only its contexts are in use
+            in_use = (<uintptr_t>self._published.srtp_out, <uintptr_t>self._published.srtp_in)
+            self._srtp_contexts = [x for x in self._srtp_contexts if x.handle in in_use]
+        self._srtp_contexts.extend(contexts)
         self._publish(&c)
 
     cdef void _publish(self, Config* c):
@@ -1278,6 +1337,9 @@ cdef class MediaLoop:
             "packets_sent": load_i64(&self._packets_sent),
             "octets_sent": load_i64(&self._octets_sent),
             "send_errors": load_i64(&self._send_errors),
+            "srtp_protect_failures": load_i64(&self._srtp_protect_failures),
+            "srtp_auth_failures": load_i64(&self._srtp_auth_failures),
+            "srtp_replays": load_i64(&self._srtp_replays),
             "packets_received": load_i64(&self._packets_received),
             "octets_received": load_i64(&self._octets_received),
             "malformed": load_i64(&self._malformed),
@@ -1372,6 +1434,7 @@ cdef class MediaLoop:
             self._timed_out = False
             self.jitter_buffer.reset()  # its playout clock stood still meanwhile
         memcpy(&self._cfg, &c, sizeof(Config))
+        store_release(&self._cfg_seq_done, s1)  # from now on the old contexts are unused
 
     cdef void _event(self, int32_t kind, int32_t a, int64_t b, int64_t c,
                      int64_t at_ns) noexcept nogil:
@@ -1439,6 +1502,7 @@ cdef class MediaLoop:
         cdef uint8_t* out = self._out
         cdef const sockaddr_storage* dest
         cdef ssize_t sent
+        cdef int length
         if load_acquire(&script.head) != script.tail:
             tick = &script.entries[script.tail % _TICK_ENTRIES]
             if tick.kind == 1 and self._cfg.te_send_pt < 0:
@@ -1485,15 +1549,22 @@ cdef class MediaLoop:
         out[9] = <uint8_t>(self._ssrc >> 16)
         out[10] = <uint8_t>(self._ssrc >> 8)
         out[11] = <uint8_t>self._ssrc
+        length = 12 + payload_len
+        self._seq = <uint16_t>(self._seq + 1)
+        if self._cfg.srtp:
+            # never plain when SRTP was negotiated: no key yet, or a failure, sends nothing
+            if (self._cfg.srtp_out == NULL
+                    or _srtp_protect(self._cfg.srtp_out, out, &length) != 0):
+                store_i64(&self._srtp_protect_failures, self._srtp_protect_failures + 1)
+                return
         dest = &self._latch if self._latched else &self._cfg.remote
-        sent = sendto(self._fd, out, 12 + payload_len, MSG_DONTWAIT, <const sockaddr*>dest,
+        sent = sendto(self._fd, out, length, MSG_DONTWAIT, <const sockaddr*>dest,
                       _sockaddr_len(dest))
         if sent < 0:
             store_i64(&self._send_errors, self._send_errors + 1)
         else:
             store_i64(&self._packets_sent, self._packets_sent + 1)
             store_i64(&self._octets_sent, self._octets_sent + payload_len)
-        self._seq = <uint16_t>(self._seq + 1)
 
     cdef bint _accept_source(self, const sockaddr_storage* src, RtpHeader* h,
                              int64_t now) noexcept nogil:
@@ -1579,6 +1650,19 @@ cdef class MediaLoop:
                 if fd != self._fd:
                     store_i64(&self._malformed, self._malformed + 1)
                     continue
+                if self._cfg.srtp:
+                    # authenticated before anything else: a packet without the far end's
+                    # key cannot latch, count, or reach the jitter buffer
+                    if self._cfg.srtp_in == NULL or length < 12:
+                        store_i64(&self._srtp_auth_failures, self._srtp_auth_failures + 1)
+                        continue
+                    result = _srtp_unprotect(self._cfg.srtp_in, rx.data[i], &length)
+                    if result != 0:
+                        if result == _SRTP_REPLAY_FAIL or result == _SRTP_REPLAY_OLD:
+                            store_i64(&self._srtp_replays, self._srtp_replays + 1)
+                        else:
+                            store_i64(&self._srtp_auth_failures, self._srtp_auth_failures + 1)
+                        continue
                 if _parse_rtp(data, length, &h) != RTP_OK:
                     store_i64(&self._malformed, self._malformed + 1)
                     continue

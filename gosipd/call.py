@@ -50,7 +50,7 @@ from typing import Any
 
 import trio
 
-from gosipd import __version__, files, media, passthrough, sdp
+from gosipd import __version__, files, media, passthrough, sdes, sdp
 from gosipd import apps as apps_package
 from gosipd.audio import (
     MAX_FILE_BYTES,
@@ -131,6 +131,8 @@ class CallSpec:
     ring_timeout: float | None = None
     max_duration: float | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
+    #: SRTP for this call ("off", "offer", "required"); None: [rtp] srtp.
+    srtp: str | None = None
     datagram: bytes | None = None  # inbound: the INVITE
     source: tuple[str, int] | None = None  # inbound: where it came from
     local_host: str | None = None  # inbound: the address it arrived on
@@ -152,12 +154,22 @@ class CallSpec:
             ring_timeout=data.get("ring_timeout"),
             max_duration=data.get("max_duration"),
             headers=[(str(n), str(v)) for n, v in data.get("headers", [])],
+            srtp=data.get("srtp"),
             datagram=bytes.fromhex(datagram) if isinstance(datagram, str) else datagram,
             source=(str(source[0]), int(source[1])) if source else None,
             local_host=data.get("local_host"),
             answer_via=data.get("answer_via"),
             reply_id=data.get("reply_id"),
         )
+
+
+def _reason_phrase(exc: Exception) -> str:
+    """The 488's reason phrase: says when SRTP is what failed (details go to our log)."""
+    return (
+        "Not Acceptable Here (SRTP)"
+        if isinstance(exc, sdp.SrtpRefused)
+        else ("Not Acceptable Here")
+    )
 
 
 def _host_key(host: str) -> str:
@@ -656,6 +668,7 @@ class CallRuntime:
         self._app_error: str | None = None
         self._icmp_reasons: dict[tuple[str, int], Reason] = {}
         self._answer_problem = "no SDP in the answer"
+        self._srtp_refused = False
         self._answer_socket = (
             trio.socket.from_stdlib_socket(answer_socket) if answer_socket is not None else None
         )
@@ -862,7 +875,7 @@ class CallRuntime:
         self._rtp = media.bind_rtp_pair(
             self._bind_ip(), range(self.config.rtp_port_min, self.config.rtp_port_max, 2)
         )
-        self._offer = sdp.make_offer(self._local_ip, self._rtp[0].getsockname()[1])
+        self._offer = self._make_offer(self._rtp[0].getsockname()[1])
         self.failover = Failover(
             targets,
             trio.current_time(),
@@ -956,15 +969,13 @@ class CallRuntime:
         port = self._rtp[0].getsockname()[1]
         try:
             if offer:
-                local, negotiated = sdp.answer(
-                    sdp.SessionDescription.parse(offer), self._local_ip, port
-                )
+                local, negotiated = self._answer(sdp.SessionDescription.parse(offer), port)
             else:
-                local, negotiated = sdp.make_offer(self._local_ip, port), None
+                local, negotiated = self._make_offer(port), None
                 self._offer = local  # the answer comes in the ACK
         except sdp.SDPError as exc:
             self.log.info("call.bad_offer", reason=str(exc))
-            self.ua.reject(now, 488, "Not Acceptable Here")
+            self.ua.reject(now, 488, _reason_phrase(exc))
             await self._pump()
             return
         self._local_sdp = local
@@ -1166,7 +1177,7 @@ class CallRuntime:
                 if self.session is None:
                     # RFC 3264 §5: an answer we cannot use leaves no session; end it
                     self._end_reason = f"unusable SDP answer: {self._answer_problem}"
-                    self.hangup("failed")
+                    self.hangup("srtp_failed" if self._srtp_refused else "failed")
                     return
                 self._start_duration_timer()
                 self._start_app()
@@ -1349,6 +1360,32 @@ class CallRuntime:
     def _redirect_refused(self, status: int, contact: URI, reason: str) -> None:
         self.emit("call.redirect_refused", sip_status=status, contact=str(contact), reason=reason)
 
+    @property
+    def _srtp_policy(self) -> sdp.SrtpPolicy:
+        policy = self.spec.srtp or self.config.rtp_srtp
+        assert policy in sdp.SRTP_POLICIES  # checked by the control protocol and the config
+        return policy
+
+    def _make_offer(self, port: int) -> sdp.SessionDescription:
+        policy = self._srtp_policy
+        crypto = sdes.offer_lines(self.config.rtp_srtp_suites) if policy != "off" else []
+        return sdp.make_offer(self._local_ip, port, crypto=crypto, srtp=policy)
+
+    def _answer(
+        self,
+        offer: sdp.SessionDescription,
+        port: int,
+        previous: sdp.SessionDescription | None = None,
+    ) -> tuple[sdp.SessionDescription, sdp.NegotiatedMedia]:
+        return sdp.answer(
+            offer,
+            self._local_ip,
+            port,
+            previous=previous,
+            srtp=self._srtp_policy,
+            srtp_suites=self.config.rtp_srtp_suites,
+        )
+
     def _negotiate(self, body: bytes) -> sdp.NegotiatedMedia | None:
         if self._offer is None:
             self._answer_problem = "SDP where no offer was made"
@@ -1357,6 +1394,7 @@ class CallRuntime:
             return sdp.negotiate(self._offer, sdp.SessionDescription.parse(body))
         except sdp.SDPError as exc:
             self._answer_problem = str(exc)
+            self._srtp_refused = isinstance(exc, sdp.SrtpRefused)
             self.log.warning("call.bad_answer", reason=str(exc))
             return None
 
@@ -1371,11 +1409,8 @@ class CallRuntime:
             return
         try:
             offer = sdp.SessionDescription.parse(body)
-            local, negotiated = sdp.answer(
-                offer,
-                self._local_ip,
-                self._rtp[0].getsockname()[1],
-                previous=self._local_sdp,
+            local, negotiated = self._answer(
+                offer, self._rtp[0].getsockname()[1], previous=self._local_sdp
             )
         except sdp.SDPError as exc:
             self.log.info("call.reoffer_refused", reason=str(exc))

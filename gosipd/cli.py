@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gosipd.config import Config
+from gosipd.sdp import SRTP_POLICIES
 
 __all__ = ["main"]
 
@@ -229,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     dial.add_argument("--ring-timeout", type=float, metavar="S")
     dial.add_argument("--max-duration", type=float, metavar="S")
     dial.add_argument("--header", action="append", default=[], metavar="'X-Foo: bar'")
+    dial.add_argument("--srtp", choices=SRTP_POLICIES, help="SRTP for this call ([rtp] srtp)")
     dial.add_argument("--no-wait", action="store_true", help="print the call id and return")
 
     commands.add_parser("calls", help="list the calls in progress")
@@ -293,6 +295,8 @@ def run(args: argparse.Namespace) -> int:
                 message["max_duration"] = args.max_duration
             if args.header:
                 message["headers"] = args.header
+            if args.srtp:
+                message["srtp"] = args.srtp
             reply, conn = request(path, message)
             _check(reply)
             call_id = str(reply.get("call"))

@@ -22,6 +22,7 @@ Example (a Flowroute-style trunk)::
     [rtp]
     port_min = 20000
     port_max = 29999
+    srtp = "offer"               # or "required" (RTP/SAVP, no call without SRTP), "off"
 
     [inbound]
     listen = "0.0.0.0:5060"
@@ -48,6 +49,9 @@ from pathlib import Path
 from typing import Any
 
 from gosipd.passthrough import DEFAULT_RECEIVE, DEFAULT_SEND, HeaderError, HeaderNames
+from gosipd.sdes import DEFAULT_SUITES
+from gosipd.sdes import SUITES as SRTP_SUITES
+from gosipd.sdp import SRTP_POLICIES
 from gosipd.sip.session_timer import SessionTimerConfig
 
 __all__ = [
@@ -177,6 +181,10 @@ class Config:
     #: where the process may (root, CAP_SYS_NICE, or systemd's LimitRTPRIO); it is what
     #: keeps the 20 ms send clock on time with hundreds of calls on a busy host.
     rtp_realtime_priority: int = 10
+    #: SRTP with SDES keys (RFC 4568): "off", "offer" (when the far end takes it) or
+    #: "required" (no call without it), and the crypto-suites we offer and accept.
+    rtp_srtp: str = "off"
+    rtp_srtp_suites: tuple[str, ...] = DEFAULT_SUITES
     dns_nameservers: tuple[str, ...] = ()
     dns_port: int = 53
     dns_timeout_s: float = 2.0
@@ -303,6 +311,7 @@ _RTP_KEYS: dict[str, tuple[str, Kind]] = {
     "port_min": ("rtp_port_min", int),
     "port_max": ("rtp_port_max", int),
     "realtime_priority": ("rtp_realtime_priority", int),
+    "srtp": ("rtp_srtp", str),
 }
 _DNS_KEYS: dict[str, tuple[str, Kind]] = {
     "port": ("dns_port", int),
@@ -401,6 +410,19 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
                         ) from None
                 changes["dns_nameservers"] = tuple(servers)
                 continue
+            if section == "rtp" and key == "srtp_suites":
+                suites = _check(section, key, value, list, path)
+                for suite in suites:
+                    _check(section, key, suite, str, path)
+                    if suite not in SRTP_SUITES:
+                        raise ConfigError(
+                            f"{path}: [rtp] srtp_suites: {suite!r} is not one of "
+                            f"{', '.join(SRTP_SUITES)}"
+                        )
+                if not suites:
+                    raise ConfigError(f"{path}: [rtp] srtp_suites must name at least one suite")
+                changes["rtp_srtp_suites"] = tuple(dict.fromkeys(suites))
+                continue
             if key not in keys:
                 raise ConfigError(f"{path}: unknown key [{section}] {key}")
             attr, kind = keys[key]
@@ -424,6 +446,10 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
         )
     if not 0 <= config.rtp_realtime_priority <= 99:
         raise ConfigError(f"{path}: [rtp] realtime_priority must be 0 (off) to 99")
+    if config.rtp_srtp not in SRTP_POLICIES:
+        raise ConfigError(
+            f"{path}: [rtp] srtp must be one of {', '.join(SRTP_POLICIES)}, not {config.rtp_srtp!r}"
+        )
 
     trunk_table = _check("", "trunk", data.get("trunk", {}), dict, path)
     trunk: dict[str, Any] = {}

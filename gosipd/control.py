@@ -23,6 +23,7 @@ from typing import Any
 from gosipd.apps import FILE_APPS
 from gosipd.files import ForbiddenPath, check_name
 from gosipd.passthrough import RESERVED
+from gosipd.sdp import SRTP_POLICIES
 from gosipd.streams import ON_ERROR, PROFILES
 
 __all__ = [
@@ -243,6 +244,7 @@ OPS: dict[str, Schema] = {
         "ring_timeout": (_number(1, 600), False),
         "max_duration": (_number(0.1, 86_400), False),
         "headers": (_headers, False),
+        "srtp": (_choice(*SRTP_POLICIES), False),
         "wait": (_boolean, False),
     },
     "hangup": {"call": (_call_id, True)},

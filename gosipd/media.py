@@ -32,7 +32,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gosipd import _dsp, _media
 from gosipd.rtp import quality
@@ -45,7 +45,9 @@ from gosipd.rtp.dtmf import (
 )
 from gosipd.rtp.rtcp import RtcpSession, SenderSnapshot
 from gosipd.rtp.statistics import ReceptionSnapshot
+from gosipd.sdes import SrtpKeys
 from gosipd.sdp import NegotiatedMedia
+from gosipd.srtp import SrtpContext, SrtpError, native_functions
 
 __all__ = [
     "DEFAULT_MEDIA_TIMEOUT",
@@ -72,6 +74,8 @@ DEFAULT_PORTS = range(20000, 30000, 2)
 MAX_PLAYBACK_SAMPLES = 8000 * 600
 SAMPLE_RATE = 8000
 _TONE_LEVEL_DBOV = -10.0
+
+_media.set_srtp_functions(*native_functions())
 
 
 class MediaError(RuntimeError):
@@ -148,6 +152,10 @@ class MediaStatistics:
     frames_concealed: int
     malformed: int
     strangers: int
+    #: The SRTP crypto-suite (None: plain RTP), and how many packets failed its
+    #: authentication or replay check (RTP and RTCP; dropped, never played).
+    srtp: str | None
+    srtp_rejected: int
     audio_frames_dropped: int
     remote_fraction_lost: float | None
     send_lateness_p50_ms: float
@@ -292,6 +300,10 @@ class MediaSession:
         self._dtmf_in_flight: deque[_DtmfRequest] = deque()
         self._rtcp_rejected = 0
         self._rtcp_send_errors = 0
+        self._srtp_keys: SrtpKeys | None = None
+        self._srtp: tuple[SrtpContext | None, SrtpContext | None] | None = None
+        self._srtcp: tuple[SrtpContext | None, SrtpContext | None] = (None, None)
+        self._srtcp_rejected = 0
         self._loop.deliver_audio(receive_audio)
         self._apply()
 
@@ -355,20 +367,12 @@ class MediaSession:
         for ``_media.MOVE_GRACE`` seconds."""
         m = self._media
         self.update(
-            NegotiatedMedia(
+            replace(
+                m,
                 remote_address=address,
                 remote_port=port,
                 remote_rtcp_address=address,
                 remote_rtcp_port=rtcp_port if rtcp_port else (port if m.rtcp_mux else port + 1),
-                rtcp_mux=m.rtcp_mux,
-                codec=m.codec,
-                payload_type=m.payload_type,
-                telephone_event_pt=m.telephone_event_pt,
-                receive_telephone_event_pt=m.receive_telephone_event_pt,
-                receive_payload_types=m.receive_payload_types,
-                ptime=m.ptime,
-                direction=m.direction,
-                comfort_noise_pt=m.comfort_noise_pt,
             )
         )
 
@@ -392,9 +396,34 @@ class MediaSession:
         self._held = False
         self._apply()
 
+    def _rekey(self, keys: SrtpKeys | None) -> None:
+        """New SRTP contexts for whichever direction's key changed (a re-INVITE that
+        keeps a key keeps its context: its rollover counter and replay window)."""
+        old = self._srtp_keys
+        if keys == old:
+            return
+        self._srtp_keys = keys
+        if keys is None:
+            self._srtp, self._srtcp = None, (None, None)
+            return
+        out_rtp, in_rtp = self._srtp or (None, None)
+        out_rtcp, in_rtcp = self._srtcp
+        same_suite = old is not None and old.suite == keys.suite
+        try:
+            if not (same_suite and old is not None and old.local == keys.local):
+                out_rtp = SrtpContext(keys.suite, keys.local, outbound=True)
+                out_rtcp = SrtpContext(keys.suite, keys.local, outbound=True)
+            if not (same_suite and old is not None and old.remote == keys.remote):
+                in_rtp = SrtpContext(keys.suite, keys.remote, outbound=False)
+                in_rtcp = SrtpContext(keys.suite, keys.remote, outbound=False)
+        except SrtpError as exc:
+            raise MediaError(f"cannot use the negotiated SRTP keys: {exc}") from None
+        self._srtp, self._srtcp = (out_rtp, in_rtp), (out_rtcp, in_rtcp)
+
     def _apply(self) -> None:
         m = self._media
         reachable = m.remote_address not in ("0.0.0.0", "::") and m.remote_port != 0
+        self._rekey(m.srtp)
         try:
             remote: tuple[str, int] | None = m.remote if reachable else None
             self._loop.configure(
@@ -411,6 +440,7 @@ class MediaSession:
                 media_timeout=self._media_timeout if m.receiving else 0.0,
                 symmetric=self._symmetric,
                 confirmed=self._confirmed,
+                srtp=self._srtp,
             )
         except ValueError as exc:
             raise MediaError(f"cannot use the negotiated media {m.remote}: {exc}") from None
@@ -596,6 +626,15 @@ class MediaSession:
                 if source[0] not in expected_hosts:
                     self._rtcp_rejected += 1
                     continue
+                if self._srtp is not None:
+                    inbound = self._srtcp[1]
+                    try:
+                        if inbound is None:
+                            raise SrtpError("no key")
+                        data = inbound.unprotect_rtcp(data)
+                    except SrtpError:
+                        self._srtcp_rejected += 1
+                        continue
                 if self.rtcp.receive(data, arrival_ns / 1e9):
                     self._rtcp_source = source
         return out
@@ -631,6 +670,15 @@ class MediaSession:
             return
         if dest[0] in ("0.0.0.0", "::") or dest[1] == 0:
             return
+        if self._srtp is not None:
+            outbound = self._srtcp[0]
+            if outbound is None:
+                return
+            try:
+                report = outbound.protect_rtcp(report)
+            except SrtpError:
+                self._rtcp_send_errors += 1
+                return
         try:
             sock.sendto(report, dest)
         except OSError:
@@ -677,6 +725,8 @@ class MediaSession:
             frames_concealed=jb.frames_concealed + jb.frames_comfort_noise,
             malformed=c["malformed"],
             strangers=c["strangers"] + c["probation_dropped"],
+            srtp=self._srtp_keys.suite if self._srtp_keys is not None else None,
+            srtp_rejected=c["srtp_auth_failures"] + c["srtp_replays"] + self._srtcp_rejected,
             audio_frames_dropped=c["frames_dropped"],
             remote_fraction_lost=None if remote is None else remote.fraction_lost / 256,
             send_lateness_p50_ms=p50,

@@ -27,23 +27,34 @@ Offer/answer (RFC 3264) for the media gosipd does: G.711 PCMU (PT 0) and PCMA
   as ``previous`` and the new one keeps its username and session id, and
   its version goes up by exactly one if (and only if) anything else changed.
 
+SRTP keys (RFC 4568 SDES, parsed in ``gosipd.sdes``): ``make_offer(crypto=...)``
+adds ``a=crypto`` lines, with ``RTP/SAVP`` when SRTP is required or ``RTP/AVP``
+when it is only offered (best effort, as Asterisk, FreeSWITCH and baresip's
+``srtp`` do); ``answer(srtp=...)`` accepts a secure stream by answering the
+first offered line we support with a key of ours, and ``negotiate`` reads
+the one line the answer must carry. ``NegotiatedMedia.srtp`` is the outcome.
+
 Directions are always *ours*: ``NegotiatedMedia.direction == "sendonly"``
 means we send and do not receive.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
+
+from gosipd.sdes import DEFAULT_SUITES, Crypto, CryptoError, SrtpKeys, acceptable
 
 __all__ = [
     "CODECS",
     "DIRECTIONS",
     "MAX_MEDIA",
     "MAX_SDP_LENGTH",
+    "SRTP_POLICIES",
     "SUPPORTED_PTIMES",
     "Attribute",
     "Codec",
@@ -56,6 +67,8 @@ __all__ = [
     "SDPError",
     "SDPParseError",
     "SessionDescription",
+    "SrtpPolicy",
+    "SrtpRefused",
     "answer",
     "hold",
     "make_offer",
@@ -84,7 +97,12 @@ DIRECTIONS: tuple[Direction, ...] = ("sendrecv", "sendonly", "recvonly", "inacti
 CODECS: dict[str, int] = {"PCMU": 0, "PCMA": 8}
 _STATIC_NAMES = {0: "PCMU", 8: "PCMA", 13: "CN"}
 CN_PT = 13
-_RTP_PROTOS = ("RTP/AVP", "RTP/AVPF")
+_RTP_PROTOS = ("RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF")
+_SECURE_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
+SrtpPolicy = Literal["off", "offer", "required"]
+#: ``off``: plain RTP only; ``offer``: SRTP when the far end takes it (an RTP/AVP
+#: offer with a=crypto), else plain; ``required``: SRTP or no call (RTP/SAVP).
+SRTP_POLICIES: tuple[SrtpPolicy, ...] = ("off", "offer", "required")
 
 _REVERSE: dict[Direction, Direction] = {
     "sendrecv": "sendrecv",
@@ -117,6 +135,10 @@ class NegotiationError(SDPError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"not acceptable here: {reason}")
+
+
+class SrtpRefused(NegotiationError):
+    """Offer/answer failed on SRTP: required and missing, unusable keys, not offered."""
 
 
 # ---------------------------------------------------------------------------
@@ -168,6 +190,11 @@ class Attribute:
 
     def format(self) -> str:
         return self.name if self.value is None else f"{self.name}:{self.value}"
+
+    def __repr__(self) -> str:
+        if self.name == "crypto":  # an SRTP key: never in a repr, a log, a traceback
+            return "Attribute(name='crypto', value=<hidden>)"
+        return f"Attribute(name={self.name!r}, value={self.value!r})"
 
 
 # Where uninterpreted lines go back when formatting, per RFC 4566 §5 order.
@@ -580,6 +607,8 @@ class NegotiatedMedia:
     ptime: int
     direction: Direction
     comfort_noise_pt: int | None = None
+    #: The SRTP suite and keys, or None for plain RTP.
+    srtp: SrtpKeys | None = None
 
     @property
     def remote(self) -> tuple[str, int]:
@@ -623,8 +652,10 @@ def _audio_attributes(
     ptime: int,
     direction: Direction,
     rtcp_mux: bool,
+    crypto: Sequence[Crypto] = (),
 ) -> list[Attribute]:
-    attrs = [Attribute("rtpmap", f"{pt} {name}/8000") for pt, name in formats]
+    attrs = [Attribute("crypto", c.format()) for c in crypto]
+    attrs += [Attribute("rtpmap", f"{pt} {name}/8000") for pt, name in formats]
     if telephone_event_pt is not None:
         attrs.append(Attribute("rtpmap", f"{telephone_event_pt} telephone-event/8000"))
         attrs.append(Attribute("fmtp", f"{telephone_event_pt} 0-15"))
@@ -686,11 +717,16 @@ def make_offer(
     username: str = "gosipd",
     previous: SessionDescription | None = None,
     telephone_event_pt: int = DEFAULT_TELEPHONE_EVENT_PT,
+    crypto: Sequence[Crypto] = (),
+    srtp: SrtpPolicy = "off",
 ) -> SessionDescription:
     """An offer of one audio stream at ``local_addr:rtp_port``.
 
     ``previous`` (our last description in this session) makes this a
     re-offer: same username and session id, version + 1 if anything changed.
+    ``crypto`` (``sdes.offer_lines()``) offers SRTP: as ``RTP/SAVP`` when
+    ``srtp`` is ``required``, else as ``RTP/AVP`` that a peer without SRTP
+    answers in plain RTP.
     """
     _check_port(rtp_port)
     if direction not in DIRECTIONS:
@@ -703,12 +739,18 @@ def make_offer(
         formats.append((CN_PT, "CN"))
     te = telephone_event_pt if dtmf else None
     addrtype = _addrtype(local_addr)
+    if srtp not in SRTP_POLICIES:
+        raise ValueError(f"srtp must be one of {', '.join(SRTP_POLICIES)}, got {srtp!r}")
+    if (srtp == "off") != (not crypto):
+        raise ValueError("an SRTP offer needs its a=crypto lines, and only an SRTP offer has them")
     media = MediaDescription(
         "audio",
         rtp_port,
-        "RTP/AVP",
+        "RTP/SAVP" if srtp == "required" else "RTP/AVP",
         [str(pt) for pt, _ in formats] + ([str(te)] if te is not None else []),
-        attributes=_audio_attributes(formats, te, _nearest_ptime(ptime), direction, rtcp_mux),
+        attributes=_audio_attributes(
+            formats, te, _nearest_ptime(ptime), direction, rtcp_mux, crypto
+        ),
     )
     sdp = SessionDescription(
         origin=_new_origin(local_addr, session_id, session_version, username),
@@ -772,6 +814,7 @@ def _media_result(
     direction: Direction,
     mux: bool,
     cn_pt: int | None,
+    srtp: SrtpKeys | None,
 ) -> NegotiatedMedia:
     conn = remote.connection_for(m)
     assert conn is not None  # parse() guarantees a c= for every non-rejected stream
@@ -791,7 +834,30 @@ def _media_result(
         ptime=_nearest_ptime(m.ptime),
         direction=direction,
         comfort_noise_pt=cn_pt,
+        srtp=srtp,
     )
+
+
+def _secure_choice(
+    m: MediaDescription, srtp: SrtpPolicy, suites: Sequence[str]
+) -> tuple[bool, Crypto | None, str]:
+    """Whether we can take stream ``m`` under ``srtp``, with which of its crypto lines."""
+    secure = m.proto in _SECURE_PROTOS
+    lines = m.get_all("crypto")
+    if srtp == "off":
+        if secure:
+            return False, None, f"{m.proto} needs SRTP, which is off here ([rtp] srtp)"
+        return True, None, ""
+    if not lines and not secure:
+        if srtp == "required":
+            return False, None, "SRTP is required here ([rtp] srtp) and the offer has no a=crypto"
+        return True, None, ""
+    crypto, why = acceptable(lines, suites)
+    if crypto is None:
+        if srtp == "offer" and not secure:
+            return True, None, ""  # best effort: an SRTP offer we cannot take stays plain
+        return False, None, f"no usable SRTP key: {why}"
+    return True, crypto, ""
 
 
 def answer(
@@ -808,6 +874,9 @@ def answer(
     previous: SessionDescription | None = None,
     session_id: int | None = None,
     username: str = "gosipd",
+    srtp: SrtpPolicy = "off",
+    srtp_suites: Sequence[str] = DEFAULT_SUITES,
+    keygen: Callable[[int], bytes] = secrets.token_bytes,
 ) -> tuple[SessionDescription, NegotiatedMedia]:
     """Answer ``offer``: accept its first usable audio stream, reject every other one.
 
@@ -816,18 +885,32 @@ def answer(
     RTCP multiplexing when offered. ``previous`` is our last description in
     this dialog, for the ``o=`` version rules. Raises ``NegotiationError``
     (488) when no audio stream with PCMU or PCMA is offered.
+
+    ``srtp`` and ``srtp_suites`` say which streams we can take (see
+    ``SRTP_POLICIES``). Our key for a secure answer is new, unless
+    ``previous`` answered the same suite: then it is kept, so that a re-INVITE
+    does not restart the SRTP context of the stream we are sending.
     """
     _check_port(rtp_port)
     allowed = _validate_codecs(codecs)
     addrtype = _addrtype(local_addr)
     index = None
     usable: list[tuple[int, Codec]] = []
+    their_crypto: Crypto | None = None
+    refusal = ""
     for i, m in enumerate(offer.media):
         if m.media == "audio" and m.port != 0 and m.proto in _RTP_PROTOS:
             usable = _g711_in_order(m, allowed)
-            if usable:
+            if not usable:
+                continue
+            ok, their_crypto, why = _secure_choice(m, srtp, srtp_suites)
+            if ok:
                 index = i
                 break
+            refusal = refusal or why
+            usable = []
+    if index is None and refusal:
+        raise SrtpRefused(refusal)
     if index is None:
         audio = [m for m in offer.media if m.media == "audio"]
         if not audio:
@@ -852,6 +935,17 @@ def answer(
     their_direction = offer.effective_direction_of(offered)
     ours = _narrow(direction, _REVERSE[their_direction])
     mux = rtcp_mux and offered.has("rtcp-mux")
+    our_crypto: list[Crypto] = []
+    keys: SrtpKeys | None = None
+    if their_crypto is not None:
+        kept = _our_key(previous, their_crypto.suite)
+        mine = (
+            Crypto(their_crypto.tag, their_crypto.suite, kept)
+            if kept is not None
+            else their_crypto.with_new_key(keygen)
+        )
+        our_crypto = [mine]
+        keys = SrtpKeys(their_crypto.suite, mine.key, their_crypto.key)
 
     answer_media: list[MediaDescription] = []
     for i, m in enumerate(offer.media):
@@ -869,7 +963,9 @@ def answer(
                 rtp_port,
                 offered.proto if offered.proto in _RTP_PROTOS else "RTP/AVP",
                 fmt_list,
-                attributes=_audio_attributes(formats, te, _nearest_ptime(ptime), ours, mux),
+                attributes=_audio_attributes(
+                    formats, te, _nearest_ptime(ptime), ours, mux, our_crypto
+                ),
             )
         )
     sdp = SessionDescription(
@@ -889,8 +985,51 @@ def answer(
         ours,
         mux,
         cn_pt,
+        keys,
     )
     return sdp, negotiated
+
+
+def _our_key(previous: SessionDescription | None, suite: str) -> bytes | None:
+    """Our key for ``suite`` in our last description, to keep across a re-answer."""
+    if previous is None or (index := _first_audio(previous)) is None:
+        return None
+    for value in previous.media[index].get_all("crypto"):
+        with contextlib.suppress(CryptoError):
+            crypto = Crypto.parse(value)
+            if crypto.suite == suite:
+                return crypto.key
+    return None
+
+
+def _answered_srtp(ours: MediaDescription, theirs: MediaDescription) -> SrtpKeys | None:
+    """RFC 4568 §7.1.3: the answer carries exactly one line, with a tag we offered."""
+    offered = {}
+    for value in ours.get_all("crypto"):
+        crypto = Crypto.parse(value)
+        offered[crypto.tag] = crypto
+    lines = theirs.get_all("crypto")
+    required = ours.proto in _SECURE_PROTOS
+    if not offered:
+        if lines or theirs.proto in _SECURE_PROTOS:
+            raise SrtpRefused("the answer asks for SRTP, which we did not offer")
+        return None
+    if not lines:
+        if required or theirs.proto in _SECURE_PROTOS:
+            raise SrtpRefused("SRTP was required and the answer has no a=crypto")
+        return None  # our best-effort SRTP offer was answered in plain RTP
+    if len(lines) != 1:
+        raise SrtpRefused(f"the answer has {len(lines)} a=crypto lines, not one")
+    try:
+        answered = Crypto.parse(lines[0])
+    except CryptoError as exc:
+        raise SrtpRefused(f"the answer's a=crypto: {exc}") from None
+    mine = offered.get(answered.tag)
+    if mine is None or mine.suite != answered.suite:
+        raise SrtpRefused(
+            f"the answer's a=crypto (tag {answered.tag}, {answered.suite}) is not one we offered"
+        )
+    return SrtpKeys(answered.suite, mine.key, answered.key)
 
 
 def _narrow(want: Direction, allowed: Direction) -> Direction:
@@ -938,6 +1077,7 @@ def negotiate(offer: SessionDescription, answer_received: SessionDescription) ->
     our_direction = offer.direction_of(ours)
     allowed = _REVERSE[answer_received.effective_direction_of(theirs)]
     mux = ours.has("rtcp-mux") and theirs.has("rtcp-mux")
+    keys = _answered_srtp(ours, theirs)
     receive = [(pt, name) for pt, name in _g711_in_order(ours, offered_codecs)]
     return _media_result(
         answer_received,
@@ -949,6 +1089,7 @@ def negotiate(offer: SessionDescription, answer_received: SessionDescription) ->
         _narrow(our_direction, allowed),
         mux,
         cn_pt,
+        keys,
     )
 
 

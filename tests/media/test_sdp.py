@@ -295,7 +295,7 @@ def test_answer_rejects_other_streams_with_port_zero_in_the_same_order() -> None
         (["m=audio 7000 RTP/AVP 18", "a=rtpmap:18 G729/8000"], "no offered codec"),
         (["m=audio 0 RTP/AVP 0"], r"disabled \(port 0\)"),
         (["m=video 7000 RTP/AVP 31"], "no audio stream"),
-        (["m=audio 7000 RTP/SAVP 0"], "RTP/AVP"),
+        (["m=audio 7000 RTP/SAVP 0"], "RTP/SAVP needs SRTP, which is off"),
         (["m=audio 7000 RTP/AVP 96", "a=rtpmap:96 PCMU/16000"], "no offered codec"),
     ],
 )
