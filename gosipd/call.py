@@ -1697,6 +1697,8 @@ class CallRuntime:
                 "packets_received": media_stats.get("packets_received", 0),
                 "packets_lost": media_stats.get("packets_lost", 0),
                 "strangers": media_stats.get("strangers", 0),
+                "srtp": media_stats.get("srtp"),
+                "srtp_rejected": media_stats.get("srtp_rejected", 0),
                 "jitter_ms": round(float(media_stats.get("jitter_ms", 0.0)), 3),
                 "mos": round(float(media_stats.get("mos", 0.0)), 2) if media_stats else None,
                 "rtt_ms": media_stats.get("rtt_ms"),
@@ -1843,6 +1845,8 @@ class CallRuntime:
                 "packets_received": stats.packets_received,
                 "packets_lost": stats.packets_lost,
                 "strangers": stats.strangers,
+                "srtp": stats.srtp,
+                "srtp_rejected": stats.srtp_rejected,
                 "jitter_ms": round(stats.jitter_ms, 3),
             }
         return info

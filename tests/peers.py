@@ -725,8 +725,12 @@ def _baresip_config(
     dns: tuple[str, int] | None,
     registrar: str | None,
     password: str,
+    mediaenc: str | None = None,
 ) -> None:
-    """Write baresip 1.0.0's ``config`` and ``accounts`` (headless, loopback only)."""
+    """Write baresip 1.0.0's ``config`` and ``accounts`` (headless, loopback only).
+
+    ``mediaenc``: the srtp module's mode, ``srtp`` (best effort: RTP/AVP with
+    a=crypto), ``srtp-mand`` (RTP/SAVP) or ``srtp-mandf`` (RTP/SAVPF)."""
     directory.mkdir(parents=True, exist_ok=True)
     source_lines = ""
     if mode == "echo":
@@ -770,6 +774,7 @@ def _baresip_config(
         "module_app\t\tmenu.so",
         "module_app\t\tctrl_tcp.so",
         "module_app\t\techo.so" if mode == "echo" else "",
+        "module\t\t\tsrtp.so" if mediaenc else "",
     ]
     (directory / "config").write_text("\n".join(line for line in lines if line) + "\n")
     answer = {"uas": ";answermode=auto", "echo": ";answermode=manual", "ring": ";answermode=manual"}
@@ -782,7 +787,8 @@ def _baresip_config(
             )
         else:
             aor = f"<sip:{user}@{uri_host(host)}:{sip_port}>;regint=0"
-        accounts.append(f"{aor}{answer.get(mode, '')};audio_codecs=pcmu")
+        encryption = f";mediaenc={mediaenc}" if mediaenc else ""
+        accounts.append(f"{aor}{answer.get(mode, '')};audio_codecs=pcmu{encryption}")
     (directory / "accounts").write_text("\n".join(accounts) + "\n")
 
 
@@ -868,6 +874,7 @@ class BaresipUA:
         dns: tuple[str, int] | None = None,
         registrar: str | None = None,
         password: str = AUTH_PASS,
+        mediaenc: str | None = None,
     ) -> None:
         if mode not in ("uas", "echo", "ring"):
             raise ValueError(f"unknown baresip mode {mode!r}: uas, echo or ring")
@@ -895,6 +902,7 @@ class BaresipUA:
                 dns=dns,
                 registrar=registrar,
                 password=password,
+                mediaenc=mediaenc,
             )
             self.recording_dir = self.dir / "recordings"
             self.process = Process(
@@ -1004,6 +1012,7 @@ class BaresipCall:
         dns: tuple[str, int] | None = None,
         registrar: str | None = None,
         password: str = AUTH_PASS,
+        mediaenc: str | None = None,
     ) -> None:
         binary = require_binary("baresip")
         self.uri = uri
@@ -1024,6 +1033,7 @@ class BaresipCall:
             dns=dns,
             registrar=registrar,
             password=password,
+            mediaenc=mediaenc,
         )
         self.seconds = seconds
         argv = [
@@ -1057,6 +1067,69 @@ class BaresipCall:
 
     def logs(self) -> dict[str, str]:
         return {self.process.name: self.process.log_tail()}
+
+
+# --------------------------------------------------------------------------- captures
+
+
+@dataclass(frozen=True)
+class CapturedDatagram:
+    source: tuple[str, int]
+    destination: tuple[str, int]
+    payload: bytes
+
+
+class LoopbackCapture:
+    """dumpcap on ``lo`` (UDP only, libpcap format), for checking what went on the wire.
+
+    Needs root (or the capture capabilities); ``datagrams()`` after ``stop()``.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        require_root("capturing on the loopback")
+        binary = require_binary("dumpcap")
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.path = workdir / f"capture-{secrets.token_hex(3)}.pcap"
+        argv = [binary, "-i", "lo", "-f", "udp", "-P", "-w", str(self.path)]
+        self.process = Process("dumpcap", argv, workdir / "dumpcap.log", workdir)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while "Capturing on" not in self.process.log_text():
+            if not self.process.alive or time.monotonic() > deadline:
+                raise PeerError(f"dumpcap did not start: {self.process.log_tail(10)}")
+            time.sleep(0.02)
+        time.sleep(0.5)  # it says so a moment before the filter is attached
+
+    def stop(self) -> None:
+        time.sleep(0.2)  # let the last packets reach the file
+        self.process.stop(signal.SIGINT)
+
+    def datagrams(self) -> list[CapturedDatagram]:
+        """Every IPv4 UDP datagram captured, in order (libpcap, Ethernet link type)."""
+        data = self.path.read_bytes()
+        if len(data) < 24 or data[:4] != b"\xd4\xc3\xb2\xa1":
+            raise PeerError(f"{self.path} is not a little-endian libpcap file")
+        out = []
+        offset = 24
+        while offset + 16 <= len(data):
+            captured = int.from_bytes(data[offset + 8 : offset + 12], "little")
+            frame = data[offset + 16 : offset + 16 + captured]
+            offset += 16 + captured
+            if len(frame) < 14 + 20 + 8 or frame[12:14] != b"\x08\x00":
+                continue
+            ip = frame[14:]
+            header = (ip[0] & 0x0F) * 4
+            if ip[9] != 17:
+                continue
+            udp = ip[header:]
+            length = int.from_bytes(udp[4:6], "big")
+            out.append(
+                CapturedDatagram(
+                    (socket.inet_ntoa(ip[12:16]), int.from_bytes(udp[0:2], "big")),
+                    (socket.inet_ntoa(ip[16:20]), int.from_bytes(udp[2:4], "big")),
+                    bytes(udp[8:length]),
+                )
+            )
+        return out
 
 
 # --------------------------------------------------------------------------- audio checks
