@@ -44,6 +44,12 @@ def test_a_dial_request_is_parsed_with_typed_fields():
         (b'{"op": "dial", "to": 5}', "bad_field", "to", "'to' must be a string, not a number"),
         (b'{"op": "dial", "to": "http://x"}', "bad_field", "to", "sip:/sips:/tel: URI"),
         (b'{"op": "dial", "to": "sip:a b@c"}', "bad_field", "to", "must not contain spaces"),
+        (
+            b'{"op": "dial", "to": "sip:a@b", "srtp": "maybe"}',
+            "bad_field",
+            "srtp",
+            "'srtp' must be one of off, offer, required",
+        ),
         (b'{"op": "transfer", "call": "abcd"}', "bad_field", "to", "'transfer' needs 'to'"),
         (
             b'{"op": "transfer", "call": "abcd", "to": "http://x"}',

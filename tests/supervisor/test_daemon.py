@@ -49,6 +49,25 @@ def test_a_call_through_the_daemons_own_inbound_listener(gosipd):
     assert inbound and inbound[0]["cause"] == "remote_hangup"
 
 
+def test_a_dial_that_requires_srtp_reaches_an_inbound_call_that_offers_it(gosipd):
+    """The dial's ``srtp`` field overrides [rtp] srtp; both legs are gosipd workers."""
+    daemon = gosipd(extra='[rtp]\nsrtp = "offer"\nsrtp_suites = ["AEAD_AES_128_GCM"]\n')
+    reply, conn = daemon.dial(
+        f"sip:echo@127.0.0.1:{daemon.sip_port}", max_duration=2, app="tone:1000", srtp="required"
+    )
+    ended = conn.until_event("call.ended")
+    assert ended["cause"] == "max_duration"
+    assert ended["media"]["srtp"] == "AEAD_AES_128_GCM"
+    assert ended["media"]["packets_received"] > 50 and ended["media"]["srtp_rejected"] == 0
+    (inbound,) = [
+        e
+        for e in daemon.events()
+        if e.get("event") == "call.ended" and e.get("call") != reply["call"]
+    ]
+    assert inbound["media"]["srtp"] == "AEAD_AES_128_GCM"
+    assert "inline:" not in daemon.log.read_text()  # no key reached the log
+
+
 def _invite(port: int, to_port: int, call_id: str) -> bytes:
     body = (
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

@@ -304,6 +304,30 @@ def test_the_media_threads_realtime_priority_is_configurable_and_checked(tmp_pat
         load_config(path)
 
 
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('srtp = "yes"', r"\[rtp\] srtp must be one of off, offer, required, not 'yes'"),
+        ("srtp = true", r"\[rtp\] srtp must be a string"),
+        ('srtp_suites = ["AES_CM_128_HMAC_SHA1_80", "NULL"]', r"srtp_suites: 'NULL' is not one"),
+        ("srtp_suites = []", "at least one suite"),
+    ],
+)
+def test_srtp_settings_are_checked(tmp_path: Path, text: str, error: str):
+    path = tmp_path / "gosipd.toml"
+    path.write_text(f"[rtp]\n{text}\n")
+    with pytest.raises(ConfigError, match=error):
+        load_config(path)
+
+
+def test_srtp_is_off_by_default_and_configurable(tmp_path: Path):
+    assert load_config(None).rtp_srtp == "off"
+    path = tmp_path / "gosipd.toml"
+    path.write_text('[rtp]\nsrtp = "required"\nsrtp_suites = ["AEAD_AES_128_GCM"]\n')
+    config = load_config(path)
+    assert config.rtp_srtp == "required" and config.rtp_srtp_suites == ("AEAD_AES_128_GCM",)
+
+
 def test_apps_can_name_the_call_type_from_the_package():
     import gosipd
     from gosipd.call import Call
