@@ -25,6 +25,12 @@ The curve runs at normal priority; the budget level runs once more with the
 media threads under SCHED_FIFO (``realtime_priority``), the production
 setting when the worker may use it, and the budgets are judged on that row.
 
+SRTP (AES_CM_128_HMAC_SHA1_80, protect and unprotect in the media thread)
+is measured as a ratio to plain RTP: three pairs of runs at 200 calls, plain
+then SRTP, and the median of the pairs' CPU ratios (the reflector echoes the
+SRTP packets as they are, so each call unprotects its own stream with the
+same key: the same work as a real far end's).
+
 Run alone: ``python bench/media.py [--calls 50,100,200,500] [--seconds 10]``.
 """
 
@@ -52,6 +58,7 @@ import trio
 
 from gosipd import _dsp
 from gosipd.media import MediaSession, events
+from gosipd.sdes import SrtpKeys
 from gosipd.sdp import NegotiatedMedia
 
 HERE = Path(__file__).resolve().parent
@@ -63,6 +70,10 @@ MAX_P99_LATENESS_MS = 2.0
 MAX_USS_MB = 4.0
 MIN_RATIO_VS_TRIO = 5.0
 BUDGET_CALLS = 500
+#: SRTP's CPU per call as a ratio to plain RTP (issue 14), at SRTP_CALLS calls.
+MAX_SRTP_RATIO = 1.3
+SRTP_CALLS = 200
+SRTP_SUITE = "AES_CM_128_HMAC_SHA1_80"
 
 
 def _uss_kb() -> int:
@@ -87,10 +98,15 @@ def _machine_busy() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
+#: Whether the calls of a level use SRTP.
+SRTP = False
+
+
 def _media_to(port: int) -> NegotiatedMedia:
+    key = os.urandom(30)  # ours and, since the reflector echoes us, the far end's
     return NegotiatedMedia(
         "127.0.0.1", port, "127.0.0.1", port + 1, False, "PCMU", 0, 101, 101,
-        ((0, "PCMU"),), 20, "sendrecv",
+        ((0, "PCMU"),), 20, "sendrecv", srtp=SrtpKeys(SRTP_SUITE, key, key) if SRTP else None,
     )  # fmt: skip
 
 
@@ -503,7 +519,7 @@ def main(
     realtime: bool = True,
 ) -> bool:
     """The curve at normal priority, then (if allowed) the budget level under SCHED_FIFO."""
-    global REALTIME
+    global REALTIME, SRTP
     resource.setrlimit(
         resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
     )
@@ -526,8 +542,22 @@ def main(
                 drops = _udp_drops()
                 level = summarise(calls, run_level(calls, seconds, reflector, workdir))
                 rows.append((label, level, _udp_drops() - drops))
+            REALTIME = None
+            srtp_calls = SRTP_CALLS if SRTP_CALLS in levels else max(levels)
+            srtp_pairs: list[tuple[Level, Level]] = []
+            for _ in range(3):
+                pair = []
+                for secure in (False, True):
+                    SRTP = secure
+                    pair.append(
+                        summarise(
+                            srtp_calls, run_level(srtp_calls, seconds / 2, reflector, workdir)
+                        )
+                    )
+                srtp_pairs.append((pair[0], pair[1]))
         finally:
             REALTIME = None
+            SRTP = False
             reflector.stop()
     print("\nMedia: N call processes forked after gc.freeze(), G.711 20 ms both ways,")
     print(f"echoed by {reflector.name}; {seconds:g} s window per level")
@@ -580,6 +610,22 @@ def main(
             (f"USS per call process, {r.calls} calls", f"{r.uss_max_mb:.2f} MB",
              f"<= {MAX_USS_MB:g}", r.uss_max_mb <= MAX_USS_MB),
         ]  # fmt: skip
+    print(f"\nSRTP ({SRTP_SUITE}) against plain RTP, {srtp_calls} calls, {seconds / 2:g} s each:")
+    columns = ("plain µs/tick", "SRTP µs/tick", "ratio", "SRTP lost", "SRTP p99 ms")
+    print(" ".join(f"{c:>13}" for c in columns))
+    ratios = []
+    for plain, secure in srtp_pairs:
+        ratios.append(secure.cpu_us_per_tick / max(1e-9, plain.cpu_us_per_tick))
+        print(
+            f"{plain.cpu_us_per_tick:>13.1f} {secure.cpu_us_per_tick:>13.1f} {ratios[-1]:>12.2f}x"
+            f" {secure.lost:>13} {secure.p99_ms:>13.2f}"
+        )
+    srtp_ratio = float(np.median(ratios))
+    checks.append(
+        (f"SRTP CPU per call vs plain, {srtp_calls} calls (median)", f"{srtp_ratio:.2f}x",
+         f"<= {MAX_SRTP_RATIO:g}x", srtp_ratio <= MAX_SRTP_RATIO
+         and all(s.lost == 0 and not s.errors for _, s in srtp_pairs)),
+    )  # fmt: skip
     print()
     for name, value, budget, met in checks:
         print(f"{name:<52} {value:>14} {budget:>8}  {'ok' if met else 'MISSED'}")
