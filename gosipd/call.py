@@ -44,7 +44,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ from gosipd.audio import (
     tones_from_spec,
 )
 from gosipd.config import Config, parse_hostport
+from gosipd.connections import StreamEndpoint, client_tls_context
 from gosipd.control import ControlError, ControlRequest, ok_reply
 from gosipd.locate import (
     Datagram,
@@ -72,6 +73,7 @@ from gosipd.locate import (
     Reason,
     ResolverConfig,
     Target,
+    Transport,
     UdpEndpoint,
     Verdict,
 )
@@ -630,7 +632,7 @@ class CallRuntime:
         self._transfer_accepted: trio.Event | None = None
         self._transfer_outcome: tuple[bool, str] = (False, "")
         self.ua: UserAgent | None = None
-        self.endpoint: UdpEndpoint | None = None
+        self.endpoint: UdpEndpoint | StreamEndpoint | None = None
         self.session: media.MediaSession | None = None
         self.failover: Failover | None = None
         #: The offer we sent last and whose answer we await (INVITE, re-INVITE or a 200).
@@ -669,6 +671,7 @@ class CallRuntime:
         self._icmp_reasons: dict[tuple[str, int], Reason] = {}
         self._answer_problem = "no SDP in the answer"
         self._srtp_refused = False
+        self._tls_failure: str | None = None
         self._answer_socket = (
             trio.socket.from_stdlib_socket(answer_socket) if answer_socket is not None else None
         )
@@ -799,17 +802,20 @@ class CallRuntime:
             session_timer=self.config.session_timer,
         )
 
-    async def _locate(self, host: str, port: int | None, secure: bool) -> list[Target]:
+    async def _locate(
+        self, host: str, port: int | None, secure: bool, transport: str | None = None
+    ) -> list[Target]:
         if self._locator is None:
             self._locator = Locator(
                 ResolverConfig(
                     nameservers=self.config.dns_nameservers,
                     port=self.config.dns_port,
                     timeout=self.config.dns_timeout_s,
+                    transports=tuple(Transport(t) for t in self.config.transports),
                 ),
                 rng=self.rng,
             )
-        location = await self._locator.locate(host, port=port, secure=secure)
+        location = await self._locator.locate(host, port=port, secure=secure, transport=transport)
         for step in location.steps:
             self.log.debug("locate.step", step=step)
         return list(location.targets)
@@ -852,7 +858,20 @@ class CallRuntime:
         except DialError as exc:
             raise CallError(str(exc)) from None
         request_uri = dial.request_uri
-        targets = await self._locate(dial.host, dial.port, dial.secure)
+        try:
+            targets = await self._locate(dial.host, dial.port, dial.secure, dial.transport)
+        except LocateError as exc:
+            raise CallError(str(exc)) from None
+        # One transport per call (its transactions' timers and its Via): the best
+        # target's; the others are kept for failover.
+        transport = targets[0].transport
+        if any(t.transport is not transport for t in targets):
+            self.log.info(
+                "locate.transport",
+                transport=str(transport),
+                skipped=[str(t) for t in targets if t.transport is not transport],
+            )
+            targets = [t for t in targets if t.transport is transport]
         located = frozenset(target.address for target in targets)
         trunk_names = self._trunk_names()
         if dial.via_proxy or _host_key(dial.host) in trunk_names:
@@ -868,10 +887,21 @@ class CallRuntime:
         bind_host = (
             "::" if ":" in first or ":" in self.config.sip_address else (self.config.sip_address)
         )
-        self.endpoint = UdpEndpoint(bind_host, 0)
+        if transport is Transport.UDP:
+            self.endpoint = UdpEndpoint(bind_host, 0)
+        else:
+            self.endpoint = await self._stream_endpoint(bind_host, transport, dial.host)
         local = (self._local_ip, self.endpoint.local_address[1])
         outbound = targets[0].endpoint if dial.via_proxy else None
-        self.ua = UserAgent(self._ua_config(local, outbound), rng=self.rng)
+        config = self._ua_config(local, outbound)
+        if transport is not Transport.UDP:
+            config = replace(
+                config,
+                transport=transport.value.upper(),
+                timers=replace(config.timers, reliable=True),
+                contact_scheme="sips" if dial.secure else "sip",
+            )
+        self.ua = UserAgent(config, rng=self.rng)
         self._rtp = media.bind_rtp_pair(
             self._bind_ip(), range(self.config.rtp_port_min, self.config.rtp_port_max, 2)
         )
@@ -904,6 +934,28 @@ class CallRuntime:
         self.publication.publish(sip_call_id=self.ua.call_id)
         self._nursery_start(self._receive_sip)
         await self._pump()
+
+    async def _stream_endpoint(
+        self, bind_host: str, transport: Transport, host: str
+    ) -> StreamEndpoint:
+        """A TCP or TLS endpoint; a TLS certificate must name the host we dialed (the SIP
+        domain or proxy, RFC 5922), or the target's address when that is all we have."""
+        tls = None
+        if transport is Transport.TLS:
+            try:
+                tls = client_tls_context(
+                    ca_file=self.config.tls_ca_file,
+                    cert_file=self.config.tls_cert_file,
+                    key_file=self.config.tls_key_file,
+                    verify=self.config.tls_verify,
+                )
+            except (OSError, ValueError) as exc:
+                raise CallError(f"TLS is not usable: {exc}", code="tls_failed") from None
+        name = host.strip("[]")
+        endpoint = StreamEndpoint(bind_host, tls=tls, server_name=lambda _destination: name)
+        assert self._nursery is not None
+        await self._nursery.start(endpoint.run)
+        return endpoint
 
     def _advertised_ip(self, towards: str) -> str:
         if self.config.public_address:
@@ -1034,8 +1086,13 @@ class CallRuntime:
                 self.ua.receive(item.data, item.source, now)
             elif isinstance(item, IcmpError) and item.reason is not None:
                 self.log.info(
-                    "sip.icmp", destination=list(item.destination), reason=str(item.reason)
+                    "sip.connection" if isinstance(self.endpoint, StreamEndpoint) else "sip.icmp",
+                    destination=list(item.destination),
+                    reason=str(item.reason),
+                    **({"detail": item.reporter} if item.reporter else {}),
                 )
+                if item.reason is Reason.TLS_FAILED:
+                    self._tls_failure = item.reporter or "handshake failed"
                 # the engine fails the transaction sent there (AttemptFailed for the
                 # INVITE, which drives the failover in _on_attempt_failed)
                 self._icmp_reasons[item.destination] = item.reason
@@ -1308,7 +1365,14 @@ class CallRuntime:
             if target is not None:
                 self.ua.retry(target.endpoint, now)
                 return
-        self._walk_over(now, "unreachable" if failed.reason != "status" else "failed")
+        if failed.reason == "status":
+            cause = "failed"
+        elif self._tls_failure is not None:
+            cause = "tls_failed"
+            self._end_reason = f"TLS failed: {self._tls_failure}"
+        else:
+            cause = "unreachable"
+        self._walk_over(now, cause)
 
     async def _on_redirect(self, status: int, contacts: tuple[URI, ...]) -> None:
         """Follow the best Contact the ``[trunk] redirects`` policy allows; each one is

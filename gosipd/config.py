@@ -92,6 +92,9 @@ class TrunkConfig:
     register: bool = False
     registrar: str | None = None
     register_expires: int = 3600
+    #: "udp", "tcp" or "tls" for every call to the trunk; None: RFC 3263 chooses among
+    #: [sip] transports (NAPTR, then SRV).
+    transport: str | None = None
 
     @property
     def configured(self) -> bool:
@@ -175,6 +178,15 @@ class Config:
     #: shortest we accept (a peer asking for less gets 422).
     session_expires: int = 1800
     min_se: int = 90
+    #: What RFC 3263 may choose for a sip: URI without ;transport= (NAPTR/SRV order);
+    #: a URI's ;transport= and sips: (TLS) are always honoured.
+    transports: tuple[str, ...] = ("udp",)
+    #: TLS (RFC 3261 §26.2, RFC 5630): verify the peer against the system trust store or
+    #: ca_file; cert_file/key_file are our certificate for trunks that ask for one.
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_verify: bool = True
     rtp_port_min: int = 20000
     rtp_port_max: int = 29999
     #: SCHED_FIFO priority of each call's media thread (0: normal scheduling). Taken only
@@ -313,6 +325,13 @@ _RTP_KEYS: dict[str, tuple[str, Kind]] = {
     "realtime_priority": ("rtp_realtime_priority", int),
     "srtp": ("rtp_srtp", str),
 }
+_TLS_KEYS: dict[str, tuple[str, Kind]] = {
+    "ca_file": ("tls_ca_file", str),
+    "cert_file": ("tls_cert_file", str),
+    "key_file": ("tls_key_file", str),
+    "verify": ("tls_verify", bool),
+}
+TRANSPORTS = ("udp", "tcp", "tls")
 _DNS_KEYS: dict[str, tuple[str, Kind]] = {
     "port": ("dns_port", int),
     "timeout": ("dns_timeout_s", (int, float)),
@@ -344,6 +363,7 @@ _TRUNK_KEYS: dict[str, Kind] = {
     "register": bool,
     "registrar": str,
     "register_expires": int,
+    "transport": str,
 }
 _LIMIT_KEYS: dict[str, Kind] = {
     "max_calls": int,
@@ -382,6 +402,7 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
         "limits",
         "stream",
         "headers",
+        "tls",
     }
     for section in data:
         if section not in known:
@@ -393,6 +414,7 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
         ("sip", _SIP_KEYS),
         ("rtp", _RTP_KEYS),
         ("dns", _DNS_KEYS),
+        ("tls", _TLS_KEYS),
         ("daemon", _DAEMON_KEYS),
         ("files", _FILES_KEYS),
     ):
@@ -409,6 +431,17 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
                             f"{path}: [dns] nameservers: {server!r} is not an IP address"
                         ) from None
                 changes["dns_nameservers"] = tuple(servers)
+                continue
+            if section == "sip" and key == "transports":
+                listed = [
+                    str(_check(section, key, v, str, path)).lower()
+                    for v in _check(section, key, value, list, path)
+                ]
+                if not listed or any(n not in TRANSPORTS for n in listed):
+                    raise ConfigError(
+                        f"{path}: [sip] transports must list some of {', '.join(TRANSPORTS)}"
+                    )
+                changes["transports"] = tuple(dict.fromkeys(listed))
                 continue
             if section == "rtp" and key == "srtp_suites":
                 suites = _check(section, key, value, list, path)
@@ -446,6 +479,12 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
         )
     if not 0 <= config.rtp_realtime_priority <= 99:
         raise ConfigError(f"{path}: [rtp] realtime_priority must be 0 (off) to 99")
+    for name in ("ca_file", "cert_file", "key_file"):
+        value = getattr(config, f"tls_{name}")
+        if value is not None and not os.path.isfile(value):
+            raise ConfigError(f"{path}: [tls] {name}: no such file {value!r}")
+    if bool(config.tls_cert_file) != bool(config.tls_key_file):
+        raise ConfigError(f"{path}: [tls] cert_file and key_file go together")
     if config.rtp_srtp not in SRTP_POLICIES:
         raise ConfigError(
             f"{path}: [rtp] srtp must be one of {', '.join(SRTP_POLICIES)}, not {config.rtp_srtp!r}"
@@ -472,6 +511,10 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
             f"{path}: [trunk] username and password need [trunk] domain or proxy (or "
             "registrar): credentials are sent only to the trunk"
         )
+    if "transport" in trunk:
+        trunk["transport"] = trunk["transport"].lower()
+        if trunk["transport"] not in TRANSPORTS:
+            raise ConfigError(f"{path}: [trunk] transport must be one of {', '.join(TRANSPORTS)}")
     if not 0 <= trunk.get("max_redirects", 0) <= 10:
         raise ConfigError(f"{path}: [trunk] max_redirects must be 0 to 10")
     if "registrar" in trunk:

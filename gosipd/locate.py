@@ -687,6 +687,8 @@ class Reason(enum.StrEnum):
     PORT_UNREACHABLE = "icmp_port_unreachable"
     HOST_UNREACHABLE = "icmp_unreachable"
     RESPONSE = "response"  # 408 or 5xx; the status is in the event
+    CONNECTION_LOST = "connection_lost"  # TCP/TLS: closed, reset, or broke the framing
+    TLS_FAILED = "tls_failed"  # the handshake failed (certificate, protocol)
 
 
 class Verdict(enum.Enum):

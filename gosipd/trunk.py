@@ -43,6 +43,9 @@ class DialTarget:
     port: int | None
     #: Through the configured trunk proxy (an outbound proxy for the whole dialog).
     via_proxy: bool = False
+    #: The transport asked for (the URI's ;transport=, or [trunk] transport); None:
+    #: RFC 3263 chooses.
+    transport: str | None = None
 
     @property
     def secure(self) -> bool:
@@ -81,8 +84,8 @@ def dial_target(to: str, trunk: TrunkConfig) -> DialTarget:
         except SIPParseError as exc:
             raise DialError(f"{target!r} is not a SIP URI: {exc.reason}") from None
         if proxy is not None:
-            return DialTarget(uri, proxy[0], proxy[1], via_proxy=True)
-        return DialTarget(uri, uri.host, uri.port)
+            return DialTarget(uri, proxy[0], proxy[1], via_proxy=True, transport=trunk.transport)
+        return DialTarget(uri, uri.host, uri.port, transport=uri.param("transport"))
     number = normalise_number(target)
     if not trunk.configured:
         raise DialError(
@@ -92,8 +95,8 @@ def dial_target(to: str, trunk: TrunkConfig) -> DialTarget:
     domain = trunk.domain or (proxy[0] if proxy else "")
     uri = URI(scheme="sip", user=f"{trunk.prefix}{number}", host=domain)
     if proxy is not None:
-        return DialTarget(uri, proxy[0], proxy[1], via_proxy=True)
-    return DialTarget(uri, domain, None)
+        return DialTarget(uri, proxy[0], proxy[1], via_proxy=True, transport=trunk.transport)
+    return DialTarget(uri, domain, None, transport=trunk.transport)
 
 
 def caller_identity(from_: str | None, trunk: TrunkConfig, local_ip: str) -> NameAddr:

@@ -297,7 +297,7 @@ def parse_sip_trace(text: str) -> list[SipTraceEntry]:
     entries = []
     for block in re.split(r"^-{20,} \S+ \S+\n", text, flags=re.M):
         header, _, message = block.partition("\n")
-        if not header.startswith("UDP message"):
+        if not header.startswith(("UDP message", "TCP message")):
             continue
         message = message.lstrip("\r\n")
         entries.append(
@@ -484,7 +484,9 @@ class SippUAS(_SipTrace):
         user: str = AUTH_USER,
         password: str = AUTH_PASS,
         keys: dict[str, str] | None = None,
+        transport: str = "udp",
     ) -> None:
+        """``transport``: "udp" or "tcp" (one connection, ``-t t1``)."""
         if variant not in SIPP_UAS_VARIANTS:
             raise ValueError(f"unknown SIPp UAS variant {variant!r}: {sorted(SIPP_UAS_VARIANTS)}")
         binary = require_binary("sipp")
@@ -493,7 +495,9 @@ class SippUAS(_SipTrace):
         self.final_stats: SippStats | None = None
         spec = SIPP_UAS_VARIANTS[variant]
         for attempt in range(3):
-            self.port = port if port is not None else free_port(host)
+            self.transport = transport
+            tcp = transport == "tcp"
+            self.port = port if port is not None else free_port(host, tcp=tcp)
             self.media_port = free_port_range(host, 4)  # SIPp binds media and media+2
             name = f"sipp-{variant}-{self.port}"
             self.dir = workdir / name
@@ -504,7 +508,7 @@ class SippUAS(_SipTrace):
             argv = [
                 binary,
                 "-sf", str(SCENARIO_DIR / spec.scenario),
-                "-i", host, "-p", str(self.port), "-bind_local", "-t", "u1",
+                "-i", host, "-p", str(self.port), "-bind_local", "-t", "t1" if tcp else "u1",
                 "-mi", host, "-mp", str(self.media_port),
                 "-cp", str(free_port("0.0.0.0")),  # SIPp's remote control binds the wildcard
                 "-nostdin",
@@ -526,7 +530,7 @@ class SippUAS(_SipTrace):
                 argv += ["-key", key, value]
             self.process = Process(name, argv, self.dir / "sipp.log", self.dir)
             try:
-                self.process.wait_bound(host, self.port)
+                self.process.wait_bound(host, self.port, proto="tcp" if tcp else "udp")
                 return
             except PeerError as exc:
                 text = str(exc) + self._errors()
@@ -542,7 +546,8 @@ class SippUAS(_SipTrace):
         return (self.host, self.port)
 
     def uri(self, user: str = "echo") -> str:
-        return f"sip:{user}@{uri_host(self.host)}:{self.port}"
+        suffix = ";transport=tcp" if self.transport == "tcp" else ""
+        return f"sip:{user}@{uri_host(self.host)}:{self.port}{suffix}"
 
     def stats(self) -> SippStats:
         """SIPp's counters: live ones are up to a second old, and a call counts as

@@ -2,10 +2,14 @@
 
 Every transaction reads its timers from one ``Timers`` so that a deployment
 (or a test) can change T1 once and have A..M follow, as the RFC intends.
+``reliable=True`` is the table's TCP/TLS column: no retransmission timers
+(A, E and G are infinite: never started) and no wait for retransmissions
+(D, I, J and K are zero).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = ["Timers"]
@@ -18,6 +22,8 @@ class Timers:
     t4: float = 5.0  # maximum duration a message remains in the network
     #: Timer D for unreliable transports: "at least 32 seconds".
     d_unreliable: float = 32.0
+    #: The transport is reliable (TCP, TLS): nothing is retransmitted by transactions.
+    reliable: bool = False
 
     def __post_init__(self) -> None:
         if not (0 < self.t1 <= self.t2):
@@ -28,7 +34,7 @@ class Timers:
     @property
     def a(self) -> float:
         """INVITE request retransmit interval (initial; doubles)."""
-        return self.t1
+        return math.inf if self.reliable else self.t1
 
     @property
     def b(self) -> float:
@@ -37,13 +43,13 @@ class Timers:
 
     @property
     def d(self) -> float:
-        """Wait time for response retransmits (INVITE client, unreliable transport)."""
-        return self.d_unreliable
+        """Wait time for response retransmits (INVITE client)."""
+        return 0.0 if self.reliable else self.d_unreliable
 
     @property
     def e(self) -> float:
         """Non-INVITE request retransmit interval (initial; doubles up to T2)."""
-        return self.t1
+        return math.inf if self.reliable else self.t1
 
     @property
     def f(self) -> float:
@@ -53,7 +59,7 @@ class Timers:
     @property
     def g(self) -> float:
         """INVITE response retransmit interval (initial; doubles up to T2)."""
-        return self.t1
+        return math.inf if self.reliable else self.t1
 
     @property
     def h(self) -> float:
@@ -63,17 +69,17 @@ class Timers:
     @property
     def i(self) -> float:
         """Wait time for ACK retransmits."""
-        return self.t4
+        return 0.0 if self.reliable else self.t4
 
     @property
     def j(self) -> float:
         """Wait time for non-INVITE request retransmits."""
-        return 64 * self.t1
+        return 0.0 if self.reliable else 64 * self.t1
 
     @property
     def k(self) -> float:
         """Wait time for response retransmits (non-INVITE client)."""
-        return self.t4
+        return 0.0 if self.reliable else self.t4
 
     @property
     def l(self) -> float:  # noqa: E743 - the RFC's name

@@ -11,13 +11,14 @@ call the state forbids, such as a second final response) raises
 
 Transactions do not own sockets or clocks: they append ``(bytes, address)``
 to an outbox, return ``TransactionEvent``s for their user, and say when they
-next need ``handle_timer``. Only unreliable transport (UDP) is modelled, so
-the timers that are zero over TCP (D, I, J, K) always run.
+next need ``handle_timer``. Over a reliable transport (``Timers.reliable``)
+the retransmission timers never start and D, I, J and K are zero.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
@@ -360,6 +361,8 @@ class _Transaction:
         return events
 
     def _start(self, timer: Input, interval: float, now: float) -> None:
+        if math.isinf(interval):
+            return  # a retransmission timer on a reliable transport: never started
         self._intervals[timer] = interval
         self._deadlines[timer] = now + interval
 
@@ -457,7 +460,8 @@ class ClientTransaction(_Transaction):
             case Action.DOUBLE_E:
                 self._double(Input.TIMER_E, now, t.t2)
             case Action.E_AT_T2:
-                self._start(Input.TIMER_E, t.t2, now)
+                if not t.reliable:
+                    self._start(Input.TIMER_E, t.t2, now)
             case Action.START_D:
                 self._start(Input.TIMER_D, t.d, now)
             case Action.START_K:

@@ -222,6 +222,11 @@ class UAConfig:
 
     local_address: Address
     contact_user: str = "gosipd"
+    #: The transport of our Via and Contact: "UDP", "TCP" or "TLS" (the ``timers``
+    #: should then be reliable). Over TCP and TLS ``local_address`` is the connection's.
+    transport: str = "UDP"
+    #: "sips" when the request URI is (RFC 3261 §8.1.1.8: the Contact must be too).
+    contact_scheme: str = "sip"
     #: Sent as User-Agent (requests) and Server (responses); empty (the default): neither,
     #: so a scanner learns nothing of the software or its version.
     user_agent: str = ""
@@ -1806,7 +1811,13 @@ class UserAgent:
 
     def _via(self) -> Via:
         host, port = self.config.local_address
-        return Via("UDP", host, port, branch=f"{MAGIC_COOKIE}{_token(self.rng)}", rport=True)
+        return Via(
+            self.config.transport,
+            host,
+            port,
+            branch=f"{MAGIC_COOKIE}{_token(self.rng)}",
+            rport=True,
+        )
 
     def _identity(self, name: str) -> list[tuple[str, str]]:
         """The User-Agent or Server header field, when one is configured."""
@@ -1814,7 +1825,19 @@ class UserAgent:
 
     def _contact(self) -> NameAddr:
         host, port = self.public_address
-        return NameAddr(URI(scheme="sip", user=self.config.contact_user, host=host, port=port))
+        transport = self.config.transport.lower()
+        params = [("transport", transport)] if transport != "udp" else []
+        if self.config.contact_scheme == "sips":
+            params = []  # sips: means TLS (RFC 5630 §3.1.3)
+        return NameAddr(
+            URI(
+                scheme=self.config.contact_scheme,
+                user=self.config.contact_user,
+                host=host,
+                port=port,
+                params=params,
+            )
+        )
 
     def _learn_public_address(self, response: Response) -> None:
         """RFC 3581 §9: the received/rport on our Via say how the far end sees us."""
