@@ -672,6 +672,7 @@ class CallRuntime:
         self._answer_problem = "no SDP in the answer"
         self._srtp_refused = False
         self._tls_failure: str | None = None
+        self._connection_failure: str | None = None
         self._answer_socket = (
             trio.socket.from_stdlib_socket(answer_socket) if answer_socket is not None else None
         )
@@ -952,7 +953,12 @@ class CallRuntime:
             except (OSError, ValueError) as exc:
                 raise CallError(f"TLS is not usable: {exc}", code="tls_failed") from None
         name = host.strip("[]")
-        endpoint = StreamEndpoint(bind_host, tls=tls, server_name=lambda _destination: name)
+        endpoint = StreamEndpoint(
+            bind_host,
+            tls=tls,
+            server_name=lambda _destination: name,
+            stall_timeout=16 * self.config.t1,  # a sender never pauses inside a message
+        )
         assert self._nursery is not None
         await self._nursery.start(endpoint.run)
         return endpoint
@@ -1093,6 +1099,8 @@ class CallRuntime:
                 )
                 if item.reason is Reason.TLS_FAILED:
                     self._tls_failure = item.reporter or "handshake failed"
+                elif item.reporter:
+                    self._connection_failure = item.reporter
                 # the engine fails the transaction sent there (AttemptFailed for the
                 # INVITE, which drives the failover in _on_attempt_failed)
                 self._icmp_reasons[item.destination] = item.reason
@@ -1372,6 +1380,8 @@ class CallRuntime:
             self._end_reason = f"TLS failed: {self._tls_failure}"
         else:
             cause = "unreachable"
+            if self._connection_failure is not None:
+                self._end_reason = f"connection lost: {self._connection_failure}"
         self._walk_over(now, cause)
 
     async def _on_redirect(self, status: int, contacts: tuple[URI, ...]) -> None:

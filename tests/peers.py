@@ -731,8 +731,12 @@ def _baresip_config(
     registrar: str | None,
     password: str,
     mediaenc: str | None = None,
+    certificate: Path | None = None,
 ) -> None:
     """Write baresip 1.0.0's ``config`` and ``accounts`` (headless, loopback only).
+
+    ``certificate``: a PEM with the certificate and its key: baresip then listens
+    for TLS too.
 
     ``mediaenc``: the srtp module's mode, ``srtp`` (best effort: RTP/AVP with
     a=crypto), ``srtp-mand`` (RTP/SAVP) or ``srtp-mandf`` (RTP/SAVPF)."""
@@ -780,6 +784,7 @@ def _baresip_config(
         "module_app\t\tctrl_tcp.so",
         "module_app\t\techo.so" if mode == "echo" else "",
         "module\t\t\tsrtp.so" if mediaenc else "",
+        f"sip_certificate\t\t{certificate}" if certificate else "",
     ]
     (directory / "config").write_text("\n".join(line for line in lines if line) + "\n")
     answer = {"uas": ";answermode=auto", "echo": ";answermode=manual", "ring": ";answermode=manual"}
@@ -880,7 +885,9 @@ class BaresipUA:
         registrar: str | None = None,
         password: str = AUTH_PASS,
         mediaenc: str | None = None,
+        certificate: Path | None = None,
     ) -> None:
+        """``certificate`` (a PEM with the key): TLS too, on ``tls_port`` (port + 1)."""
         if mode not in ("uas", "echo", "ring"):
             raise ValueError(f"unknown baresip mode {mode!r}: uas, echo or ring")
         binary = require_binary("baresip")
@@ -908,6 +915,7 @@ class BaresipUA:
                 registrar=registrar,
                 password=password,
                 mediaenc=mediaenc,
+                certificate=certificate,
             )
             self.recording_dir = self.dir / "recordings"
             self.process = Process(
@@ -916,6 +924,8 @@ class BaresipUA:
             try:
                 self.process.wait_bound(host, self.port)
                 self.process.wait_bound(host, self.ctrl_port, proto="tcp")
+                if certificate is not None:
+                    self.process.wait_bound(host, self.port + 1, proto="tcp")
                 break
             except PeerError as exc:
                 self.process.stop(signal.SIGKILL)
@@ -926,6 +936,10 @@ class BaresipUA:
     @property
     def address(self) -> tuple[str, int]:
         return (self.host, self.port)
+
+    @property
+    def tls_port(self) -> int:
+        return self.port + 1  # baresip's TLS listener (with a certificate)
 
     @property
     def uri(self) -> str:

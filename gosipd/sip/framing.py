@@ -25,7 +25,7 @@ __all__ = ["PING", "PONG", "Framer", "FramingError", "Keepalive"]
 PING = b"\r\n\r\n"
 PONG = b"\r\n"
 
-_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\S*)[ \t]*$", re.I | re.M)
+_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\S*)[ \t]*\r?$", re.I | re.M)
 
 
 class FramingError(Exception):

@@ -145,6 +145,43 @@ def test_a_provisional_stops_retransmission_and_timer_b() -> None:
     assert isinstance(event, ResponseReceived) and event.response.status == 180
 
 
+RELIABLE = Timers(reliable=True)  # TCP, TLS: Table 4's reliable column
+
+
+def test_over_a_reliable_transport_the_invite_is_sent_once_and_timer_b_still_runs() -> None:
+    _, clock = client("INVITE", RELIABLE)
+    clock.run(40.0)
+    assert clock.times("INVITE") == [0.0]  # §17.1.1.2: no Timer A
+    assert clock.events == [TransactionTimeout("B")]
+    assert clock.tx.terminated
+
+
+def test_over_a_reliable_transport_a_failure_is_acked_and_the_transaction_ends_at_once() -> None:
+    req, clock = client("INVITE", RELIABLE)
+    clock.at(0.2, lambda now: clock.tx.receive(response(req, 486), now))
+    assert clock.times("ACK") == [0.2]
+    clock.run(0.2)
+    assert clock.tx.terminated  # Timer D = 0
+
+
+def test_over_a_reliable_transport_a_non_invite_is_sent_once_and_timer_k_is_zero() -> None:
+    req, clock = client("BYE", RELIABLE)
+    clock.at(2.0, lambda now: clock.tx.receive(response(req, 100), now))
+    clock.run(3.0)
+    assert clock.times("BYE") == [0.0]  # no Timer E, not even at T2 once Proceeding
+    clock.at(3.0, lambda now: clock.tx.receive(response(req, 200), now))
+    clock.run(3.0)
+    assert clock.tx.terminated
+
+
+def test_over_a_reliable_transport_a_server_sends_its_failure_once() -> None:
+    req, clock = server("INVITE", RELIABLE)
+    clock.at(0.1, lambda now: clock.tx.respond(response(req, 486), now))
+    clock.run(40.0)
+    assert clock.times("SIP/2.0 486") == [0.1]  # no Timer G
+    assert clock.events == [TransactionTimeout("H")]  # Timer H still waits for the ACK
+
+
 def test_a_failure_is_acked_inside_the_transaction_and_timer_d_lasts_32_seconds() -> None:
     req, clock = client("INVITE")
     final = response(req, 486)

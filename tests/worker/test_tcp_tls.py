@@ -9,12 +9,16 @@ the limit or stalls mid-message, each with its cause and no hung worker.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+import trustme
 
 from gosipd.call import Call
-from tests.worker.conftest import ended_event, events_named, place_call
+from tests.peers import LoopbackCapture, read_wav_mono, tone_ratio
+from tests.worker.conftest import config_with, ended_event, events_named, place_call
 
 __all__ = ["place_call"]
 
@@ -48,3 +52,74 @@ async def test_a_refused_tcp_connection_fails_the_call_as_unreachable(place_call
     assert end["setup_ms"] is None and end["duration_s"] < 2
     (failed,) = events_named(runtime, "locate.failover")
     assert failed["reason"] == "icmp_port_unreachable"
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> dict[str, Path]:
+    """A test CA (trustme), a server PEM for 127.0.0.1 and one for another name."""
+    ca = trustme.CA()
+    out = {"ca": tmp_path / "ca.pem"}
+    ca.cert_pem.write_to_path(str(out["ca"]))
+    for name, hosts in (("server", ("127.0.0.1", "localhost")), ("wrong_name", ("other.test",))):
+        cert = ca.issue_cert(*hosts)
+        path = tmp_path / f"{name}.pem"
+        path.write_bytes(
+            b"".join(b.bytes() for b in cert.cert_chain_pems) + cert.private_key_pem.bytes()
+        )
+        out[name] = path
+    return out
+
+
+async def test_a_call_over_tls_with_srtp_to_baresip(
+    baresip_uas: Any, place_call: Any, certificates: dict[str, Path], tmp_path: Path
+) -> None:
+    """What OpenAI's SIP endpoint and TLS trunks ask for: TLS signalling, SRTP media."""
+    bob = baresip_uas("uas", tone_hz=440, mediaenc="srtp-mand", certificate=certificates["server"])
+    recording = place_call.files / "bob.wav"
+
+    async def app(call: Call) -> None:
+        async with call.record(recording.name):
+            await trio.sleep(1.5)
+
+    config = config_with(rtp_srtp="required", tls_ca_file=str(certificates["ca"]))
+    capture = LoopbackCapture(tmp_path / "capture")
+    try:
+        runtime = await place_call(f"sips:bob@127.0.0.1:{bob.tls_port}", app, config=config)
+        await bob.wait_event("CALL_CLOSED", timeout=5)
+    finally:
+        capture.stop()
+
+    end = ended_event(runtime)
+    assert end["cause"] == "local_hangup", end
+    assert end["media"]["srtp"] == "AES_CM_128_HMAC_SHA1_80"
+    samples, rate = read_wav_mono(recording)
+    assert tone_ratio(samples, rate, 440) > 0.8
+    assert "SRTP is Enabled" in bob.log()
+    # nothing of the signalling is in the clear: no SIP, so no key, on UDP either
+    assert not any(b"SIP/2.0" in d.payload for d in capture.datagrams())
+
+
+@pytest.mark.parametrize(
+    ("server", "trust_ours", "words"),
+    [
+        ("server", False, "unable to get local issuer certificate"),  # a CA we do not trust
+        ("wrong_name", True, "mismatch"),  # signed, but for another name
+    ],
+)
+async def test_a_certificate_that_does_not_verify_fails_the_call_as_tls_failed(
+    baresip_uas: Any,
+    place_call: Any,
+    certificates: dict[str, Path],
+    server: str,
+    trust_ours: bool,
+    words: str,
+) -> None:
+    bob = baresip_uas("uas", certificate=certificates[server])
+    config = config_with(tls_ca_file=str(certificates["ca"])) if trust_ours else config_with()
+
+    runtime = await place_call(f"sips:bob@127.0.0.1:{bob.tls_port}", None, config=config)
+
+    end = ended_event(runtime)
+    assert end["cause"] == "tls_failed" and not end["answered"], end
+    assert words in end["reason"], end["reason"]
+    assert end["duration_s"] < 3
