@@ -320,6 +320,35 @@ def test_srtp_settings_are_checked(tmp_path: Path, text: str, error: str):
         load_config(path)
 
 
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('[sip]\ntransports = ["udp", "sctp"]', r"\[sip\] transports must list some of"),
+        ("[sip]\ntransports = []", r"\[sip\] transports must list some of"),
+        ('[trunk]\ndomain = "x.test"\ntransport = "ws"', r"\[trunk\] transport must be one of"),
+        ('[tls]\nca_file = "/nonexistent/ca.pem"', r"\[tls\] ca_file: no such file"),
+        ("[tls]\nverify = 1", r"\[tls\] verify must be true or false"),
+        ('[tls]\nkey_file = "{here}"', "cert_file and key_file go together"),
+    ],
+)
+def test_transport_and_tls_settings_are_checked(tmp_path: Path, text: str, error: str):
+    path = tmp_path / "gosipd.toml"
+    path.write_text(text.replace("{here}", str(path)) + "\n")
+    with pytest.raises(ConfigError, match=error):
+        load_config(path)
+
+
+def test_transports_default_to_udp_and_tls_verifies_by_default(tmp_path: Path):
+    config = load_config(None)
+    assert config.transports == ("udp",) and config.tls_verify
+    path = tmp_path / "gosipd.toml"
+    path.write_text(
+        '[sip]\ntransports = ["TLS", "tcp"]\n[trunk]\ndomain = "x.test"\ntransport = "TLS"\n'
+    )
+    config = load_config(path)
+    assert config.transports == ("tls", "tcp") and config.trunk.transport == "tls"
+
+
 def test_srtp_is_off_by_default_and_configurable(tmp_path: Path):
     assert load_config(None).rtp_srtp == "off"
     path = tmp_path / "gosipd.toml"

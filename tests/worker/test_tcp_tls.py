@@ -17,7 +17,7 @@ import trio
 import trustme
 
 from gosipd.call import Call
-from tests.peers import LoopbackCapture, read_wav_mono, tone_ratio
+from tests.peers import NAPTR, SRV, Host, LoopbackCapture, read_wav_mono, tone_ratio
 from tests.worker.conftest import config_with, ended_event, events_named, place_call
 
 __all__ = ["place_call"]
@@ -123,3 +123,34 @@ async def test_a_certificate_that_does_not_verify_fails_the_call_as_tls_failed(
     assert end["cause"] == "tls_failed" and not end["answered"], end
     assert words in end["reason"], end["reason"]
     assert end["duration_s"] < 3
+
+
+async def test_rfc_3263_picks_tcp_from_naptr_when_we_allow_it(
+    sipp_uas: Any, dnsmasq: Any, place_call: Any
+) -> None:
+    """NAPTR prefers SIP+D2T, then SIP+D2U: with [sip] transports = tcp, udp the call goes
+    over TCP; with the default (udp only) the TCP records are passed over."""
+    tcp = sipp_uas("echo", transport="tcp")
+    udp = sipp_uas("echo")
+    server = dnsmasq(
+        [
+            NAPTR("trunk.lab.test", 10, 10, "S", "SIP+D2T", "_sip._tcp.trunk.lab.test"),
+            NAPTR("trunk.lab.test", 20, 10, "S", "SIP+D2U", "_sip._udp.trunk.lab.test"),
+            SRV("_sip._tcp.trunk.lab.test", "tcp.lab.test", tcp.port),
+            SRV("_sip._udp.trunk.lab.test", "udp.lab.test", udp.port),
+            Host("tcp.lab.test", tcp.host),
+            Host("udp.lab.test", udp.host),
+        ]
+    )
+    host, port = server.nameserver
+
+    async def app(call: Call) -> None:
+        await trio.sleep(0.3)
+
+    for transports, peer, scheme in ((("tcp", "udp"), tcp, "tcp"), (("udp",), udp, "udp")):
+        config = config_with(dns_nameservers=(host,), dns_port=port, transports=transports)
+        runtime = await place_call("sip:echo@trunk.lab.test", app, config=config)
+        assert ended_event(runtime)["cause"] == "local_hangup"
+        (chosen,) = events_named(runtime, "locate.target")
+        assert chosen["target"] == f"{scheme}:{peer.host}:{peer.port}"
+        assert peer.received("INVITE") == 1
