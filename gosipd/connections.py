@@ -99,6 +99,8 @@ class StreamEndpoint:
         self._stall_timeout = stall_timeout
         self._max_message = max_message
         self._probe = socket.socket(self.family, socket.SOCK_STREAM)
+        if self.family == socket.AF_INET6:
+            self._probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         self._probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         self._probe.bind((host, 0))  # reserves the port every connection binds to
@@ -170,9 +172,14 @@ class StreamEndpoint:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            address = destination
+            if self.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                if ":" not in destination[0]:
+                    address = (f"::ffff:{destination[0]}", destination[1])  # dual stack
             await sock.bind(self._local)
             with trio.fail_after(CONNECT_TIMEOUT):
-                await sock.connect(destination)
+                await sock.connect(address)
         except trio.TooSlowError:
             sock.close()
             self._fail(destination, Reason.TIMEOUT, errno.ETIMEDOUT)
