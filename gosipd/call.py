@@ -1875,9 +1875,14 @@ class CallRuntime:
             self.require_media()
         except CallError as exc:
             raise ControlError("bad_state", f"stream: {exc}") from None
+        if args.get("rate", 8000) != 8000 and args.get("profile", "twilio") != "binary":
+            raise ControlError(
+                "bad_field", "'rate' 16000 needs 'profile' binary (Twilio's is 8 kHz)", field="rate"
+            )
         options = StreamOptions(
             url=args["url"],
             profile=args.get("profile", "twilio"),
+            rate=int(args.get("rate", 8000)),
             on_error=args.get("on_error", self.config.stream.on_error),
             queue_s=float(args.get("queue_s", 10.0)),
             parameters=dict(args.get("parameters") or {}),

@@ -227,6 +227,12 @@ def _parameters(name: str, value: Any) -> Any:
     return value
 
 
+def _rate(name: str, value: Any) -> Any:
+    if value not in (8000, 16000) or isinstance(value, bool):
+        raise ControlError("bad_field", f"'{name}' must be 8000 or 16000", field=name)
+    return value
+
+
 def _call_id(name: str, value: Any) -> Any:
     _string(128)(name, value)
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", value):
@@ -264,6 +270,7 @@ OPS: dict[str, Schema] = {
         "call": (_call_id, True),
         "url": (_stream_url, True),
         "profile": (_choice(*PROFILES), False),
+        "rate": (_rate, False),
         "on_error": (_choice(*ON_ERROR), False),
         "queue_s": (_number(0.1, 600), False),
         "parameters": (_parameters, False),

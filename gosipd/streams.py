@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from gosipd import _dsp
 from gosipd.config import STREAM_ON_ERROR
+from gosipd.resample import Downsampler, Upsampler
 from gosipd.rtp.dtmf import EVENT_OF_DIGIT
 
 __all__ = [
@@ -69,11 +70,13 @@ class StreamProtocolError(ValueError):
 
 @dataclass(frozen=True)
 class StreamOptions:
-    """``stream:URL [profile=twilio|binary] [on_error=hangup|continue] [queue_s=N]
-    [param.NAME=VALUE ...]``: the app's argument, parsed."""
+    """``stream:URL [profile=twilio|binary] [rate=8000|16000] [on_error=hangup|continue]
+    [queue_s=N] [param.NAME=VALUE ...]``: the app's argument, parsed. ``rate`` is the
+    binary profile's L16 sample rate (Twilio's protocol is 8 kHz µ-law only)."""
 
     url: str
     profile: str = "twilio"
+    rate: int = 8000
     on_error: str = "hangup"
     queue_s: float = 10.0
     parameters: dict[str, str] = field(default_factory=dict)
@@ -106,6 +109,10 @@ def parse_stream_arg(arg: str | None, *, on_error: str = "hangup") -> StreamOpti
             if value not in PROFILES:
                 raise ValueError(f"stream: profile must be one of {', '.join(PROFILES)}")
             values["profile"] = value
+        elif name == "rate":
+            if value not in ("8000", "16000"):
+                raise ValueError("stream: rate must be 8000 or 16000")
+            values["rate"] = int(value)
         elif name == "on_error":
             if value not in ON_ERROR:
                 raise ValueError(f"stream: on_error must be one of {', '.join(ON_ERROR)}")
@@ -122,6 +129,8 @@ def parse_stream_arg(arg: str | None, *, on_error: str = "hangup") -> StreamOpti
             raise ValueError(
                 f"stream: unknown option {name!r} (profile, on_error, queue_s, param.NAME)"
             )
+    if values.get("rate", 8000) != 8000 and values.get("profile", "twilio") != "binary":
+        raise ValueError("stream: rate=16000 needs profile=binary (Twilio's is 8 kHz µ-law)")
     return StreamOptions(url=url, parameters=parameters, **values)
 
 
@@ -310,11 +319,18 @@ class BinaryProfile:
 
     name = "binary"
 
-    def __init__(self, call_sid: str, stream_sid: str, parameters: dict[str, str]) -> None:
+    def __init__(
+        self, call_sid: str, stream_sid: str, parameters: dict[str, str], rate: int = RATE
+    ) -> None:
         self.call_sid = call_sid
         self.stream_sid = stream_sid
         self.parameters = dict(parameters)
+        self.rate = rate
         self._odd = b""  # half a sample left from the server's last binary message
+        self._up: Upsampler | None = None
+        self._down: Downsampler | None = None
+        if rate != RATE:
+            self._up, self._down = Upsampler(), Downsampler()
 
     def opening(self) -> list[str]:
         start = {
@@ -322,14 +338,14 @@ class BinaryProfile:
             "call": self.call_sid,
             "stream": self.stream_sid,
             "format": "L16",
-            "rate": RATE,
+            "rate": self.rate,
             "channels": 1,
             "parameters": self.parameters,
         }
         return [json.dumps(start)]
 
     def media(self, pcm: bytes) -> bytes:
-        return _le16(pcm)
+        return self._up.process(pcm) if self._up is not None else _le16(pcm)
 
     def dtmf(self, digit: str) -> str:
         return json.dumps({"event": "dtmf", "digit": digit})
@@ -345,7 +361,10 @@ class BinaryProfile:
             data = self._odd + message
             cut = len(data) - len(data) % 2
             self._odd = data[cut:]
-            return [Play(_from_le16(data[:cut]))] if cut else []
+            if not cut:
+                return []
+            audio = data[:cut]
+            return [Play(self._down.process(audio) if self._down else _from_le16(audio))]
         data_ = _json(message)
         event = data_.get("event")
         if event == "mark":
@@ -370,9 +389,11 @@ def _transfer_target(value: object) -> str:
 Profile = TwilioProfile | BinaryProfile
 
 
-def make_profile(name: str, call_sid: str, stream_sid: str, parameters: dict[str, str]) -> Profile:
+def make_profile(
+    name: str, call_sid: str, stream_sid: str, parameters: dict[str, str], rate: int = RATE
+) -> Profile:
     if name == "binary":
-        return BinaryProfile(call_sid, stream_sid, parameters)
+        return BinaryProfile(call_sid, stream_sid, parameters, rate)
     return TwilioProfile(call_sid, stream_sid, parameters)
 
 

@@ -70,7 +70,7 @@ async def stream_call(call: Call, options: StreamOptions) -> None:
     config = call.config.stream
     where = public_url(options.url)
     profile = make_profile(
-        options.profile, call.id, f"MZ{secrets.token_hex(16)}", options.parameters
+        options.profile, call.id, f"MZ{secrets.token_hex(16)}", options.parameters, options.rate
     )
     headers = [(k.encode(), v.encode()) for k, v in config.headers.get(options.host, {}).items()]
     context = None

@@ -223,3 +223,34 @@ def test_the_stream_section_configures_headers_per_host_and_checks_its_keys():
     ]:
         with pytest.raises(ConfigError, match=error):
             config_from_dict({"stream": bad})
+
+
+def test_a_16_khz_binary_profile_resamples_both_ways_without_clicks():
+    import numpy as np
+
+    from gosipd.streams import BinaryProfile, Play
+
+    profile = BinaryProfile("CA1", "MZ1", {}, rate=16000)
+    assert json.loads(profile.opening()[0])["rate"] == 16000
+    t = np.arange(8000) / 8000
+    tone = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    wide = b"".join(profile.media(tone[i : i + 160].tobytes()) for i in range(0, 8000, 160))
+    assert len(wide) == 4 * 8000  # twice the samples, two octets each
+    # the server's 16 kHz audio in odd-sized messages comes back as 8 kHz
+    pieces = [wide[i : i + 333] for i in range(0, len(wide), 333)]
+    narrow = b"".join(
+        c.pcm for piece in pieces for c in profile.receive(piece) if isinstance(c, Play)
+    )
+    back = np.frombuffer(narrow, dtype=np.int16).astype(np.float64)
+    assert abs(back.size - 8000) <= 1
+    delay = 32  # two filters of 2 ms each: 4 ms = 32 samples at 8 kHz
+    error = back[delay + 100 : 7900] - tone[100 : 7900 - delay]
+    assert np.sqrt(np.mean(error**2)) < 0.01 * np.sqrt(np.mean(tone.astype(float) ** 2))
+
+
+def test_rate_16000_is_only_for_the_binary_profile():
+    assert parse_stream_arg("ws://h/p profile=binary rate=16000").rate == 16000
+    with pytest.raises(ValueError, match="needs profile=binary"):
+        parse_stream_arg("ws://h/p rate=16000")
+    with pytest.raises(ValueError, match="rate must be 8000 or 16000"):
+        parse_stream_arg("ws://h/p profile=binary rate=44100")

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
@@ -277,6 +278,35 @@ async def test_binary_profile_and_a_bearer_token_only_for_its_own_host(sipp_uas,
     audio = b"".join(m for _, m in server.received if isinstance(m, bytes))
     assert prompt in audio
     assert "s3cret" not in json.dumps(runtime.bus.history)
+
+
+async def test_a_16_khz_binary_stream_sends_and_gets_16_khz_audio(sipp_uas, place_call):
+    """rate=16000: a 1 kHz tone from the server at 16 kHz reaches the far end (SIPp
+    echoes it) and comes back to the server at 16 kHz, still 1 kHz, 640 octets a frame."""
+    tone = (8000 * np.sin(2 * np.pi * 1000 * np.arange(16000 * 2) / 16000)).astype("<i2")
+
+    async def behaviour(ws: WebSocketConnection, server: Server) -> None:
+        await server.until(ws, "start")
+        await ws.send_message(tone.tobytes())
+        await server.record(ws)
+
+    echo = sipp_uas("echo")
+    runtime, server = await streamed_call(
+        place_call, echo.uri(), behaviour, options="profile=binary rate=16000"
+    )
+
+    (_, start) = server.json_events("start")[0]
+    assert start["rate"] == 16000
+    frames = [m for _, m in server.received if isinstance(m, bytes)]
+    assert frames and all(len(f) == 640 for f in frames)  # 20 ms at 16 kHz
+    back = np.frombuffer(b"".join(frames), dtype="<i2").astype(np.float64)
+    loud = back[np.abs(back) > 2000]
+    assert loud.size > 16000  # at least a second of the tone came back
+    start_at = int(np.flatnonzero(np.abs(back) > 2000)[0]) + 1600
+    segment = back[start_at : start_at + 16000]
+    spectrum = np.abs(np.fft.rfft(segment * np.hanning(segment.size)))
+    assert abs(np.fft.rfftfreq(segment.size, 1 / 16000)[spectrum.argmax()] - 1000) < 5
+    assert ended_event(runtime)["cause"] == "max_duration"
 
 
 @pytest.mark.parametrize("trusted", [True, False], ids=["trusted_ca", "unknown_ca"])
