@@ -17,8 +17,9 @@ import trio
 import trustme
 
 from gosipd.call import Call
-from tests.peers import NAPTR, SRV, Host, LoopbackCapture, read_wav_mono, tone_ratio
+from tests.peers import NAPTR, SRV, Host, LoopbackCapture, read_wav_mono
 from tests.worker.conftest import config_with, ended_event, events_named, place_call
+from tests.worker.test_srtp import clearest
 
 __all__ = ["place_call"]
 
@@ -93,7 +94,7 @@ async def test_a_call_over_tls_with_srtp_to_baresip(
     assert end["cause"] == "local_hangup", end
     assert end["media"]["srtp"] == "AES_CM_128_HMAC_SHA1_80"
     samples, rate = read_wav_mono(recording)
-    assert tone_ratio(samples, rate, 440) > 0.8
+    assert clearest(samples, rate, 440) > 0.8
     assert "SRTP is Enabled" in bob.log()
     # nothing of the signalling is in the clear: no SIP, so no key, on UDP either
     assert not any(b"SIP/2.0" in d.payload for d in capture.datagrams())
