@@ -254,3 +254,21 @@ def test_rate_16000_is_only_for_the_binary_profile():
         parse_stream_arg("ws://h/p rate=16000")
     with pytest.raises(ValueError, match="rate must be 8000 or 16000"):
         parse_stream_arg("ws://h/p profile=binary rate=44100")
+
+
+def test_a_server_that_reads_nothing_costs_a_bounded_outbox_oldest_media_dropped_first():
+    from gosipd.apps.stream import OUTBOX_MEDIA, _Outbox
+
+    outbox = _Outbox()
+    outbox.put("start")
+    for i in range(OUTBOX_MEDIA * 3):
+        outbox.put(f"media {i}", media=True)
+        if i == 5:
+            outbox.put("mark")  # control is never dropped
+    kept = [m for m, _ in outbox._messages]
+    assert outbox.dropped == OUTBOX_MEDIA * 2
+    assert kept[0] == "start" and "mark" in kept
+    media = [m for m in kept if m.startswith("media")]
+    assert len(media) == OUTBOX_MEDIA
+    assert media[-1] == f"media {OUTBOX_MEDIA * 3 - 1}"  # the newest survive, in order
+    assert media == sorted(media, key=lambda m: int(m.split()[1]))

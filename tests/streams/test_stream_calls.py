@@ -244,6 +244,37 @@ async def test_with_on_error_continue_the_call_outlives_its_stream(sipp_uas, pla
     assert [e["state"] for e in events_named(runtime, "call.stream")] == ["connected", "failed"]
 
 
+async def test_a_server_that_stops_reading_for_6_s_never_stalls_the_call(sipp_uas, place_call):
+    """The server sends its prompt, then reads nothing for 6 s (trio-websocket stops
+    reading the socket once its one-message queue is full). The call's media keeps its
+    20 ms clock, the prompt still reaches the far end and comes back, and when the
+    server reads again the far end's audio is there, in order. (A longer stall fills
+    the socket buffers; then the oldest media is dropped and reported as
+    backpressure: tests/streams/test_profiles.py.)"""
+    prompt = ulaw_noise(150, seed=11)  # 3 s
+
+    async def behaviour(ws: WebSocketConnection, server: Server) -> None:
+        await server.until(ws, "start")
+        await ws.send_message(media(prompt))
+        await trio.sleep(6.0)
+        server.notes["resumed"] = trio.current_time()
+        await server.record(ws)
+
+    echo = sipp_uas("echo")
+    runtime, server = await streamed_call(place_call, echo.uri(), behaviour, max_duration=8.0)
+
+    end = ended_event(runtime)
+    assert end["cause"] == "max_duration"
+    assert end["media"]["packets_sent"] >= 0.95 * 8.0 * 50  # the 20 ms clock never stopped
+    assert end["media"]["send_lateness_p99_ms"] < 5
+    assert end["media"]["packets_received"] >= 0.9 * 8.0 * 50  # the echo of what we sent
+    inbound = server.inbound_ulaw()
+    assert any(at >= server.notes["resumed"] for at, _ in inbound)
+    # the prompt went out and its echo came back to the server, in order
+    assert prompt[FRAME * 10 : FRAME * 140] in b"".join(chunk for _, chunk in inbound)
+    assert [e["state"] for e in events_named(runtime, "call.stream")] == ["connected"]
+
+
 async def test_a_server_that_cannot_be_reached_fails_the_stream_saying_why(sipp_uas, place_call):
     echo = sipp_uas("echo")
     config = config_with(stream=StreamConfig(connect_timeout_s=2))
