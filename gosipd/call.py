@@ -88,7 +88,7 @@ from gosipd.sip.digest import Credentials
 from gosipd.sip.timers import Timers
 from gosipd.sip.transaction import ProtocolError
 from gosipd.sip.ua import CallState, UAConfig, UserAgent
-from gosipd.trunk import DialError, caller_identity, dial_target
+from gosipd.trunk import DialError, DialTarget, caller_identity, dial_target
 
 __all__ = ["Call", "CallError", "CallRuntime", "CallSpec", "dtmf_from_info", "resolve_app"]
 
@@ -163,6 +163,10 @@ class CallSpec:
             answer_via=data.get("answer_via"),
             reply_id=data.get("reply_id"),
         )
+
+
+#: RFC 3261 §18.1.1: larger requests go over TCP when the path MTU is unknown.
+MAX_UDP_REQUEST = 1300
 
 
 def _reason_phrase(exc: Exception) -> str:
@@ -888,6 +892,55 @@ class CallRuntime:
         bind_host = (
             "::" if ":" in first or ":" in self.config.sip_address else (self.config.sip_address)
         )
+        self._rtp = media.bind_rtp_pair(
+            self._bind_ip(), range(self.config.rtp_port_min, self.config.rtp_port_max, 2)
+        )
+        self._offer = self._make_offer(self._rtp[0].getsockname()[1])
+        try:
+            from_ = caller_identity(self.spec.from_, self.config.trunk, self._local_ip)
+        except DialError as exc:
+            raise CallError(str(exc)) from None
+        self.remote_uri = str(request_uri)
+        ring_timeout = self.spec.ring_timeout or self.config.limits.ring_timeout_s
+        self._ring_deadline = trio.current_time() + ring_timeout
+        call_id = f"{secrets.token_hex(16)}@{self._local_ip}"
+        for attempt in (transport, Transport.TCP):
+            target = await self._open_signalling(attempt, dial, targets, bind_host)
+            assert self.ua is not None
+            self.ua.invite(
+                request_uri,
+                destination=target.endpoint,
+                from_=from_,
+                now=trio.current_time(),
+                sdp=bytes(self._offer),
+                headers=self.spec.headers,
+                call_id=call_id,
+            )
+            size = self.ua.largest_queued()
+            if not (
+                attempt is Transport.UDP and size > MAX_UDP_REQUEST and self._tcp_allowed(dial)
+            ):
+                break
+            # RFC 3261 §18.1.1: a request over 1300 octets (path MTU unknown) goes over
+            # a congestion-controlled transport: TCP, to the same targets. Nothing was sent.
+            self.log.info("sip.udp_too_large", size=size, limit=MAX_UDP_REQUEST)
+            assert self.endpoint is not None
+            self.endpoint.close()
+            targets = [replace(t, transport=Transport.TCP) for t in targets]
+        assert self.ua is not None
+        self.publication.publish(sip_call_id=self.ua.call_id)
+        self._nursery_start(self._receive_sip)
+        await self._pump()
+
+    def _tcp_allowed(self, dial: DialTarget) -> bool:
+        """Whether a too-large UDP request may go over TCP: nobody asked for UDP (no
+        ;transport=udp, no [trunk] transport) and [sip] transports has tcp."""
+        return dial.transport is None and "tcp" in self.config.transports
+
+    async def _open_signalling(
+        self, transport: Transport, dial: DialTarget, targets: list[Target], bind_host: str
+    ) -> Target:
+        """The endpoint, the engine and the failover for ``transport``; the first target."""
         if transport is Transport.UDP:
             self.endpoint = UdpEndpoint(bind_host, 0)
         else:
@@ -903,10 +956,6 @@ class CallRuntime:
                 contact_scheme="sips" if dial.secure else "sip",
             )
         self.ua = UserAgent(config, rng=self.rng)
-        self._rtp = media.bind_rtp_pair(
-            self._bind_ip(), range(self.config.rtp_port_min, self.config.rtp_port_max, 2)
-        )
-        self._offer = self._make_offer(self._rtp[0].getsockname()[1])
         self.failover = Failover(
             targets,
             trio.current_time(),
@@ -916,25 +965,7 @@ class CallRuntime:
         self._log_failover()
         if target is None:
             raise CallError("no target to call")
-        try:
-            from_ = caller_identity(self.spec.from_, self.config.trunk, self._local_ip)
-        except DialError as exc:
-            raise CallError(str(exc)) from None
-        self.remote_uri = str(request_uri)
-        ring_timeout = self.spec.ring_timeout or self.config.limits.ring_timeout_s
-        self._ring_deadline = trio.current_time() + ring_timeout
-        self.ua.invite(
-            request_uri,
-            destination=target.endpoint,
-            from_=from_,
-            now=trio.current_time(),
-            sdp=bytes(self._offer),
-            headers=self.spec.headers,
-            call_id=f"{secrets.token_hex(16)}@{self._local_ip}",
-        )
-        self.publication.publish(sip_call_id=self.ua.call_id)
-        self._nursery_start(self._receive_sip)
-        await self._pump()
+        return target
 
     async def _stream_endpoint(
         self, bind_host: str, transport: Transport, host: str

@@ -407,6 +407,10 @@ class UserAgent:
         self._outbox.clear()  # the transactions hold this very list
         return out
 
+    def largest_queued(self) -> int:
+        """The size of the largest datagram waiting in ``datagrams_to_send`` (0: none)."""
+        return max((len(data) for data, _ in self._outbox), default=0)
+
     def events(self) -> list[ev.Event]:
         """What happened since the last call, in order; drains the queue."""
         out, self._events = self._events, []

@@ -155,3 +155,29 @@ async def test_rfc_3263_picks_tcp_from_naptr_when_we_allow_it(
         (chosen,) = events_named(runtime, "locate.target")
         assert chosen["target"] == f"{scheme}:{peer.host}:{peer.port}"
         assert peer.received("INVITE") == 1
+
+
+async def test_an_invite_over_1300_octets_goes_over_tcp_when_tcp_is_allowed(
+    sipp_uas: Any, place_call: Any
+) -> None:
+    """RFC 3261 §18.1.1 (path MTU unknown): a 1300+ octet request must not go over UDP.
+    With [sip] transports = udp, tcp the same target is tried over TCP; with udp only
+    (the default) the INVITE goes over UDP as it is."""
+    big = [("X-Context", "a" * 600)]  # with an SRTP offer: well over 1300 octets
+
+    async def app(call: Call) -> None:
+        await trio.sleep(0.2)
+
+    tcp = sipp_uas("echo", transport="tcp")
+    uri = tcp.uri().removesuffix(";transport=tcp")  # nothing asks for a transport
+    config = config_with(transports=("udp", "tcp"), rtp_srtp="offer")
+    runtime = await place_call(uri, app, config=config, headers=big)
+
+    assert ended_event(runtime)["cause"] == "local_hangup"
+    assert events_named(runtime, "locate.target")[-1]["target"].startswith("tcp:")
+    assert tcp.received("INVITE") == 1 and "X-Context: " + "a" * 600 in tcp.message_log()
+
+    udp = sipp_uas("echo")
+    runtime = await place_call(udp.uri(), app, config=config_with(rtp_srtp="offer"), headers=big)
+    assert ended_event(runtime)["cause"] == "local_hangup"
+    assert udp.received("INVITE") == 1
