@@ -1823,6 +1823,7 @@ class CallRuntime:
         local = self.endpoint.local_address if self.endpoint is not None else None
         return {
             "local": list(local) if local is not None else None,
+            "transport": self.ua.config.transport.lower() if self.ua is not None else None,
             "malformed": self.ua.malformed if self.ua is not None else 0,
         }
 

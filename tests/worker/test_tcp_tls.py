@@ -36,6 +36,7 @@ async def test_a_call_over_tcp_to_sipp(sipp_uas: Any, place_call: Any) -> None:
 
     end = ended_event(runtime)
     assert end["cause"] == "local_hangup", end
+    assert end["sip"]["transport"] == "tcp"
     assert end["media"]["packets_received"] > 40
     messages = uas.message_log()
     assert "SIP/2.0/TCP" in messages and ";transport=tcp" in messages
@@ -92,6 +93,7 @@ async def test_a_call_over_tls_with_srtp_to_baresip(
 
     end = ended_event(runtime)
     assert end["cause"] == "local_hangup", end
+    assert end["sip"]["transport"] == "tls"
     assert end["media"]["srtp"] == "AES_CM_128_HMAC_SHA1_80"
     samples, rate = read_wav_mono(recording)
     assert clearest(samples, rate, 440) > 0.8
