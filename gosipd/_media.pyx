@@ -376,7 +376,6 @@ cdef srtp_function _srtp_unprotect = NULL
 cdef enum:
     _SRTP_REPLAY_FAIL = 9  # srtp_err_status_replay_fail
     _SRTP_REPLAY_OLD = 10  # srtp_err_status_replay_old
-    _SRTP_MAX_OVERHEAD = 16  # the longest tag (AEAD_AES_128_GCM)
 
 
 def set_srtp_functions(uintptr_t protect, uintptr_t unprotect):
@@ -919,6 +918,7 @@ cdef class MediaLoop:
     cdef int64_t _snap[6]
 
     def __cinit__(self):
+        self._srtp_contexts = []
         self._fd = -1
         self._rtcp_fd = -1
         self._event_fd = -1
@@ -1106,8 +1106,6 @@ cdef class MediaLoop:
             c.srtp_out = <void*><uintptr_t>(outbound.handle if outbound is not None else 0)
             c.srtp_in = <void*><uintptr_t>(inbound.handle if inbound is not None else 0)
             contexts = [x for x in (outbound, inbound) if x is not None]
-        if self._srtp_contexts is None:
-            self._srtp_contexts = []
         if load_acquire(&self._cfg_seq_done) == self._config_seq:
             # the thread runs the latest configuration: only its contexts are in use
             in_use = (<uintptr_t>self._published.srtp_out, <uintptr_t>self._published.srtp_in)

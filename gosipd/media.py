@@ -408,12 +408,11 @@ class MediaSession:
             return
         out_rtp, in_rtp = self._srtp or (None, None)
         out_rtcp, in_rtcp = self._srtcp
-        same_suite = old is not None and old.suite == keys.suite
         try:
-            if not (same_suite and old is not None and old.local == keys.local):
+            if old is None or (old.suite, old.local) != (keys.suite, keys.local):
                 out_rtp = SrtpContext(keys.suite, keys.local, outbound=True)
                 out_rtcp = SrtpContext(keys.suite, keys.local, outbound=True)
-            if not (same_suite and old is not None and old.remote == keys.remote):
+            if old is None or (old.suite, old.remote) != (keys.suite, keys.remote):
                 in_rtp = SrtpContext(keys.suite, keys.remote, outbound=False)
                 in_rtcp = SrtpContext(keys.suite, keys.remote, outbound=False)
         except SrtpError as exc:

@@ -39,9 +39,6 @@ __all__ = [
 _ffi: Any = _binding.ffi
 _lib: Any = _binding.lib
 
-#: libsrtp's srtp_err_status_t values that mean "this packet is a replay".
-_REPLAY = (9, 10)  # srtp_err_status_replay_fail, srtp_err_status_replay_old
-_AUTH_FAIL = 7
 _MAX_PACKET = 1500
 #: The most octets protection adds: an RTCP index (4) and a 16-octet tag (GCM).
 MAX_OVERHEAD = 4 + 16
@@ -53,10 +50,6 @@ class SrtpError(Exception):
     def __init__(self, reason: str, status: int = 1) -> None:
         super().__init__(reason)
         self.status = status
-
-    @property
-    def replay(self) -> bool:
-        return self.status in _REPLAY
 
 
 #: RFC 4568 / RFC 7714 crypto-suite name -> libsrtp profile (key sizes: ``gosipd.sdes``).
@@ -125,12 +118,6 @@ class SrtpContext:
     def handle(self) -> int:
         """The ``srtp_t`` as an address, valid while this object lives."""
         return int(_ffi.cast("uintptr_t", self._session[0]))
-
-    def protect(self, packet: bytes) -> bytes:
-        return self._process(packet, _lib.srtp_protect)
-
-    def unprotect(self, packet: bytes) -> bytes:
-        return self._process(packet, _lib.srtp_unprotect)
 
     def protect_rtcp(self, packet: bytes) -> bytes:
         return self._process(packet, _lib.srtp_protect_rtcp)
