@@ -10,11 +10,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
+from gosipd.media import MediaSession, bind_rtp_pair
+from gosipd.sdes import SrtpKeys
 from gosipd.sdp import NegotiatedMedia
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,3 +186,43 @@ def wait_for(condition: Callable[[], object], timeout: float = 3.0, step: float 
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(step)
+
+
+@contextmanager
+def rtcp_exchanged(
+    srtp: tuple[SrtpKeys, SrtpKeys] | None = None, timeout: float = 6.0
+) -> Iterator[tuple[MediaSession, MediaSession]]:
+    """Two media sessions sending to each other (RTCP on its own ports, reports every
+    0.5 s), run until both measured a round trip or ``timeout``; closed afterwards.
+    ``srtp``: each side's keys (a's, b's)."""
+    a_rtp, a_rtcp = bind_rtp_pair("127.0.0.1", range(41000, 49000, 2))
+    b_rtp, b_rtcp = bind_rtp_pair("127.0.0.1", range(49000, 57000, 2))
+    assert a_rtcp is not None and b_rtcp is not None
+    keys_a, keys_b = srtp or (None, None)
+    a = MediaSession(
+        a_rtp,
+        replace(negotiated(b_rtp.getsockname()[1]), srtp=keys_a),
+        rtcp_sock=a_rtcp,
+        media_timeout=0,
+    )
+    b = MediaSession(
+        b_rtp,
+        replace(negotiated(a_rtp.getsockname()[1]), srtp=keys_b),
+        rtcp_sock=b_rtcp,
+        media_timeout=0,
+    )
+    try:
+        for s in (a, b):
+            s.rtcp.min_interval = 0.5
+            s.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and (a.rtcp.rtt is None or b.rtcp.rtt is None):
+            a.process()
+            b.process()
+            time.sleep(0.01)
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+        for sock in (a_rtp, a_rtcp, b_rtp, b_rtcp):
+            sock.close()

@@ -37,7 +37,7 @@ from gosipd.rtp.dtmf import TelephoneEvent
 from gosipd.rtp.packet import RtpPacket
 from gosipd.rtp.rtcp import ReceiverReport, SenderReport, parse_compound
 
-from .conftest import FarEnd, negotiated, wait_for
+from .conftest import FarEnd, negotiated, rtcp_exchanged, wait_for
 
 UDP = Callable[[], socket.socket]
 
@@ -500,24 +500,8 @@ def test_our_dtmf_is_decoded_by_our_loop_in_another_process(
 
 
 def test_two_sessions_exchange_rtcp_and_measure_round_trip(udp: UDP) -> None:
-    a_rtp, a_rtcp = bind_rtp_pair("127.0.0.1", range(41000, 49000, 2))
-    b_rtp, b_rtcp = bind_rtp_pair("127.0.0.1", range(49000, 57000, 2))
-    assert a_rtcp is not None and b_rtcp is not None
-    a = MediaSession(a_rtp, negotiated(b_rtp.getsockname()[1]), rtcp_sock=a_rtcp, media_timeout=0)
-    b = MediaSession(b_rtp, negotiated(a_rtp.getsockname()[1]), rtcp_sock=b_rtcp, media_timeout=0)
-    for s in (a, b):
-        s.rtcp.min_interval = 0.5
-        s.start()
-    deadline = time.monotonic() + 6
-    while time.monotonic() < deadline and (a.rtcp.rtt is None or b.rtcp.rtt is None):
-        a.process()
-        b.process()
-        time.sleep(0.01)
-    stats = a.statistics()
-    a.close()
-    b.close()
-    for s in (a_rtp, a_rtcp, b_rtp, b_rtcp):
-        s.close()
+    with rtcp_exchanged() as (a, b):
+        stats = a.statistics()
     assert stats.rtt_ms is not None and 0 <= stats.rtt_ms < 20  # loopback
     assert b.rtcp.rtt is not None
     assert a.rtcp.remote_report is not None and a.rtcp.remote_report.cumulative_lost == 0

@@ -22,21 +22,30 @@ def lines(*text: str) -> str:
     return "\r\n".join(text) + "\r\n"
 
 
-def offer_sdp(proto: str, *crypto: str) -> SessionDescription:
+def sdp_with(
+    proto: str, *crypto: str, host: str = "10.0.0.1", port: int = 7000
+) -> SessionDescription:
+    """One audio stream (PCMU and telephone-event) in ``proto`` with these a=crypto
+    values: a far end's offer (10.0.0.1), or with ``answer_to`` its answer to ours."""
     return SessionDescription.parse(
         lines(
             "v=0",
-            "o=- 1 1 IN IP4 10.0.0.1",
+            f"o=- 1 1 IN IP4 {host}",
             "s=-",
-            "c=IN IP4 10.0.0.1",
+            f"c=IN IP4 {host}",
             "t=0 0",
-            f"m=audio 7000 {proto} 0 101",
+            f"m=audio {port} {proto} 0 101",
             *(f"a=crypto:{c}" for c in crypto),
             "a=rtpmap:0 PCMU/8000",
             "a=rtpmap:101 telephone-event/8000",
             "a=sendrecv",
         )
     )
+
+
+def answer_to(proto: str, *crypto: str) -> SessionDescription:
+    """What the far end (10.0.0.2) answers to our offer."""
+    return sdp_with(proto, *crypto, host="10.0.0.2", port=9000)
 
 
 # What baresip's srtp module (libre) offers, as seen in the interop capture.
@@ -138,7 +147,7 @@ def test_a_required_offer_is_rtp_savp_with_a_line_per_suite_and_fresh_keys() -> 
 
 def test_baresips_offer_is_answered_with_its_first_suite_we_support_and_our_own_key() -> None:
     local, negotiated = sdp.answer(
-        offer_sdp("RTP/SAVP", *BARESIP_LINES), "10.0.0.2", 8000, srtp="required"
+        sdp_with("RTP/SAVP", *BARESIP_LINES), "10.0.0.2", 8000, srtp="required"
     )
     (line,) = local.media[0].get_all("crypto")
     ours = Crypto.parse(line)
@@ -151,7 +160,7 @@ def test_baresips_offer_is_answered_with_its_first_suite_we_support_and_our_own_
 
 def test_suites_we_did_not_enable_are_passed_over() -> None:
     local, negotiated = sdp.answer(
-        offer_sdp("RTP/SAVP", *BARESIP_LINES),
+        sdp_with("RTP/SAVP", *BARESIP_LINES),
         "10.0.0.2",
         8000,
         srtp="required",
@@ -184,7 +193,7 @@ def test_suites_we_did_not_enable_are_passed_over() -> None:
 def test_what_we_answer_under_each_policy(
     proto: str, crypto: tuple[str, ...], policy: sdp.SrtpPolicy, outcome: str | None
 ) -> None:
-    offer = offer_sdp(proto, *crypto)
+    offer = sdp_with(proto, *crypto)
     if outcome is not None and outcome not in SUITES:
         with pytest.raises(SrtpRefused, match=outcome) as info:
             sdp.answer(offer, "10.0.0.2", 8000, srtp=policy)
@@ -215,37 +224,22 @@ def test_a_secure_stream_we_cannot_take_leaves_the_next_one_usable() -> None:
 
 
 def test_a_re_answer_keeps_our_key_so_our_context_goes_on() -> None:
-    offer = offer_sdp("RTP/SAVP", BARESIP_LINES[1])
+    offer = sdp_with("RTP/SAVP", BARESIP_LINES[1])
     first, one = sdp.answer(offer, "10.0.0.2", 8000, srtp="required")
     again, two = sdp.answer(offer, "10.0.0.2", 8000, srtp="required", previous=first)
     assert one.srtp is not None and two.srtp is not None
     assert two.srtp.local == one.srtp.local
     assert again.origin.session_version == first.origin.session_version  # nothing changed
-    other = offer_sdp("RTP/SAVP", BARESIP_LINES[0])  # another suite: a new key
+    other = sdp_with("RTP/SAVP", BARESIP_LINES[0])  # another suite: a new key
     _, three = sdp.answer(other, "10.0.0.2", 8000, srtp="required", previous=first)
     assert three.srtp is not None and three.srtp.local != one.srtp.local
-
-
-def answer_to(offer: SessionDescription, proto: str, *crypto: str) -> SessionDescription:
-    return SessionDescription.parse(
-        lines(
-            "v=0",
-            "o=- 2 2 IN IP4 10.0.0.2",
-            "s=-",
-            "c=IN IP4 10.0.0.2",
-            "t=0 0",
-            f"m=audio 9000 {proto} 0",
-            *(f"a=crypto:{c}" for c in crypto),
-            "a=rtpmap:0 PCMU/8000",
-        )
-    )
 
 
 def test_the_answer_to_our_offer_gives_both_keys() -> None:
     lines_ = sdes.offer_lines()
     offer = sdp.make_offer("10.0.0.1", 4000, crypto=lines_, srtp="required")
     negotiated = sdp.negotiate(
-        offer, answer_to(offer, "RTP/SAVP", f"2 AES_CM_128_HMAC_SHA1_32 inline:{INLINE30}")
+        offer, answer_to("RTP/SAVP", f"2 AES_CM_128_HMAC_SHA1_32 inline:{INLINE30}")
     )
     assert negotiated.srtp is not None
     assert negotiated.srtp.suite == "AES_CM_128_HMAC_SHA1_32"
@@ -281,20 +275,18 @@ def test_answers_that_break_srtp_are_refused(
 ) -> None:
     offer = sdp.make_offer("10.0.0.1", 4000, crypto=sdes.offer_lines(), srtp=policy)
     with pytest.raises(SrtpRefused, match=reason):
-        sdp.negotiate(offer, answer_to(offer, proto, *crypto))
+        sdp.negotiate(offer, answer_to(proto, *crypto))
 
 
 def test_a_plain_answer_to_a_best_effort_offer_is_plain_rtp() -> None:
     offer = sdp.make_offer("10.0.0.1", 4000, crypto=sdes.offer_lines(), srtp="offer")
-    assert sdp.negotiate(offer, answer_to(offer, "RTP/AVP")).srtp is None
+    assert sdp.negotiate(offer, answer_to("RTP/AVP")).srtp is None
 
 
 def test_an_answer_with_srtp_to_a_plain_offer_is_refused() -> None:
     offer = sdp.make_offer("10.0.0.1", 4000)
     with pytest.raises(NegotiationError, match="did not offer"):
-        sdp.negotiate(
-            offer, answer_to(offer, "RTP/SAVP", f"1 AES_CM_128_HMAC_SHA1_80 inline:{INLINE30}")
-        )
+        sdp.negotiate(offer, answer_to("RTP/SAVP", f"1 AES_CM_128_HMAC_SHA1_80 inline:{INLINE30}"))
 
 
 def test_hold_keeps_the_keys_of_the_offer() -> None:

@@ -18,13 +18,13 @@ import pylibsrtp
 import pytest
 
 from gosipd import _dsp
-from gosipd.media import MediaError, MediaSession, bind_rtp_pair
+from gosipd.media import MediaError, MediaSession
 from gosipd.rtp.packet import RtpPacket
 from gosipd.rtp.rtcp import parse_compound
 from gosipd.sdes import SUITES, SrtpKeys
 from gosipd.srtp import SrtpContext, SrtpError
 
-from .conftest import negotiated, wait_for
+from .conftest import negotiated, rtcp_exchanged, wait_for
 
 UDP = Callable[[], socket.socket]
 PROFILE = {
@@ -184,35 +184,13 @@ def test_plain_media_again_after_srtp_sends_plain_rtp(udp: UDP) -> None:
 
 
 def test_srtcp_goes_both_ways_between_two_secure_sessions() -> None:
-    a_rtp, a_rtcp = bind_rtp_pair("127.0.0.1", range(41000, 49000, 2))
-    b_rtp, b_rtcp = bind_rtp_pair("127.0.0.1", range(49000, 57000, 2))
     suite = "AES_CM_128_HMAC_SHA1_80"
     ka, kb = key_for(suite), key_for(suite)
-    a = MediaSession(
-        a_rtp,
-        replace(negotiated(b_rtp.getsockname()[1]), srtp=SrtpKeys(suite, ka, kb)),
-        rtcp_sock=a_rtcp,
-        media_timeout=0,
-    )
-    b = MediaSession(
-        b_rtp,
-        replace(negotiated(a_rtp.getsockname()[1]), srtp=SrtpKeys(suite, kb, ka)),
-        rtcp_sock=b_rtcp,
-        media_timeout=0,
-    )
-    for s in (a, b):
-        s.rtcp.min_interval = 0.5
-        s.start()
-    deadline = time.monotonic() + 6
-    while time.monotonic() < deadline and (a.rtcp.rtt is None or b.rtcp.rtt is None):
-        a.process()
-        b.process()
-        time.sleep(0.01)
-    stats = a.statistics()
-    a.close()
-    b.close()
+    with rtcp_exchanged((SrtpKeys(suite, ka, kb), SrtpKeys(suite, kb, ka))) as (a, b):
+        stats = a.statistics()
+        b_stats = b.statistics()
     assert stats.rtt_ms is not None and b.rtcp.rtt is not None
-    assert stats.srtp_rejected == 0 and b.statistics().srtp_rejected == 0
+    assert stats.srtp_rejected == 0 and b_stats.srtp_rejected == 0
     assert stats.packets_lost == 0 and stats.packets_received > 20
 
 

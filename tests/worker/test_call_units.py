@@ -307,22 +307,13 @@ def test_the_media_threads_realtime_priority_is_configurable_and_checked(tmp_pat
 @pytest.mark.parametrize(
     ("text", "error"),
     [
-        ('srtp = "yes"', r"\[rtp\] srtp must be one of off, offer, required, not 'yes'"),
-        ("srtp = true", r"\[rtp\] srtp must be a string"),
-        ('srtp_suites = ["AES_CM_128_HMAC_SHA1_80", "NULL"]', r"srtp_suites: 'NULL' is not one"),
-        ("srtp_suites = []", "at least one suite"),
-    ],
-)
-def test_srtp_settings_are_checked(tmp_path: Path, text: str, error: str):
-    path = tmp_path / "gosipd.toml"
-    path.write_text(f"[rtp]\n{text}\n")
-    with pytest.raises(ConfigError, match=error):
-        load_config(path)
-
-
-@pytest.mark.parametrize(
-    ("text", "error"),
-    [
+        ('[rtp]\nsrtp = "yes"', r"\[rtp\] srtp must be one of off, offer, required, not 'yes'"),
+        ("[rtp]\nsrtp = true", r"\[rtp\] srtp must be a string"),
+        (
+            '[rtp]\nsrtp_suites = ["AES_CM_128_HMAC_SHA1_80", "NULL"]',
+            r"srtp_suites: 'NULL' is not one",
+        ),
+        ("[rtp]\nsrtp_suites = []", "at least one suite"),
         ('[sip]\ntransports = ["udp", "sctp"]', r"\[sip\] transports must list some of"),
         ("[sip]\ntransports = []", r"\[sip\] transports must list some of"),
         ('[trunk]\ndomain = "x.test"\ntransport = "ws"', r"\[trunk\] transport must be one of"),
@@ -331,7 +322,7 @@ def test_srtp_settings_are_checked(tmp_path: Path, text: str, error: str):
         ('[tls]\nkey_file = "{here}"', "cert_file and key_file go together"),
     ],
 )
-def test_transport_and_tls_settings_are_checked(tmp_path: Path, text: str, error: str):
+def test_srtp_transport_and_tls_settings_are_checked(tmp_path: Path, text: str, error: str):
     path = tmp_path / "gosipd.toml"
     path.write_text(text.replace("{here}", str(path)) + "\n")
     with pytest.raises(ConfigError, match=error):
