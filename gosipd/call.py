@@ -171,11 +171,9 @@ MAX_UDP_REQUEST = 1300
 
 def _reason_phrase(exc: Exception) -> str:
     """The 488's reason phrase: says when SRTP is what failed (details go to our log)."""
-    return (
-        "Not Acceptable Here (SRTP)"
-        if isinstance(exc, sdp.SrtpRefused)
-        else ("Not Acceptable Here")
-    )
+    if isinstance(exc, sdp.SrtpRefused):
+        return "Not Acceptable Here (SRTP)"
+    return "Not Acceptable Here"
 
 
 def _host_key(host: str) -> str:
@@ -1907,18 +1905,17 @@ class CallRuntime:
             self.require_media()
         except CallError as exc:
             raise ControlError("bad_state", f"stream: {exc}") from None
-        if args.get("rate", 8000) != 8000 and args.get("profile", "twilio") != "binary":
-            raise ControlError(
-                "bad_field", "'rate' 16000 needs 'profile' binary (Twilio's is 8 kHz)", field="rate"
+        try:
+            options = StreamOptions(
+                url=args["url"],
+                profile=args.get("profile", "twilio"),
+                rate=int(args.get("rate", 8000)),
+                on_error=args.get("on_error", self.config.stream.on_error),
+                queue_s=float(args.get("queue_s", 10.0)),
+                parameters=dict(args.get("parameters") or {}),
             )
-        options = StreamOptions(
-            url=args["url"],
-            profile=args.get("profile", "twilio"),
-            rate=int(args.get("rate", 8000)),
-            on_error=args.get("on_error", self.config.stream.on_error),
-            queue_s=float(args.get("queue_s", 10.0)),
-            parameters=dict(args.get("parameters") or {}),
-        )
+        except ValueError as exc:
+            raise ControlError("bad_field", str(exc), field="rate") from None
 
         async def run() -> None:
             try:

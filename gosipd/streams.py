@@ -81,6 +81,10 @@ class StreamOptions:
     queue_s: float = 10.0
     parameters: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.rate != RATE and self.profile != "binary":
+            raise ValueError("stream: rate=16000 needs profile=binary (Twilio's is 8 kHz µ-law)")
+
     @property
     def host(self) -> str:
         return (urlsplit(self.url).hostname or "").lower()
@@ -129,8 +133,6 @@ def parse_stream_arg(arg: str | None, *, on_error: str = "hangup") -> StreamOpti
             raise ValueError(
                 f"stream: unknown option {name!r} (profile, on_error, queue_s, param.NAME)"
             )
-    if values.get("rate", 8000) != 8000 and values.get("profile", "twilio") != "binary":
-        raise ValueError("stream: rate=16000 needs profile=binary (Twilio's is 8 kHz µ-law)")
     return StreamOptions(url=url, parameters=parameters, **values)
 
 
