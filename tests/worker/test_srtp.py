@@ -23,7 +23,7 @@ import pytest
 import trio
 
 from gosipd.call import Call
-from tests.peers import CapturedDatagram, LoopbackCapture, read_wav_mono, tone_ratio
+from tests.peers import CapturedDatagram, LoopbackCapture, clearest, read_wav_mono, tone_ratio
 from tests.worker.conftest import config_with, ended_event, events_named, place_call
 from tests.worker.test_inbound import answering
 
@@ -47,13 +47,6 @@ class Side:
     rtp_port: int
     proto: str
     crypto: dict[int, tuple[str, bytes]]  # tag -> (suite, key and salt)
-
-
-def clearest(samples: np.ndarray, rate: int, hz: int) -> float:
-    """The clearest half second of the tone (``tone_ratio``), from 0.25 s on: baresip's
-    own source may stutter for a frame on a loaded host, which no window should fail."""
-    windows = [samples[int(rate * (0.25 + k / 2)) : int(rate * (0.75 + k / 2))] for k in range(3)]
-    return max(tone_ratio(w, rate, hz) for w in windows if w.size >= rate // 4)
 
 
 def _sdp_side(payload: bytes) -> Side:

@@ -17,9 +17,8 @@ import trio
 import trustme
 
 from gosipd.call import Call
-from tests.peers import NAPTR, SRV, Host, LoopbackCapture, read_wav_mono
+from tests.peers import NAPTR, SRV, Host, LoopbackCapture, clearest, read_wav_mono
 from tests.worker.conftest import config_with, ended_event, events_named, place_call
-from tests.worker.test_srtp import clearest
 
 __all__ = ["place_call"]
 
