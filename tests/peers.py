@@ -643,42 +643,63 @@ class SippUAC(_SipTrace):
         self.scenario = scenario
         self.target = target
         self.host = host
-        self.port = free_port(host)
-        self.media_port = free_port_range(host, 4 * max(1, calls))
-        name = f"sipp-{scenario}-{self.port}"
-        self.dir = workdir / name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.screen_path = self.dir / "screen.log"
-        self.errors_path = self.dir / "errors.log"
-        self.messages_path = self.dir / "messages.log"
-        scenario_file = SCENARIO_DIR / f"{scenario}.xml"
-        if pcap is not None:
-            # play_pcap_audio takes a literal path: a copy of the scenario that names it
-            text = scenario_file.read_text()
-            scenario_file = self.dir / f"{scenario}.xml"
-            scenario_file.write_text(
-                re.sub(r'play_pcap_audio="[^"]*"', f'play_pcap_audio="{pcap.resolve()}"', text)
-            )
         self.timeout = timeout if timeout is not None else calls / rate + call_ms / 1000 + 20
-        argv = [
-            binary,
-            "-sf", str(scenario_file),
-            "-i", host, "-p", str(self.port), "-bind_local", "-t", "u1",
-            "-mi", host, "-mp", str(self.media_port),
-            "-cp", str(free_port("0.0.0.0")),
-            "-m", str(calls), "-r", str(rate), "-rp", "1000", "-d", str(call_ms),
-            "-s", service, "-au", user, "-ap", password,
-            "-key", "auth_from", user,
-            "-key", "contact_hostport", contact or f"{uri_host(host)}:{self.port}",
-            "-key", "expires", str(expires),
-            "-nostdin", "-timeout", f"{self.timeout:.0f}s", "-timeout_error",
-            "-trace_err", "-error_file", str(self.errors_path),
-            "-trace_screen", "-screen_file", str(self.screen_path),
-            "-trace_msg", "-message_file", str(self.messages_path),
-            *extra,
-            target,
-        ]  # fmt: skip
-        self.process = Process(name, argv, self.dir / "sipp.log", self.dir)
+        # The ports are free when chosen, but another process may take one before SIPp
+        # binds it (its remote-control port, say): then SIPp exits at once, having sent
+        # nothing, and is started again on other ports.
+        for attempt in range(3):
+            self.port = free_port(host)
+            self.media_port = free_port_range(host, 4 * max(1, calls))
+            name = f"sipp-{scenario}-{self.port}"
+            self.dir = workdir / name
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.screen_path = self.dir / "screen.log"
+            self.errors_path = self.dir / "errors.log"
+            self.messages_path = self.dir / "messages.log"
+            scenario_file = SCENARIO_DIR / f"{scenario}.xml"
+            if pcap is not None:
+                # play_pcap_audio takes a literal path: a copy of the scenario that names it
+                text = scenario_file.read_text()
+                scenario_file = self.dir / f"{scenario}.xml"
+                scenario_file.write_text(
+                    re.sub(r'play_pcap_audio="[^"]*"', f'play_pcap_audio="{pcap.resolve()}"', text)
+                )
+            argv = [
+                binary,
+                "-sf", str(scenario_file),
+                "-i", host, "-p", str(self.port), "-bind_local", "-t", "u1",
+                "-mi", host, "-mp", str(self.media_port),
+                "-cp", str(free_port("0.0.0.0")),
+                "-m", str(calls), "-r", str(rate), "-rp", "1000", "-d", str(call_ms),
+                "-s", service, "-au", user, "-ap", password,
+                "-key", "auth_from", user,
+                "-key", "contact_hostport", contact or f"{uri_host(host)}:{self.port}",
+                "-key", "expires", str(expires),
+                "-nostdin", "-timeout", f"{self.timeout:.0f}s", "-timeout_error",
+                "-trace_err", "-error_file", str(self.errors_path),
+                "-trace_screen", "-screen_file", str(self.screen_path),
+                "-trace_msg", "-message_file", str(self.messages_path),
+                *extra,
+                target,
+            ]  # fmt: skip
+            self.process = Process(name, argv, self.dir / "sipp.log", self.dir)
+            if not self._lost_a_port_race() or attempt == 2:
+                break
+
+    def _lost_a_port_race(self) -> bool:
+        """Whether SIPp exited at start because a port it was given is in use now."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while self.process.alive and time.monotonic() < deadline:
+            if port_bound(self.host, self.port):
+                return False
+            time.sleep(0.02)
+        if self.process.alive:
+            return False
+        errors = self.errors_path.read_text(errors="replace") if self.errors_path.exists() else ""
+        if not _address_in_use(errors + self.process.log_text()):
+            return False
+        self.process.stop()
+        return True
 
     async def wait(self) -> SippResult:
         """Wait (trio) until SIPp exits; cancelling kills it."""
