@@ -61,7 +61,7 @@ from gosipd.audio import (
     tones_from_spec,
 )
 from gosipd.config import Config, parse_hostport
-from gosipd.connections import StreamEndpoint, client_tls_context
+from gosipd.connections import RelayEndpoint, StreamEndpoint, client_tls_context
 from gosipd.control import ControlError, ControlRequest, ok_reply
 from gosipd.locate import (
     Datagram,
@@ -141,6 +141,11 @@ class CallSpec:
     #: inbound: the supervisor's relay socket; responses to what reached us through its
     #: public socket go out through it, from the address the caller sent to (RFC 3581)
     answer_via: str | None = None
+    #: inbound: "udp", or "tcp"/"tls" when the supervisor holds the caller's connection;
+    #: then everything goes through ``answer_via`` and our Via and Contact name the
+    #: supervisor's listener, ``local_port``
+    transport: str = "udp"
+    local_port: int | None = None
     reply_id: Any = None
 
     @classmethod
@@ -161,6 +166,8 @@ class CallSpec:
             source=(str(source[0]), int(source[1])) if source else None,
             local_host=data.get("local_host"),
             answer_via=data.get("answer_via"),
+            transport=str(data.get("transport") or "udp"),
+            local_port=int(data["local_port"]) if data.get("local_port") else None,
             reply_id=data.get("reply_id"),
         )
 
@@ -634,7 +641,7 @@ class CallRuntime:
         self._transfer_accepted: trio.Event | None = None
         self._transfer_outcome: tuple[bool, str] = (False, "")
         self.ua: UserAgent | None = None
-        self.endpoint: UdpEndpoint | StreamEndpoint | None = None
+        self.endpoint: UdpEndpoint | StreamEndpoint | RelayEndpoint | None = None
         self.session: media.MediaSession | None = None
         self.failover: Failover | None = None
         #: The offer we sent last and whose answer we await (INVITE, re-INVITE or a 200).
@@ -681,7 +688,7 @@ class CallRuntime:
         #: Unbound: it only sends to the supervisor's relay socket (``spec.answer_via``).
         self._relay = (
             trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_DGRAM)
-            if spec.answer_via is not None and answer_socket is None
+            if spec.answer_via is not None and answer_socket is None and spec.transport == "udp"
             else None
         )
         self._answers_from_public = self._answer_socket is not None or self._relay is not None
@@ -1024,23 +1031,59 @@ class CallRuntime:
         self._local_ip = (
             self.config.public_address or self.spec.local_host or (local_address_towards(source[0]))
         )
-        bind_host = (
-            "::"
-            if ":" in source[0]
-            else (self.config.sip_address if _routable_host(self.config.sip_address) else "0.0.0.0")
-        )
-        self.endpoint = UdpEndpoint(bind_host, 0)
-        local = (self._local_ip, self.endpoint.local_address[1])
-        self.ua = UserAgent(self._ua_config(local), rng=self.rng)
+        if self.spec.transport != "udp":
+            await self._start_inbound_relayed()
+        else:
+            bind_host = (
+                "::"
+                if ":" in source[0]
+                else (
+                    self.config.sip_address
+                    if _routable_host(self.config.sip_address)
+                    else "0.0.0.0"
+                )
+            )
+            self.endpoint = UdpEndpoint(bind_host, 0)
+            local = (self._local_ip, self.endpoint.local_address[1])
+            self.ua = UserAgent(self._ua_config(local), rng=self.rng)
+            self._nursery_start(self._receive_forwarded)
+        assert self.ua is not None
         self._rtp = media.bind_rtp_pair(
             self._bind_ip(), range(self.config.rtp_port_min, self.config.rtp_port_max, 2)
         )
         self._note_public(self.spec.datagram)
         self.ua.receive(self.spec.datagram, source, trio.current_time())
         self._nursery_start(self._receive_sip)
-        self._nursery_start(self._receive_forwarded)
         self._nursery_start(self._learn_trunk_addresses)
         await self._pump()
+
+    async def _start_inbound_relayed(self) -> None:
+        """TCP or TLS: the supervisor holds the connection; we send and hear through it,
+        and our Via and Contact name its listener (a new connection from the far end
+        reaches us by Call-ID too)."""
+        assert self.spec.source is not None and self.spec.answer_via is not None
+        transport = self.spec.transport
+        local = (self._local_ip, self.spec.local_port or (5061 if transport == "tls" else 5060))
+        endpoint = RelayEndpoint(
+            str(self.publication.directory / f"{self.spec.call}.sip"),
+            self.spec.answer_via,
+            transport,
+            local,
+        )
+        await endpoint.bind()
+        endpoint.heard_from(self.spec.source)
+        self.endpoint = endpoint
+        config = self._ua_config(local)
+        self.ua = UserAgent(
+            replace(
+                config,
+                transport=transport.upper(),
+                timers=replace(config.timers, reliable=True),
+                contact_scheme="sips" if self.spec.to.lower().startswith("sips:") else "sip",
+            ),
+            rng=self.rng,
+        )
+        self.publication.publish(sip_transport=transport)
 
     async def _answer_incoming(self, event: ev.IncomingCall) -> None:
         assert self.ua is not None and self._rtp is not None

@@ -104,6 +104,15 @@ class TrunkConfig:
 @dataclass(frozen=True)
 class InboundConfig:
     listen: tuple[str, int] | None = None
+    #: SIP over TCP and over TLS (RFC 3261 §18), beside UDP on ``listen``: the supervisor
+    #: terminates the connections and relays their messages to calls by Call-ID. TLS
+    #: serves ``[tls] cert_file``/``key_file``.
+    listen_tcp: tuple[str, int] | None = None
+    listen_tls: tuple[str, int] | None = None
+    #: Connections open at once on those listeners, in all and from one address (the
+    #: trusted sources are exempt from the latter); beyond them a new one is closed at once.
+    max_connections: int = 1024
+    max_connections_per_source: int = 16
     #: Request-URI user -> app name; "*" matches anyone else.
     routes: dict[str, str] = field(default_factory=dict)
     #: The status for a user with no route (404, 480 or 486).
@@ -532,9 +541,11 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
     inbound_table = _check("", "inbound", data.get("inbound", {}), dict, path)
     inbound: dict[str, Any] = {}
     for key, value in inbound_table.items():
-        if key == "listen":
-            inbound["listen"] = parse_hostport(
-                _check("inbound", key, value, str, path), 5060, f"{path}: [inbound] listen"
+        if key in ("listen", "listen_tcp", "listen_tls"):
+            inbound[key] = parse_hostport(
+                _check("inbound", key, value, str, path),
+                5061 if key == "listen_tls" else 5060,
+                f"{path}: [inbound] {key}",
             )
         elif key == "routes":
             routes = _check("inbound", key, value, dict, path)
@@ -546,9 +557,14 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
             if status not in (403, 404, 480, 486, 603):
                 raise ConfigError(f"{path}: [inbound] unrouted_status must be 403/404/480/486/603")
             inbound[key] = status
-        elif key in ("ring_ms", "max_calls_per_source"):
+        elif key in (
+            "ring_ms",
+            "max_calls_per_source",
+            "max_connections",
+            "max_connections_per_source",
+        ):
             inbound[key] = _check("inbound", key, value, int, path)
-            if inbound[key] < 0 or (key == "max_calls_per_source" and not inbound[key]):
+            if inbound[key] < 0 or (key != "ring_ms" and not inbound[key]):
                 raise ConfigError(f"{path}: [inbound] {key} must be positive")
         elif key in ("trusted_sources", "allowed_sources"):
             networks = _check("inbound", key, value, list, path)
@@ -587,6 +603,17 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
             raise ConfigError(f"{path}: [limits] {key} must be positive")
         attr = key if key in names else f"{key}_s"
         limits[attr] = value
+    for key in ("listen_tcp", "listen_tls"):
+        if key in inbound and "listen" not in inbound:
+            raise ConfigError(
+                f"{path}: [inbound] {key} needs [inbound] listen: SIP is served over UDP "
+                "too (RFC 3261 §18)"
+            )
+    if "listen_tls" in inbound and not config.tls_cert_file:
+        raise ConfigError(
+            f"{path}: [inbound] listen_tls needs [tls] cert_file and key_file: the "
+            "certificate the listener serves"
+        )
     if trunk.get("register") and "listen" not in inbound:
         raise ConfigError(
             f"{path}: [trunk] register needs [inbound] listen: the registered contact is "

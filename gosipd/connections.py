@@ -24,6 +24,10 @@ engine the same way over any transport. Under it:
 
 Connection and TLS failures come out of ``receive`` like ICMP errors on UDP,
 so the call's failover treats a refused connection like a port unreachable.
+
+``RelayEndpoint`` is the same shape for an inbound call over TCP or TLS: the
+supervisor holds the connections (``supervisor/sip_connections.py``) and the
+call sends and receives through it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -39,9 +44,10 @@ from dataclasses import dataclass
 import trio
 
 from gosipd.locate import Datagram, IcmpError, Reason
+from gosipd.packet import frame_datagram, unframe_datagram
 from gosipd.sip.framing import PING, PONG, Framer, FramingError, Keepalive
 
-__all__ = ["StreamEndpoint", "client_tls_context"]
+__all__ = ["RelayEndpoint", "StreamEndpoint", "client_tls_context"]
 
 #: Seconds to connect (and handshake) before the destination counts as unreachable.
 CONNECT_TIMEOUT = 5.0
@@ -271,3 +277,69 @@ def _tls_reason(exc: BaseException | None) -> str:
     if isinstance(exc, trio.TooSlowError):
         return "handshake timed out"
     return str(exc) or type(exc).__name__
+
+
+class RelayEndpoint:
+    """An inbound TCP or TLS call's SIP, through the supervisor that holds the connections.
+
+    What arrives on a connection for our Call-ID reaches the Unix datagram socket bound
+    at ``path``, framed with the connection's remote address (``packet``); what we send
+    goes to the supervisor's ``relay`` socket, framed with the connection to send it on.
+    Responses go back on the connection their request came on (RFC 3261 §18.2.2). Our
+    requests (a BYE) go on a connection from their destination if there is one, else on
+    the connection the far end last used: peers behind NAT and TLS trunks expect requests
+    on the connection they opened (RFC 5923 reuse), and nothing goes to an address that
+    has not connected to us. A frame with no message back from the supervisor says the
+    connection is gone: it comes out of ``receive`` as ``Reason.CONNECTION_LOST``.
+    """
+
+    transport: str
+
+    def __init__(
+        self, path: str, relay: str, transport: str, local_address: tuple[str, int]
+    ) -> None:
+        """``local_address``: the supervisor's listener, which our Via and Contact name."""
+        self.local_address = local_address
+        self._path = path
+        self._relay = relay
+        self.transport = transport.upper()
+        self._sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_DGRAM)
+        self._sources: set[tuple[str, int]] = set()
+        self._latest: tuple[str, int] | None = None
+
+    async def bind(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path)
+        await self._sock.bind(self._path)
+
+    def heard_from(self, source: tuple[str, int]) -> None:
+        """A connection the far end used (the INVITE the call was handed came on it)."""
+        self._sources.add(source)
+        self._latest = source
+
+    async def send(self, data: bytes, destination: tuple[str, int]) -> None:
+        connection = destination if destination in self._sources else self._latest
+        if connection is None:
+            raise OSError(errno.ENOTCONN, "no connection from the far end to send on")
+        await self._sock.sendto(frame_datagram(connection, data), self._relay)
+
+    async def receive(self) -> Datagram | IcmpError:
+        while True:
+            framed = unframe_datagram(await self._sock.recv(65_536 + 256))
+            if framed is None:
+                continue
+            source, data = framed
+            if not data:
+                self._sources.discard(source)
+                if self._latest == source:
+                    self._latest = next(iter(self._sources), None)
+                return IcmpError(
+                    source, Reason.CONNECTION_LOST, errno.ENOTCONN, reporter="connection closed"
+                )
+            self.heard_from(source)
+            return Datagram(data, source)
+
+    def close(self) -> None:
+        self._sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path)

@@ -88,6 +88,29 @@ def _sip_socket(config: Config, inherited: dict[str, int]) -> socket.socket | No
     return sock
 
 
+def _stream_listeners(config: Config, inherited: dict[str, int]) -> dict[str, socket.socket]:
+    """The TCP and TLS listeners ([inbound] listen_tcp, listen_tls), or the ones the
+    previous process held (an upgrade keeps them, so no connection is refused)."""
+    listeners = {}
+    for transport, address in (
+        ("tcp", config.inbound.listen_tcp),
+        ("tls", config.inbound.listen_tls),
+    ):
+        if f"sip_{transport}" in inherited:
+            listeners[transport] = socket.socket(fileno=inherited[f"sip_{transport}"])
+            continue
+        if address is None:
+            continue
+        host, port = address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        listeners[transport] = sock
+    return listeners
+
+
 #: The public SIP port's receive buffer: a scanner's burst must not crowd out the
 #: trunk's INVITEs while the supervisor works through it (the kernel's default holds
 #: about a hundred datagrams).
@@ -146,15 +169,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.runtime_dir:
             config = config.with_overrides(runtime_dir=args.runtime_dir)
         if args.listen:
-            from gosipd.config import InboundConfig, parse_hostport
+            from dataclasses import replace
 
+            from gosipd.config import parse_hostport
+
+            # only the address changes: the limits and listeners of [inbound] stay
             config = config.with_overrides(
-                inbound=InboundConfig(
-                    listen=parse_hostport(args.listen, 5060, "--listen"),
-                    routes=config.inbound.routes,
-                    unrouted_status=config.inbound.unrouted_status,
-                    ring_ms=config.inbound.ring_ms,
-                    early_media=config.inbound.early_media,
+                inbound=replace(
+                    config.inbound, listen=parse_hostport(args.listen, 5060, "--listen")
                 )
             )
         configure_logging(config.log_level)
@@ -170,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         config = config.with_overrides(runtime_dir=runtime_dir)
         control = _control_socket(config, inherited)
         sip = _sip_socket(config, inherited)
+        listeners = _stream_listeners(config, inherited)
         old_zygote = socket.socket(fileno=inherited["zygote"]) if "zygote" in inherited else None
-        for sock in (control, sip, old_zygote):
+        for sock in (control, sip, old_zygote, *listeners.values()):
             if sock is not None:
                 sock.set_inheritable(False)
         import gosipd.worker
@@ -188,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         control=control,
         zygote=zygote,
         sip=sip,
+        listeners=listeners,
         old_zygote=old_zygote,
         argv=raw_argv,
         crash_bye=crash_bye,

@@ -41,6 +41,7 @@ from gosipd.sip.validate import check
 
 if TYPE_CHECKING:
     from .server import Supervisor
+    from .sip_connections import Connection
 
 __all__ = ["crash_bye", "handle_inbound", "relay_answers", "relay_path", "route_app"]
 
@@ -74,10 +75,19 @@ def _reply_address(request: Request | Response, source: tuple[str, int]) -> tupl
     return (source[0], via.port or 5060)
 
 
-async def _send(supervisor: Supervisor, response: Response, address: tuple[str, int]) -> None:
+async def _send(
+    supervisor: Supervisor,
+    response: Response,
+    address: tuple[str, int],
+    connection: Connection | None,
+) -> None:
+    """Out of the public UDP socket, or back on the ``connection`` the request came on
+    (RFC 3261 §18.2.2)."""
     if supervisor.config.user_agent:
         response.headers.add("Server", supervisor.config.user_agent)
-    if supervisor.sip is not None:
+    if connection is not None:
+        connection.send(bytes(response))
+    elif supervisor.sip is not None:
         with contextlib.suppress(OSError):
             await supervisor.sip.sendto(bytes(response), address)
 
@@ -86,6 +96,7 @@ async def _reply(
     supervisor: Supervisor,
     request: Request,
     source: tuple[str, int],
+    connection: Connection | None,
     status: int,
     reason: str | None = None,
     headers: tuple[tuple[str, str], ...] = (),
@@ -99,7 +110,7 @@ async def _reply(
         return
     for name, value in headers:
         response.headers.add(name, value)
-    await _send(supervisor, response, _reply_address(request, source))
+    await _send(supervisor, response, _reply_address(request, source), connection)
 
 
 def _printable(text: str, limit: int = 100) -> str:
@@ -113,10 +124,16 @@ def _drop(supervisor: Supervisor, source: tuple[str, int], reason: str) -> None:
     log.debug("inbound.dropped", source=f"{source[0]}:{source[1]}", reason=reason)
 
 
-async def handle_inbound(supervisor: Supervisor, data: bytes, source: tuple[str, int]) -> None:
-    """Answer, route or drop one datagram. Nothing raises past here: whatever a stranger
-    sends, the socket keeps serving (a datagram no handler can make sense of is dropped
-    and counted in ``inbound_dropped``)."""
+async def handle_inbound(
+    supervisor: Supervisor,
+    data: bytes,
+    source: tuple[str, int],
+    connection: Connection | None = None,
+) -> None:
+    """Answer, route or drop one datagram, or one message that came on a TCP or TLS
+    ``connection``. Nothing raises past here: whatever a stranger sends, the socket
+    keeps serving (a message no handler can make sense of is dropped and counted in
+    ``inbound_dropped``)."""
     registration = supervisor.registration
     from_registrar = registration is not None and source == registration.destination
     if (
@@ -129,14 +146,16 @@ async def handle_inbound(supervisor: Supervisor, data: bytes, source: tuple[str,
         supervisor.counters["inbound_strangers"] += 1
         return
     try:
-        await _handle(supervisor, data, source)
+        await _handle(supervisor, data, source, connection)
     except trio.Cancelled:
         raise
     except Exception as exc:
         _drop(supervisor, source, f"{type(exc).__name__}: {exc}")
 
 
-async def _handle(supervisor: Supervisor, data: bytes, source: tuple[str, int]) -> None:
+async def _handle(
+    supervisor: Supervisor, data: bytes, source: tuple[str, int], connection: Connection | None
+) -> None:
     try:
         message = parse(data)
     except SIPParseError as exc:
@@ -144,22 +163,27 @@ async def _handle(supervisor: Supervisor, data: bytes, source: tuple[str, int]) 
         if reply is None:
             _drop(supervisor, source, exc.reason)
             return
-        await _send(supervisor, reply, _reply_address(reply, source))
+        await _send(supervisor, reply, _reply_address(reply, source), connection)
         return
+    try:
+        owner = supervisor.sip_routes.get(message.call_id)
+    except SIPParseError:
+        owner = None
+    if owner is not None and connection is not None:
+        connection.saw(message.call_id)
     if isinstance(message, Response):
         registration = supervisor.registration
         if registration is not None and registration.owns(message):
             registration.deliver(message)
+        elif owner is not None and connection is not None:
+            # to a request a TCP or TLS call sent on one of our connections
+            await _forward(supervisor, owner, data, source, None, connection)
         else:
             _drop(supervisor, source, "a response to nothing the supervisor sent")
         return
     request = message
-    try:
-        owner = supervisor.sip_routes.get(request.call_id)
-    except SIPParseError:
-        owner = None
     if owner is not None:
-        await _forward(supervisor, owner, data, source, request)
+        await _forward(supervisor, owner, data, source, request, connection)
         return
     # RFC 3261 §8.2: what the request is owed before anything acts on it
     supported = _supported(supervisor.config)
@@ -172,7 +196,9 @@ async def _handle(supervisor: Supervisor, data: bytes, source: tuple[str, int]) 
         reason = rejection.reason
         if rejection.status == 400 and rejection.detail:
             reason = f"{reason} ({_printable(rejection.detail)})"
-        await _reply(supervisor, request, source, rejection.status, reason, rejection.headers)
+        await _reply(
+            supervisor, request, source, connection, rejection.status, reason, rejection.headers
+        )
         return
     method = request.method
     if method == "ACK":
@@ -186,13 +212,16 @@ async def _handle(supervisor: Supervisor, data: bytes, source: tuple[str, int]) 
             supervisor,
             request,
             source,
+            connection,
             422,
             "Session Interval Too Small",
             (("Min-SE", str(min_se)),),
         )
         return
     if request.to.tag is not None or method in ("CANCEL", "BYE", "PRACK", "UPDATE", "INFO"):
-        await _reply(supervisor, request, source, 481, "Call/Transaction Does Not Exist")
+        await _reply(
+            supervisor, request, source, connection, 481, "Call/Transaction Does Not Exist"
+        )
         return
     if method == "OPTIONS":
         if supervisor.draining:
@@ -200,6 +229,7 @@ async def _handle(supervisor: Supervisor, data: bytes, source: tuple[str, int]) 
                 supervisor,
                 request,
                 source,
+                connection,
                 503,
                 "Service Unavailable",
                 (("Retry-After", str(DRAIN_RETRY_AFTER)),),
@@ -209,6 +239,7 @@ async def _handle(supervisor: Supervisor, data: bytes, source: tuple[str, int]) 
                 supervisor,
                 request,
                 source,
+                connection,
                 200,
                 None,
                 (
@@ -218,7 +249,7 @@ async def _handle(supervisor: Supervisor, data: bytes, source: tuple[str, int]) 
                 ),
             )
         return
-    await _new_call(supervisor, request, data, source)
+    await _new_call(supervisor, request, data, source, connection)
 
 
 def _supported(config: Config) -> tuple[str, ...]:
@@ -227,7 +258,11 @@ def _supported(config: Config) -> tuple[str, ...]:
 
 
 async def _new_call(
-    supervisor: Supervisor, request: Request, data: bytes, source: tuple[str, int]
+    supervisor: Supervisor,
+    request: Request,
+    data: bytes,
+    source: tuple[str, int],
+    connection: Connection | None,
 ) -> None:
     config = supervisor.config
     if supervisor.draining:
@@ -235,6 +270,7 @@ async def _new_call(
             supervisor,
             request,
             source,
+            connection,
             503,
             "Service Unavailable",
             (("Retry-After", str(DRAIN_RETRY_AFTER)),),
@@ -244,7 +280,7 @@ async def _new_call(
     app = route_app(config.inbound.routes, user)
     if app is None:
         # the same answer for every unknown user, whatever the method probing us
-        await _reply(supervisor, request, source, config.inbound.unrouted_status)
+        await _reply(supervisor, request, source, connection, config.inbound.unrouted_status)
         return
     refusal = supervisor.sources.admit(source[0])
     if refusal is not None:
@@ -254,6 +290,7 @@ async def _new_call(
             supervisor,
             request,
             source,
+            connection,
             503,
             "Service Unavailable",
             (("Retry-After", str(SOURCE_RETRY_AFTER)),),
@@ -261,9 +298,12 @@ async def _new_call(
         return
     call_id = secrets.token_hex(8)
     assert supervisor.sip is not None
-    local_host = supervisor.sip.getsockname()[0]
+    local_host, local_port = (
+        connection.local if connection is not None else supervisor.sip.getsockname()[:2]
+    )
     if local_host in ("0.0.0.0", "::"):
         local_host = None
+    transport = connection.transport if connection is not None else "udp"
     spec: dict[str, Any] = {
         "call": call_id,
         "direction": "inbound",
@@ -274,7 +314,10 @@ async def _new_call(
         "local_host": local_host,
         # responses to the INVITE leave from the address the caller sent it to (RFC 3581
         # §4, callers behind NAT): the call frames them, we send them (see relay_answers)
-        "answer_via": str(relay_path(supervisor.runtime_dir)),
+        "answer_via": str(relay_path(supervisor.runtime_dir, transport)),
+        "transport": transport,
+        # TCP and TLS: our Via and Contact name the listener, which relays to us
+        "local_port": local_port,
     }
     supervisor.sip_routes[request.call_id] = call_id
     supervisor.counters["inbound"] += 1
@@ -288,7 +331,13 @@ async def _new_call(
         supervisor.counters["inbound_refused"] += 1
         log.info("inbound.refused", reason=exc.message)
         await _reply(
-            supervisor, request, source, 503, "Service Unavailable", (("Retry-After", "5"),)
+            supervisor,
+            request,
+            source,
+            connection,
+            503,
+            "Service Unavailable",
+            (("Retry-After", "5"),),
         )
         return
     record.sip_call_id = request.call_id
@@ -296,8 +345,21 @@ async def _new_call(
 
 
 async def _forward(
-    supervisor: Supervisor, owner: str, data: bytes, source: tuple[str, int], request: Request
+    supervisor: Supervisor,
+    owner: str,
+    data: bytes,
+    source: tuple[str, int],
+    request: Request | None,
+    connection: Connection | None,
 ) -> None:
+    """To the call that owns the Call-ID. ``request`` None: a response (over TCP or TLS,
+    to a request the call sent on one of our connections)."""
+    record = supervisor.registry.calls.get(owner)
+    transport = connection.transport if connection is not None else "udp"
+    if record is not None and record.sip_transport != transport:
+        # the call cannot answer over another transport than its own
+        _drop(supervisor, source, f"over {transport} for a call over {record.sip_transport}")
+        return
     path = supervisor.runtime_dir / "calls" / f"{owner}.sip"
     packet = frame_datagram(source, data)
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_DGRAM)
@@ -305,15 +367,20 @@ async def _forward(
         await sock.sendto(packet, str(path))
     except OSError:
         # the worker is not listening (yet, or any more): a retransmission will come
-        if owner not in supervisor.registry.calls and request.method not in ("ACK", "INVITE"):
-            await _reply(supervisor, request, source, 481, "Call/Transaction Does Not Exist")
+        gone = owner not in supervisor.registry.calls
+        if gone and request is not None and request.method not in ("ACK", "INVITE"):
+            await _reply(
+                supervisor, request, source, connection, 481, "Call/Transaction Does Not Exist"
+            )
     finally:
         sock.close()
 
 
-def relay_path(runtime_dir: Path) -> Path:
-    """Where calls send the responses that must leave from the public SIP socket."""
-    return runtime_dir / "sip-relay.sock"
+def relay_path(runtime_dir: Path, transport: str = "udp") -> Path:
+    """Where calls send the responses that must leave from the public UDP socket, or
+    what goes out on the supervisor's TCP or TLS connections."""
+    name = "sip-relay.sock" if transport == "udp" else f"sip-relay-{transport}.sock"
+    return runtime_dir / name
 
 
 async def relay_answers(supervisor: Supervisor) -> None:

@@ -37,6 +37,9 @@ class CallRecord:
     sip_call_id: str | None = None
     #: The address an inbound call's INVITE came from (held against its per-source limit).
     source_host: str | None = None
+    #: What an inbound call's messages come over ("udp", "tcp", "tls"): the supervisor
+    #: relays it nothing that came over another.
+    sip_transport: str = "udp"
 
     def summary(self) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -128,6 +131,7 @@ class Registry:
                     target=str(state.get("target", "")),
                     adopted=True,
                     sip_call_id=state.get("sip_call_id"),
+                    sip_transport=str(state.get("sip_transport") or "udp"),
                 )
                 self.calls[call_id] = record
                 alive.append(record)

@@ -59,6 +59,7 @@ from .registry import (
     read_published,
     remove_published,
 )
+from .sip_connections import SipConnections
 from .zygote import decode_status
 
 __all__ = ["Supervisor"]
@@ -88,6 +89,7 @@ class Supervisor:
         control: socket.socket,
         zygote: socket.socket,
         sip: socket.socket | None = None,
+        listeners: dict[str, socket.socket] | None = None,
         old_zygote: socket.socket | None = None,
         argv: list[str] | None = None,
         crash_bye: CrashBye | None = None,
@@ -107,6 +109,10 @@ class Supervisor:
         self._zygote = zygote  # stdlib: SCM_RIGHTS and SEQPACKET, driven by wait_readable
         self._sip_stdlib = sip
         self.sip = trio.socket.from_stdlib_socket(sip) if sip is not None else None
+        #: SIP over TCP and TLS ([inbound] listen_tcp, listen_tls), with the UDP socket
+        self.connections = (
+            SipConnections(self, listeners) if listeners and sip is not None else None
+        )
         self._old_zygote = old_zygote
         self._argv = argv or []
         self._crash_bye = crash_bye
@@ -156,6 +162,8 @@ class Supervisor:
             "accept_backoff": 0,
             "registrations": 0,
             "registration_failures": 0,
+            "connections_refused": 0,
+            "tls_failures": 0,
         }
 
     # ======================================================================
@@ -178,6 +186,8 @@ class Supervisor:
                 nursery.start_soon(self._serve_sip)
                 if self._relay is not None:
                     nursery.start_soon(self._relay, self)
+                if self.connections is not None:
+                    nursery.start_soon(self.connections.run)
                 if self.config.trunk.register:
                     self.registration = RegistrationDriver(self)
                     nursery.start_soon(self.registration.run)
@@ -345,7 +355,10 @@ class Supervisor:
         call_id = spec.setdefault("call", secrets.token_hex(8))
         spec.setdefault("runtime_dir", str(self.runtime_dir))
         record = CallRecord(
-            call_id, direction=spec.get("direction", "outbound"), target=str(spec.get("to", ""))
+            call_id,
+            direction=spec.get("direction", "outbound"),
+            target=str(spec.get("to", "")),
+            sip_transport=str(spec.get("transport") or "udp"),
         )
         self.registry.calls[call_id] = record
         try:
@@ -513,6 +526,8 @@ class Supervisor:
         }
         if self.sip is not None:
             inherit["sip"] = self.sip.fileno()
+        if self.connections is not None:
+            inherit.update(self.connections.filenos())
         for fd in inherit.values():
             os.set_inheritable(fd, True)
         # Clients mid-conversation keep their connection: what they sent and we have not
@@ -701,6 +716,13 @@ class Supervisor:
             },
             "counters": dict(self.counters),
             "inbound": self.sip.getsockname()[:2] if self.sip is not None else None,
+            **{
+                f"inbound_{transport}": list(address)
+                for transport, address in (
+                    self.connections.addresses() if self.connections else {}
+                ).items()
+            },
+            "connections": len(self.connections.open) if self.connections else 0,
             "registration": self.registration.status() if self.registration else None,
         }
 

@@ -82,6 +82,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from tests.peers import PeerLab
 
@@ -145,3 +146,20 @@ def dnsmasq(peer_lab: PeerLab) -> Callable[..., Any]:
 @pytest.fixture
 def blackhole(peer_lab: PeerLab) -> Callable[..., Any]:
     return peer_lab.blackhole
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> dict[str, Path]:
+    """A test CA (trustme) and PEMs (certificate chain + key) it issued: ``server`` for
+    127.0.0.1 and localhost, ``wrong_name`` for other.test; ``ca`` is the CA's."""
+    ca = trustme.CA()
+    out = {"ca": tmp_path / "ca.pem"}
+    ca.cert_pem.write_to_path(str(out["ca"]))
+    for name, hosts in (("server", ("127.0.0.1", "localhost")), ("wrong_name", ("other.test",))):
+        cert = ca.issue_cert(*hosts)
+        path = tmp_path / f"{name}.pem"
+        path.write_bytes(
+            b"".join(b.bytes() for b in cert.cert_chain_pems) + cert.private_key_pem.bytes()
+        )
+        out[name] = path
+    return out

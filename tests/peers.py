@@ -635,7 +635,9 @@ class SippUAC(_SipTrace):
         timeout: float | None = None,
         host: str = "127.0.0.1",
         extra: Sequence[str] = (),
+        transport: str = "udp",
     ) -> None:
+        """``transport``: "udp", or "tcp" (one connection to ``target``, ``-t t1``)."""
         scenario = scenario.removesuffix(".xml")
         if scenario not in SIPP_UAC_SCENARIOS:
             raise ValueError(f"unknown SIPp UAC scenario {scenario!r}: {SIPP_UAC_SCENARIOS}")
@@ -667,7 +669,8 @@ class SippUAC(_SipTrace):
             argv = [
                 binary,
                 "-sf", str(scenario_file),
-                "-i", host, "-p", str(self.port), "-bind_local", "-t", "u1",
+                "-i", host, "-p", str(self.port), "-bind_local",
+                "-t", "t1" if transport == "tcp" else "u1",
                 "-mi", host, "-mp", str(self.media_port),
                 "-cp", str(free_port("0.0.0.0")),
                 "-m", str(calls), "-r", str(rate), "-rp", "1000", "-d", str(call_ms),
@@ -753,11 +756,12 @@ def _baresip_config(
     password: str,
     mediaenc: str | None = None,
     certificate: Path | None = None,
+    cafile: Path | None = None,
 ) -> None:
     """Write baresip 1.0.0's ``config`` and ``accounts`` (headless, loopback only).
 
     ``certificate``: a PEM with the certificate and its key: baresip then listens
-    for TLS too.
+    for TLS too. ``cafile``: the CAs it trusts as a TLS client.
 
     ``mediaenc``: the srtp module's mode, ``srtp`` (best effort: RTP/AVP with
     a=crypto), ``srtp-mand`` (RTP/SAVP) or ``srtp-mandf`` (RTP/SAVPF)."""
@@ -806,6 +810,7 @@ def _baresip_config(
         "module_app\t\techo.so" if mode == "echo" else "",
         "module\t\t\tsrtp.so" if mediaenc else "",
         f"sip_certificate\t\t{certificate}" if certificate else "",
+        f"sip_cafile\t\t{cafile}" if cafile else "",
     ]
     (directory / "config").write_text("\n".join(line for line in lines if line) + "\n")
     answer = {"uas": ";answermode=auto", "echo": ";answermode=manual", "ring": ";answermode=manual"}
@@ -1053,7 +1058,9 @@ class BaresipCall:
         registrar: str | None = None,
         password: str = AUTH_PASS,
         mediaenc: str | None = None,
+        cafile: Path | None = None,
     ) -> None:
+        """``cafile``: the CAs baresip trusts, to dial a ``sips:`` URI."""
         binary = require_binary("baresip")
         self.uri = uri
         self.port = free_port(host, tcp=True)
@@ -1074,6 +1081,7 @@ class BaresipCall:
             registrar=registrar,
             password=password,
             mediaenc=mediaenc,
+            cafile=cafile,
         )
         self.seconds = seconds
         argv = [

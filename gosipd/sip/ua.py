@@ -216,6 +216,10 @@ CALL_TABLE: dict[tuple[CallState, CallInput], CallState] = {
 del C, K
 
 
+#: Via transports whose responses go back on the request's connection (§18.2.2).
+RELIABLE_TRANSPORTS = frozenset({"TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"})
+
+
 @dataclass(frozen=True)
 class UAConfig:
     """What one call's user agent needs to know about itself."""
@@ -502,7 +506,8 @@ class UserAgent:
                 except SIPParseError:
                     return  # not even the Via says where to answer
                 # §18.2.2 as if we had stamped received (and rport) on that Via
-                port = source[1] if via is None or via.has_rport else via.port or 5060
+                reliable = via is not None and via.transport.upper() in RELIABLE_TRANSPORTS
+                port = source[1] if via is None or via.has_rport or reliable else via.port or 5060
                 reply_to = (source[0], port)
                 self._outbox.append((bytes(reply), reply_to))
             return
@@ -1872,8 +1877,9 @@ class UserAgent:
 
     @staticmethod
     def _via_reply_address(via: Via | None, source: Address) -> Address:
-        """Where a response goes (RFC 3261 §18.2.2, RFC 3581 §4)."""
-        if via is None:
+        """Where a response goes (RFC 3261 §18.2.2, RFC 3581 §4): over TCP and TLS, back
+        on the connection the request came on, whatever the Via names."""
+        if via is None or via.transport.upper() in RELIABLE_TRANSPORTS:
             return source
         if via.maddr:
             return (via.maddr, via.port or 5060)

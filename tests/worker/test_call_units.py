@@ -320,6 +320,13 @@ def test_the_media_threads_realtime_priority_is_configurable_and_checked(tmp_pat
         ('[tls]\nca_file = "/nonexistent/ca.pem"', r"\[tls\] ca_file: no such file"),
         ("[tls]\nverify = 1", r"\[tls\] verify must be true or false"),
         ('[tls]\nkey_file = "{here}"', "cert_file and key_file go together"),
+        ('[inbound]\nlisten_tcp = "127.0.0.1:5060"', r"listen_tcp needs \[inbound\] listen"),
+        (
+            '[inbound]\nlisten = "127.0.0.1:5060"\nlisten_tls = "127.0.0.1:5061"',
+            r"listen_tls needs \[tls\] cert_file and key_file",
+        ),
+        ('[inbound]\nlisten_tcp = "127.0.0.1:x"', r"\[inbound\] listen_tcp"),
+        ("[inbound]\nmax_connections_per_source = 0", "must be positive"),
     ],
 )
 def test_srtp_transport_and_tls_settings_are_checked(tmp_path: Path, text: str, error: str):

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import trio
-import trustme
 
 from gosipd.call import Call
 from tests.peers import NAPTR, SRV, Host, LoopbackCapture, clearest, read_wav_mono
@@ -53,22 +52,6 @@ async def test_a_refused_tcp_connection_fails_the_call_as_unreachable(place_call
     assert end["setup_ms"] is None and end["duration_s"] < 2
     (failed,) = events_named(runtime, "locate.failover")
     assert failed["reason"] == "icmp_port_unreachable"
-
-
-@pytest.fixture
-def certificates(tmp_path: Path) -> dict[str, Path]:
-    """A test CA (trustme), a server PEM for 127.0.0.1 and one for another name."""
-    ca = trustme.CA()
-    out = {"ca": tmp_path / "ca.pem"}
-    ca.cert_pem.write_to_path(str(out["ca"]))
-    for name, hosts in (("server", ("127.0.0.1", "localhost")), ("wrong_name", ("other.test",))):
-        cert = ca.issue_cert(*hosts)
-        path = tmp_path / f"{name}.pem"
-        path.write_bytes(
-            b"".join(b.bytes() for b in cert.cert_chain_pems) + cert.private_key_pem.bytes()
-        )
-        out[name] = path
-    return out
 
 
 async def test_a_call_over_tls_with_srtp_to_baresip(

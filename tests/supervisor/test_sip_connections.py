@@ -1,0 +1,148 @@
+"""Inbound calls over TCP and TLS: the supervisor holds the connection, the call runs in
+its worker. Callers: the daemon's own outbound calls, SIPp over TCP, baresip over TLS."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.peers import MEDIA_DIR, free_port
+
+from .daemon import Daemon
+
+pytestmark = pytest.mark.interop
+
+
+def stream_daemon(gosipd: Any, certificates: dict[str, Path] | None = None, **kwargs: Any) -> Any:
+    """A daemon listening on UDP, TCP and (with ``certificates``) TLS, trusting the test CA;
+    ``.tcp_port`` and ``.tls_port``."""
+    tcp_port = free_port(tcp=True)
+    inbound = [f'listen_tcp = "127.0.0.1:{tcp_port}"']
+    extra = '[sip]\ntransports = ["udp", "tcp", "tls"]\n'
+    tls_port = None
+    if certificates is not None:
+        tls_port = free_port(tcp=True)
+        inbound.append(f'listen_tls = "127.0.0.1:{tls_port}"')
+        server = certificates["server"]
+        extra += (
+            f'[tls]\ncert_file = "{server}"\nkey_file = "{server}"\n'
+            f'ca_file = "{certificates["ca"]}"\n'
+        )
+    inbound.append(kwargs.pop("inbound", ""))
+    daemon = gosipd(inbound="\n".join(inbound), extra=extra + kwargs.pop("extra", ""), **kwargs)
+    daemon.tcp_port, daemon.tls_port = tcp_port, tls_port
+    return daemon
+
+
+def ended_events(daemon: Daemon) -> dict[str, dict[str, Any]]:
+    return {e["call"]: e for e in daemon.events() if e.get("event") == "call.ended"}
+
+
+def inbound_ended(daemon: Daemon, timeout: float = 10) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in ended_events(daemon).values():
+            started = [
+                e
+                for e in daemon.events()
+                if e.get("event") == "call.started"
+                and e.get("call") == event["call"]
+                and e.get("direction") == "inbound"
+            ]
+            if started:
+                return event
+        time.sleep(0.05)
+    raise AssertionError("no inbound call ended")
+
+
+def test_a_call_over_tcp_through_the_daemons_listener_hung_up_by_either_side(gosipd):
+    daemon = stream_daemon(gosipd)
+    # the caller hangs up: its BYE goes on its connection, the supervisor relays it
+    reply, conn = daemon.dial(f"sip:echo@127.0.0.1:{daemon.tcp_port};transport=tcp", max_duration=1)
+    ended = conn.until_event("call.ended")
+    assert ended["cause"] == "max_duration" and ended["sip"]["transport"] == "tcp"
+    assert ended["media"]["packets_received"] > 25
+    answered = inbound_ended(daemon)
+    assert answered["cause"] == "remote_hangup" and answered["sip"]["transport"] == "tcp"
+    assert answered["sip"]["local"] == ["127.0.0.1", daemon.tcp_port]  # Via, Contact
+
+    # the called side hangs up: its BYE leaves on the caller's connection
+    _reply, conn = daemon.dial(
+        f"sip:echo@127.0.0.1:{daemon.tcp_port};transport=tcp", max_duration=20
+    )
+    conn.until_event("call.answered")
+    calls = daemon.request({"op": "calls"})["calls"]
+    (called,) = [
+        c["call"] for c in calls if c["direction"] == "inbound" and c["call"] != answered["call"]
+    ]
+    assert daemon.request({"op": "hangup", "call": called})["ok"]
+    ended = conn.until_event("call.ended")
+    assert ended["cause"] == "remote_hangup", ended
+    assert ended["duration_s"] < 10
+    assert daemon.request({"op": "status"})["counters"]["inbound_dropped"] == 0
+
+
+def test_a_call_over_tls_to_the_daemons_listener(gosipd, certificates):
+    daemon = stream_daemon(gosipd, certificates)
+    status = daemon.request({"op": "status"})
+    assert status["inbound_tls"] == ["127.0.0.1", daemon.tls_port]
+    _reply, conn = daemon.dial(f"sips:echo@127.0.0.1:{daemon.tls_port}", max_duration=1)
+    ended = conn.until_event("call.ended")
+    assert ended["cause"] == "max_duration" and ended["sip"]["transport"] == "tls"
+    assert ended["media"]["packets_received"] > 25
+    answered = inbound_ended(daemon)
+    assert answered["cause"] == "remote_hangup" and answered["sip"]["transport"] == "tls"
+
+
+def test_a_tls_caller_that_does_not_trust_our_certificate_never_reaches_a_call(
+    gosipd, certificates
+):
+    daemon = stream_daemon(gosipd, certificates)
+    # a second daemon as the caller, trusting only the system store
+    caller = gosipd(listen=False, extra='[sip]\ntransports = ["tls"]\n')
+    _reply, conn = caller.dial(f"sips:echo@127.0.0.1:{daemon.tls_port}", max_duration=1)
+    ended = conn.until_event("call.ended")
+    assert ended["cause"] == "tls_failed", ended
+    deadline = time.monotonic() + 5
+    while daemon.request({"op": "status"})["counters"]["tls_failures"] < 1:
+        assert time.monotonic() < deadline, "the failed handshake was not counted"
+        time.sleep(0.05)
+    assert daemon.request({"op": "status"})["counters"]["inbound"] == 0
+
+
+async def test_sipp_calls_over_tcp_and_hears_its_audio_echoed(gosipd, sipp_uac):
+    daemon = stream_daemon(gosipd)
+    result = await sipp_uac(
+        "uac_pcmu",
+        f"127.0.0.1:{daemon.tcp_port}",
+        call_ms=1500,
+        pcap=MEDIA_DIR / "pcmu_tone1k_5s.pcap",
+        transport="tcp",
+    ).wait()
+    assert result.ok, result.errors
+    answered = inbound_ended(daemon)
+    assert answered["cause"] == "remote_hangup" and answered["sip"]["transport"] == "tcp"
+    assert answered["media"]["packets_received"] > 50
+    assert answered["media"]["packets_sent"] > 50  # the echo went back
+
+
+async def test_baresip_calls_over_tls(gosipd, baresip_call, certificates):
+    daemon = stream_daemon(gosipd, certificates)
+    call = baresip_call(
+        f"sip:echo@127.0.0.1:{daemon.tls_port};transport=tls",
+        seconds=3,
+        cafile=certificates["ca"],
+    )
+    result = await call.wait()
+    assert result.established, result.log[-2000:]
+    with trio.fail_after(10):
+        while not ended_events(daemon):
+            await trio.sleep(0.05)
+    answered = inbound_ended(daemon)
+    assert answered["sip"]["transport"] == "tls"
+    assert answered["cause"] == "remote_hangup", answered
+    assert answered["media"]["packets_received"] > 50
