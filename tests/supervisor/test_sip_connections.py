@@ -62,7 +62,7 @@ def inbound_ended(daemon: Daemon, timeout: float = 10) -> dict[str, Any]:
 def test_a_call_over_tcp_through_the_daemons_listener_hung_up_by_either_side(gosipd):
     daemon = stream_daemon(gosipd)
     # the caller hangs up: its BYE goes on its connection, the supervisor relays it
-    reply, conn = daemon.dial(f"sip:echo@127.0.0.1:{daemon.tcp_port};transport=tcp", max_duration=1)
+    _, conn = daemon.dial(f"sip:echo@127.0.0.1:{daemon.tcp_port};transport=tcp", max_duration=1)
     ended = conn.until_event("call.ended")
     assert ended["cause"] == "max_duration" and ended["sip"]["transport"] == "tcp"
     assert ended["media"]["packets_received"] > 25
