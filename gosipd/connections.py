@@ -306,6 +306,10 @@ class RelayEndpoint:
         self._sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_DGRAM)
         self._sources: set[tuple[str, int]] = set()
         self._latest: tuple[str, int] | None = None
+        #: connection -> the destinations whose messages went on it, for which its loss
+        #: is reported (the engine knows a transaction by where it sent it)
+        self._carried: dict[tuple[str, int], set[tuple[str, int]]] = {}
+        self._errors: list[IcmpError] = []
 
     async def bind(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -321,23 +325,31 @@ class RelayEndpoint:
         connection = destination if destination in self._sources else self._latest
         if connection is None:
             raise OSError(errno.ENOTCONN, "no connection from the far end to send on")
+        self._carried.setdefault(connection, set()).add(destination)
         await self._sock.sendto(frame_datagram(connection, data), self._relay)
 
     async def receive(self) -> Datagram | IcmpError:
-        while True:
+        while not self._errors:
             framed = unframe_datagram(await self._sock.recv(65_536 + 256))
             if framed is None:
                 continue
             source, data = framed
-            if not data:
-                self._sources.discard(source)
-                if self._latest == source:
-                    self._latest = next(iter(self._sources), None)
-                return IcmpError(
-                    source, Reason.CONNECTION_LOST, errno.ENOTCONN, reporter="connection closed"
+            if data:
+                self.heard_from(source)
+                return Datagram(data, source)
+            self._sources.discard(source)
+            if self._latest == source:
+                self._latest = next(iter(self._sources), None)
+            self._errors = [
+                IcmpError(
+                    destination,
+                    Reason.CONNECTION_LOST,
+                    errno.ENOTCONN,
+                    reporter="the connection is closed",
                 )
-            self.heard_from(source)
-            return Datagram(data, source)
+                for destination in self._carried.pop(source, {source})
+            ]
+        return self._errors.pop()
 
     def close(self) -> None:
         self._sock.close()

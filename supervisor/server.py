@@ -163,6 +163,7 @@ class Supervisor:
             "registrations": 0,
             "registration_failures": 0,
             "connections_refused": 0,
+            "connections_dropped": 0,
             "tls_failures": 0,
         }
 

@@ -84,6 +84,7 @@ class Connection:
         #: lives, the connection is kept however quiet it is.
         self.call_ids: set[str] = set()
         self.closed_because: str | None = None
+        self.faulted = False
         self.last_activity = trio.current_time()
         self._queue, self._queued = trio.open_memory_channel[bytes](SEND_QUEUE)
         self._scope = trio.CancelScope()
@@ -96,16 +97,18 @@ class Connection:
         try:
             self._queue.send_nowait(data)
         except trio.WouldBlock:
-            self.close(f"the peer is not reading ({SEND_QUEUE} messages queued)")
+            self.close(f"the peer is not reading ({SEND_QUEUE} messages queued)", fault=True)
             return False
         return True
 
     def saw(self, call_id: str) -> None:
         self.call_ids.add(call_id)
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, *, fault: bool = False) -> None:
+        """``fault``: we close it because the peer broke a limit (logged, counted)."""
         if self.closed_because is None:
             self.closed_because = reason
+            self.faulted = fault
         self._scope.cancel()
 
     async def write(self) -> None:
@@ -113,7 +116,7 @@ class Connection:
             with trio.move_on_after(SEND_TIMEOUT) as slow:
                 await self.stream.send_all(data)
             if slow.cancelled_caught:
-                self.close(f"a write took over {SEND_TIMEOUT:.0f} s")
+                self.close(f"a write took over {SEND_TIMEOUT:.0f} s", fault=True)
                 return
             self.last_activity = trio.current_time()
 
@@ -219,7 +222,9 @@ class SipConnections:
             finally:
                 if self.open.get(key) is connection:
                     del self.open[key]
-            log.debug(
+            if connection.faulted:
+                self.supervisor.counters["connections_dropped"] += 1
+            (log.info if connection.faulted else log.debug)(
                 "sip.connection_closed",
                 transport=transport,
                 source=_text(remote),
@@ -256,9 +261,9 @@ class SipConnections:
                     return
             if waited.cancelled_caught:
                 if framer.pending:
-                    connection.close(f"stalled mid-message for {self._stall:g} s")
+                    connection.close(f"stalled mid-message for {self._stall:g} s", fault=True)
                 elif not heard:
-                    connection.close(f"no message in {self._stall:g} s")
+                    connection.close(f"no message in {self._stall:g} s", fault=True)
                 elif self._in_use(connection):
                     continue  # a call began using it while we waited
                 else:
@@ -272,13 +277,7 @@ class SipConnections:
                 items = framer.feed(bytes(data))
             except FramingError as exc:
                 self.supervisor.counters["inbound_dropped"] += 1
-                log.info(
-                    "sip.connection_broken",
-                    transport=connection.transport,
-                    source=_text(connection.remote),
-                    reason=str(exc),
-                )
-                connection.close(str(exc))
+                connection.close(str(exc), fault=True)
                 return
             for item in items:
                 heard = True

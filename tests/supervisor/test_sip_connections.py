@@ -3,6 +3,7 @@ its worker. Callers: the daemon's own outbound calls, SIPp over TCP, baresip ove
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -146,3 +147,56 @@ async def test_baresip_calls_over_tls(gosipd, baresip_call, certificates):
     assert answered["sip"]["transport"] == "tls"
     assert answered["cause"] == "remote_hangup", answered
     assert answered["media"]["packets_received"] > 50
+
+
+def _tcp_invite(port: int, call_id: str) -> bytes:
+    body = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+    return (
+        f"INVITE sip:echo@127.0.0.1:{port};transport=tcp SIP/2.0\r\n"
+        "Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-tcp-1\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:caller@127.0.0.1>;tag=tcpcaller\r\n"
+        f"To: <sip:echo@127.0.0.1:{port}>\r\n"
+        f"Call-ID: {call_id}\r\n"
+        "CSeq: 1 INVITE\r\n"
+        "Contact: <sip:caller@127.0.0.1:9;transport=tcp>\r\n"
+        "Content-Type: application/sdp\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+def test_a_caller_whose_connection_is_gone_is_hung_up_at_once(gosipd):
+    """The Via names port 9 (nobody): the 200 still comes back on the connection. Once the
+    caller closes it, our BYE has no connection to go on, and the call ends there and then
+    instead of retransmitting into nothing for 64·T1."""
+    daemon = stream_daemon(gosipd)
+    with socket.create_connection(("127.0.0.1", daemon.tcp_port), timeout=5) as caller:
+        caller.sendall(_tcp_invite(daemon.tcp_port, "tcp-gone-1"))
+        data = b""
+        while b"SIP/2.0 200" not in data:
+            chunk = caller.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert b";transport=tcp>" in data  # the Contact: our listener, over TCP
+        final = data[data.index(b"SIP/2.0 200") :]
+        to = next(line for line in final.split(b"\r\n") if line.lower().startswith(b"to:"))
+        ack = (
+            f"ACK sip:echo@127.0.0.1:{daemon.tcp_port};transport=tcp SIP/2.0\r\n"
+            "Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-tcp-2\r\nMax-Forwards: 70\r\n"
+            "From: <sip:caller@127.0.0.1>;tag=tcpcaller\r\n"
+            f"{to.decode()}\r\nCall-ID: tcp-gone-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        )
+        caller.sendall(ack.encode())
+        time.sleep(0.3)
+    deadline = time.monotonic() + 5
+    while not (calls := daemon.request({"op": "calls"})["calls"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    started = time.monotonic()
+    assert daemon.request({"op": "hangup", "call": calls[0]["call"]})["ok"]
+    ended = inbound_ended(daemon)
+    assert time.monotonic() - started < 3
+    assert ended["cause"] == "local_hangup" and ended["answered"], ended
