@@ -1886,6 +1886,10 @@ class CallRuntime:
             # where the BYE goes (the next hop, located): what a supervisor cannot work out
             "destination": list(self.ua.next_hop_address(dialog)),
         }
+        if isinstance(self.endpoint, RelayEndpoint) and self.endpoint.latest is not None:
+            # the supervisor's connection from the caller, which the BYE must go on
+            state["transport"] = self.spec.transport
+            state["connection"] = list(self.endpoint.latest)
         if published != state:
             self.publication.publish(dialog=state)
 

@@ -316,6 +316,11 @@ class RelayEndpoint:
             os.unlink(self._path)
         await self._sock.bind(self._path)
 
+    @property
+    def latest(self) -> tuple[str, int] | None:
+        """The connection our requests go on when their destination has none."""
+        return self._latest
+
     def heard_from(self, source: tuple[str, int]) -> None:
         """A connection the far end used (the INVITE the call was handed came on it)."""
         self._sources.add(source)

@@ -408,10 +408,13 @@ async def relay_answers(supervisor: Supervisor) -> None:
         sock.close()
 
 
-async def crash_bye(state: dict[str, Any]) -> None:
+async def crash_bye(supervisor: Supervisor, state: dict[str, Any]) -> None:
     """Hang up a dead worker's confirmed dialog, so the far end is not left with a ghost call."""
     dialog = state.get("dialog")
     if not isinstance(dialog, dict):
+        return
+    if dialog.get("connection"):
+        _crash_bye_on_connection(supervisor, state, dialog)
         return
     destination = dialog.get("destination")
     if not destination:
@@ -460,3 +463,41 @@ async def crash_bye(state: dict[str, Any]) -> None:
         )
     finally:
         sock.close()
+
+
+def _crash_bye_on_connection(
+    supervisor: Supervisor, state: dict[str, Any], dialog: dict[str, Any]
+) -> None:
+    """An inbound TCP or TLS call's BYE, on the caller's connection if it is still open
+    (a reliable transport: sent once; the answer reaches no call and is dropped)."""
+    transport = str(dialog.get("transport", "tcp"))
+    try:
+        remote = (str(dialog["connection"][0]), int(dialog["connection"][1]))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return
+    connection = (
+        supervisor.connections.open.get((transport, remote))
+        if supervisor.connections is not None
+        else None
+    )
+    if connection is None:
+        log.info(
+            "call.crash_bye_impossible", call=state.get("call"), reason="its connection is closed"
+        )
+        return
+    host, port = connection.local
+    via = Via(transport.upper(), host, port, branch=f"{MAGIC_COOKIE}{secrets.token_hex(8)}")
+    try:
+        bye = bye_from_state(dialog, via)
+    except (KeyError, ValueError, SIPParseError) as exc:
+        log.warning("call.crash_bye_impossible", call=state.get("call"), reason=str(exc))
+        return
+    sent = connection.send(bytes(bye))
+    log.info(
+        "call.crash_bye",
+        call=state.get("call"),
+        sip_status=None,
+        sip_call_id=dialog.get("call_id"),
+        transport=transport,
+        sent=sent,
+    )

@@ -74,7 +74,7 @@ ACCEPT_BACKOFF_MAX = 1.0
 #: Retry-After a draining host sends with its 503s.
 DRAIN_RETRY_AFTER = 60
 
-CrashBye = Callable[[dict[str, Any]], Awaitable[None]]
+CrashBye = Callable[["Supervisor", dict[str, Any]], Awaitable[None]]
 
 
 #: Request lines read from a control connection and not yet answered.
@@ -465,7 +465,7 @@ class Supervisor:
         self._publish(event)
         remove_published(self.runtime_dir, call_id)
         if bye and self._crash_bye is not None and self._nursery is not None:
-            self._nursery.start_soon(self._crash_bye, state)
+            self._nursery.start_soon(self._crash_bye, self, state)
 
     # ======================================================================
     # drain and upgrade

@@ -3,6 +3,9 @@ its worker. Callers: the daemon's own outbound calls, SIPp over TCP, baresip ove
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -168,35 +171,90 @@ def _tcp_invite(port: int, call_id: str) -> bytes:
     ).encode()
 
 
+def answered_over_tcp(daemon: Any, call_id: str) -> socket.socket:
+    """A raw caller: INVITE on a new connection, the 200, its ACK; the connection, open."""
+    caller = socket.create_connection(("127.0.0.1", daemon.tcp_port), timeout=5)
+    caller.sendall(_tcp_invite(daemon.tcp_port, call_id))
+    data = b""
+    while b"SIP/2.0 200" not in data or not data.endswith(b"a=sendrecv\r\n"):
+        chunk = caller.recv(65536)
+        assert chunk, data
+        data += chunk
+    final = data[data.index(b"SIP/2.0 200") :]
+    assert b";transport=tcp>" in final  # the Contact: our listener, over TCP
+    to = next(line for line in final.split(b"\r\n") if line.lower().startswith(b"to:"))
+    ack = (
+        f"ACK sip:echo@127.0.0.1:{daemon.tcp_port};transport=tcp SIP/2.0\r\n"
+        "Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-tcp-2\r\nMax-Forwards: 70\r\n"
+        "From: <sip:caller@127.0.0.1>;tag=tcpcaller\r\n"
+        f"{to.decode()}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    )
+    caller.sendall(ack.encode())
+    return caller
+
+
+def only_call(daemon: Any) -> str:
+    deadline = time.monotonic() + 5
+    while not (calls := daemon.request({"op": "calls"})["calls"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (call,) = calls
+    return str(call["call"])
+
+
 def test_a_caller_whose_connection_is_gone_is_hung_up_at_once(gosipd):
     """The Via names port 9 (nobody): the 200 still comes back on the connection. Once the
     caller closes it, our BYE has no connection to go on, and the call ends there and then
     instead of retransmitting into nothing for 64·T1."""
     daemon = stream_daemon(gosipd)
-    with socket.create_connection(("127.0.0.1", daemon.tcp_port), timeout=5) as caller:
-        caller.sendall(_tcp_invite(daemon.tcp_port, "tcp-gone-1"))
-        data = b""
-        while b"SIP/2.0 200" not in data:
-            chunk = caller.recv(65536)
-            assert chunk, data
-            data += chunk
-        assert b";transport=tcp>" in data  # the Contact: our listener, over TCP
-        final = data[data.index(b"SIP/2.0 200") :]
-        to = next(line for line in final.split(b"\r\n") if line.lower().startswith(b"to:"))
-        ack = (
-            f"ACK sip:echo@127.0.0.1:{daemon.tcp_port};transport=tcp SIP/2.0\r\n"
-            "Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-tcp-2\r\nMax-Forwards: 70\r\n"
-            "From: <sip:caller@127.0.0.1>;tag=tcpcaller\r\n"
-            f"{to.decode()}\r\nCall-ID: tcp-gone-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
-        )
-        caller.sendall(ack.encode())
+    with answered_over_tcp(daemon, "tcp-gone-1"):
         time.sleep(0.3)
-    deadline = time.monotonic() + 5
-    while not (calls := daemon.request({"op": "calls"})["calls"]):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    call = only_call(daemon)
     started = time.monotonic()
-    assert daemon.request({"op": "hangup", "call": calls[0]["call"]})["ok"]
+    assert daemon.request({"op": "hangup", "call": call})["ok"]
     ended = inbound_ended(daemon)
     assert time.monotonic() - started < 3
     assert ended["cause"] == "local_hangup" and ended["answered"], ended
+
+
+def test_a_crashed_tcp_call_is_hung_up_on_the_callers_connection(gosipd):
+    daemon = stream_daemon(gosipd)
+    with answered_over_tcp(daemon, "tcp-crash-1") as caller:
+        call = only_call(daemon)
+        time.sleep(0.3)  # the confirmed dialog is published
+        os.kill(daemon.worker_pids()[call], signal.SIGKILL)
+        data = b""
+        caller.settimeout(5)
+        while b"BYE sip:caller@127.0.0.1:9;transport=tcp SIP/2.0" not in data:
+            chunk = caller.recv(65536)
+            assert chunk, data
+            data += chunk
+    assert b"Call-ID: tcp-crash-1" in data and b"Via: SIP/2.0/TCP 127.0.0.1:" in data
+
+
+def test_an_upgrade_keeps_the_tcp_listener_and_its_calls(gosipd):
+    """The listener is handed to the new process (no connection is refused meanwhile); a
+    call in progress loses its connection, and the caller's next request (its BYE, on a
+    new connection) still reaches the call by Call-ID."""
+    daemon = stream_daemon(gosipd)
+    target = f"sip:echo@127.0.0.1:{daemon.tcp_port};transport=tcp"
+    _, conn = daemon.dial(target, max_duration=4)
+    conn.until_event("call.answered")
+    before = daemon.request({"op": "status"})
+    assert daemon.request({"op": "upgrade"})["ok"]
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(OSError, AssertionError):
+            after = daemon.request({"op": "status"}, timeout=2)
+            if after["uptime_s"] < before["uptime_s"]:
+                break
+        assert time.monotonic() < deadline, "the upgrade did not finish"
+        time.sleep(0.05)
+    assert after["inbound_tcp"] == ["127.0.0.1", daemon.tcp_port]
+    ended = conn.until_event("call.ended")
+    assert ended["cause"] == "max_duration", ended
+    answered = inbound_ended(daemon)
+    assert answered["cause"] == "remote_hangup", answered
+    # and a new call is taken as before
+    _, conn = daemon.dial(target, max_duration=1)
+    assert conn.until_event("call.ended")["cause"] == "max_duration"
