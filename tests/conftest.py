@@ -54,6 +54,8 @@ registrar=None, user="alice")`` -> :class:`BaresipCall`, started; ``await call.w
     ``registrar``: registrar + proxy, digest realm ``lab.test``, users labuser/labpass,
     alice/alicepass, bob/bobpass (401 to REGISTER, 407 to other initial requests).
     ``dispatcher``: round-robin over ``backends`` [(host, port)], OPTIONS probing.
+    ``tls_proxy`` (``certificate=``, ``ca=``, ``inner=``, ``outer=``): an edge proxy, TLS
+    on ``.tls_port`` to UDP ``inner``, UDP on ``.port`` to TLS ``outer``; record-routed.
     ``.uri(user=None)``, ``.address``, ``.rpc("ul.dump")``, ``.log()``.
 
 ``dnsmasq(records=LAB_ZONE, *, domain="lab.test", ttl=60)`` -> :class:`DnsServer`
@@ -68,6 +70,9 @@ registrar=None, user="alice")`` -> :class:`BaresipCall`, started; ``await call.w
     (EHOSTUNREACH, only with IP_RECVERR), ``.local_addr`` is our side of the veth.
 
 ``peer_lab`` is the :class:`tests.peers.PeerLab` behind them all.
+
+``certificates`` -> {"ca", "server", "wrong_name"}: PEM paths from a trustme test CA
+(``server`` names 127.0.0.1 and localhost, with its key in the same file).
 
 Helpers in tests.peers: ``sip_options(host, port)`` (one OPTIONS, the reply as text),
 ``read_wav_mono(path)`` and ``tone_ratio(samples, rate, hz)`` (is this tone in that

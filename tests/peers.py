@@ -1235,6 +1235,10 @@ class Kamailio:
     record-routed; OPTIONS to the server itself gets ``200 Keepalive``.
     ``dispatcher``: round-robin over ``backends`` (host:port), OPTIONS probing every
     ``ping_interval`` s (only 200 counts as alive); 500/503/timeout fails over to the next.
+    ``tls_proxy``: an edge proxy on UDP ``port`` and TLS ``tls_port`` (``certificate``, a
+    PEM with its key; as a client it verifies servers against ``ca``): a new request that
+    came over TLS goes to ``inner`` over UDP, one that came over UDP to ``outer`` over
+    TLS; record-routed, so the whole dialog goes through it.
     ``rpc("dispatcher.list")`` / ``rpc("ul.dump")`` run kamcmd over its control socket.
     """
 
@@ -1252,9 +1256,17 @@ class Kamailio:
         probe_fail: int = 1,
         probe_ok: int = 1,
         debug: int = 2,
+        certificate: Path | None = None,
+        ca: Path | None = None,
+        inner: tuple[str, int] = ("127.0.0.1", 9),
+        outer: tuple[str, int] = ("127.0.0.1", 9),
     ) -> None:
-        if role not in ("registrar", "dispatcher"):
-            raise ValueError(f"unknown Kamailio role {role!r}: registrar or dispatcher")
+        if role not in ("registrar", "dispatcher", "tls_proxy"):
+            raise ValueError(f"unknown Kamailio role {role!r}: registrar, dispatcher or tls_proxy")
+        if role == "tls_proxy" and (certificate is None or ca is None):
+            raise ValueError("the TLS proxy needs certificate= and ca=")
+        if role == "tls_proxy" and not (_kamailio_module_path() / "tls.so").exists():
+            missing("Kamailio's tls module (Debian package kamailio-tls-modules)")
         if role == "dispatcher" and not backends:
             raise ValueError("the dispatcher needs backends=[(host, port), ...]")
         binary = require_binary("kamailio")
@@ -1265,6 +1277,7 @@ class Kamailio:
         self.backends = tuple(backends)
         for attempt in range(3):
             self.port = free_port(host, tcp=True)
+            self.tls_port = free_port(host, tcp=True)
             name = f"kamailio-{role}-{self.port}"
             self.dir = workdir / name
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -1283,7 +1296,15 @@ class Kamailio:
                 "PROBE_FAIL": str(probe_fail),
                 "PROBE_OK": str(probe_ok),
                 "MPATH": str(_kamailio_module_path()) + "/",
+                "TLSPORT": str(self.tls_port),
+                "INNER": f"{uri_host(inner[0])}:{inner[1]}",
+                "OUTER": f"{uri_host(outer[0])}:{outer[1]}",
+                "CERT": str(certificate),
+                "CA": str(ca),
             }
+            if role == "tls_proxy":
+                tls = self._render(KAMAILIO_DIR / "tls.cfg.in", values)
+                (self.dir / "tls.cfg").write_text(tls)
             config = self._render(KAMAILIO_DIR / f"{role}.cfg.in", values)
             config = config.replace("debug=2", f"debug={debug}", 1)
             self.config_path = self.dir / "kamailio.cfg"
@@ -1309,7 +1330,10 @@ class Kamailio:
             self.process = Process(name, argv, self.dir / "kamailio.log", self.dir)
             try:
                 self.process.wait_bound(host, self.port)
-                self.process.wait_bound(host, self.port, proto="tcp")
+                if role == "tls_proxy":
+                    self.process.wait_bound(host, self.tls_port, proto="tcp")
+                else:
+                    self.process.wait_bound(host, self.port, proto="tcp")
                 self._wait_rpc()
                 return
             except PeerError as exc:

@@ -258,3 +258,49 @@ def test_an_upgrade_keeps_the_tcp_listener_and_its_calls(gosipd):
     # and a new call is taken as before
     _, conn = daemon.dial(target, max_duration=1)
     assert conn.until_event("call.ended")["cause"] == "max_duration"
+
+
+def test_a_call_through_a_kamailio_tls_proxy_to_sipp(gosipd, kamailio, sipp_uas, certificates):
+    """Out: gosipd -TLS-> Kamailio (record-routing) -UDP-> SIPp; our BYE follows the route
+    back on our TLS connection."""
+    uas = sipp_uas("echo")
+    proxy = kamailio(
+        "tls_proxy",
+        certificate=certificates["server"],
+        ca=certificates["ca"],
+        inner=(uas.host, uas.port),
+    )
+    daemon = stream_daemon(gosipd, certificates)
+    _, conn = daemon.dial(f"sips:echo@127.0.0.1:{proxy.tls_port}", max_duration=2)
+    ended = conn.until_event("call.ended")
+    assert ended["cause"] == "max_duration", ended
+    assert ended["sip"]["transport"] == "tls"
+    assert ended["media"]["packets_received"] > 50  # SIPp's echo, through no proxy
+    assert uas.received("BYE") == 1
+    log = proxy.log()
+    assert "relay INVITE" in log and " tls} " in log  # the INVITE and BYE came over TLS
+
+
+async def test_sipp_calls_through_a_kamailio_tls_proxy_to_our_tls_listener(
+    gosipd, kamailio, sipp_uac, certificates
+):
+    """In: SIPp -UDP-> Kamailio -TLS-> gosipd's listener, Kamailio verifying our
+    certificate; SIPp's BYE comes over Kamailio's connection and reaches the call."""
+    daemon = stream_daemon(gosipd, certificates)
+    proxy = kamailio(
+        "tls_proxy",
+        certificate=certificates["server"],
+        ca=certificates["ca"],
+        outer=("127.0.0.1", daemon.tls_port),
+    )
+    result = await sipp_uac(
+        "uac_pcmu",
+        f"127.0.0.1:{proxy.port}",
+        call_ms=1500,
+        pcap=MEDIA_DIR / "pcmu_tone1k_5s.pcap",
+    ).wait()
+    assert result.ok, result.errors
+    answered = inbound_ended(daemon)
+    assert answered["cause"] == "remote_hangup", answered
+    assert answered["sip"]["transport"] == "tls"
+    assert answered["media"]["packets_received"] > 50
