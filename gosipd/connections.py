@@ -279,6 +279,11 @@ def _tls_reason(exc: BaseException | None) -> str:
     return str(exc) or type(exc).__name__
 
 
+#: A relayed message and its address line: a stream's largest message (16 KiB of header,
+#: 64 KiB of body) fits.
+RELAYED_MAX = 128 * 1024
+
+
 class RelayEndpoint:
     """An inbound TCP or TLS call's SIP, through the supervisor that holds the connections.
 
@@ -335,7 +340,7 @@ class RelayEndpoint:
 
     async def receive(self) -> Datagram | IcmpError:
         while not self._errors:
-            framed = unframe_datagram(await self._sock.recv(65_536 + 256))
+            framed = unframe_datagram(await self._sock.recv(RELAYED_MAX))
             if framed is None:
                 continue
             source, data = framed

@@ -25,7 +25,6 @@ next request opens a new one, which reaches its call by Call-ID as before.
 from __future__ import annotations
 
 import contextlib
-import math
 import socket
 import ssl
 from collections import Counter
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from gosipd.connections import RELAYED_MAX
 from gosipd.log import module_logger
 from gosipd.networks import Networks
 from gosipd.packet import frame_datagram, unframe_datagram
@@ -250,7 +250,7 @@ class SipConnections:
             if framer.pending or not heard:
                 timeout = self._stall
             elif self._in_use(connection):
-                timeout = math.inf
+                timeout = IDLE_TIMEOUT  # then look again: the call may have ended
             else:
                 timeout = max(0.0, connection.last_activity + IDLE_TIMEOUT - trio.current_time())
             with trio.move_on_after(timeout) as waited:
@@ -303,7 +303,7 @@ class SipConnections:
         await sock.bind(str(path))
         try:
             while True:
-                packet, sender = await sock.recvfrom(MAX_MESSAGE + 256)
+                packet, sender = await sock.recvfrom(RELAYED_MAX)
                 framed = unframe_datagram(packet)
                 if framed is None:
                     continue

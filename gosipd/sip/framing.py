@@ -9,7 +9,8 @@ a sender put before a message.
 
 Limits, because the peer may be hostile: a header section longer than
 ``max_header`` without its end, a Content-Length that is missing, malformed or
-larger than ``max_body``, raise ``FramingError``; the connection must then be
+larger than ``max_body``, or a message larger than the parser takes
+(``max_message``), raise ``FramingError``; the connection must then be
 closed (there is no way to find the next message in the stream). A peer that
 stops mid-message is the caller's to time out: ``pending`` says a message is
 incomplete.
@@ -18,6 +19,8 @@ incomplete.
 from __future__ import annotations
 
 import re
+
+from gosipd._sipparse import MAX_MESSAGE_SIZE
 
 __all__ = ["PING", "PONG", "Framer", "FramingError", "Keepalive"]
 
@@ -47,9 +50,17 @@ KEEPALIVE = Keepalive()
 class Framer:
     """Bytes in (``feed``), complete messages and keepalives out."""
 
-    def __init__(self, *, max_header: int = 16_384, max_body: int = 65_536) -> None:
+    def __init__(
+        self,
+        *,
+        max_header: int = 16_384,
+        max_body: int = 65_536,
+        max_message: int = MAX_MESSAGE_SIZE,
+    ) -> None:
+        """``max_message``: header and body together, what the parser takes."""
         self.max_header = max_header
         self.max_body = max_body
+        self.max_message = max_message
         self._buffer = bytearray()
         self._body_needed: int | None = None  # header section done: its end + body length
 
@@ -85,7 +96,10 @@ class Framer:
                     raise FramingError(
                         f"a header section of {end} octets (limit {self.max_header})"
                     )
-                self._body_needed = end + 4 + self._content_length(bytes(self._buffer[:end]))
+                size = end + 4 + self._content_length(bytes(self._buffer[:end]))
+                if size > self.max_message:
+                    raise FramingError(f"a message of {size} octets (limit {self.max_message})")
+                self._body_needed = size
             if len(self._buffer) < self._body_needed:
                 return out
             message = bytes(self._buffer[: self._body_needed])

@@ -42,6 +42,10 @@ def test_any_split_of_the_stream_gives_the_same_messages(cuts: list[int]) -> Non
         (b"SIP/2.0 200 OK\r\nContent-Length: 1\r\nl: 2\r\n\r\n", "malformed Content-Length"),
         (b"SIP/2.0 200 OK\r\nContent-Length: 10000000\r\n\r\n", "a body of 10000000 octets"),
         (b"SIP/2.0 200 OK\r\nX: " + b"a" * 20_000, "no end of the header section"),
+        (  # each part within its limit, the whole more than the parser takes
+            b"SIP/2.0 200 OK\r\nX: " + b"a" * 10_000 + b"\r\nContent-Length: 60000\r\n\r\n",
+            r"a message of 70046 octets \(limit 65536\)",
+        ),
     ],
 )
 def test_what_cannot_be_framed_is_refused(data: bytes, reason: str) -> None:

@@ -152,11 +152,15 @@ async def test_baresip_calls_over_tls(gosipd, baresip_call, certificates):
     assert answered["media"]["packets_received"] > 50
 
 
-def _tcp_invite(port: int, call_id: str) -> bytes:
+def _tcp_invite(port: int, call_id: str, padding: int = 0, header_padding: int = 0) -> bytes:
+    """``padding``: that many more octets of SDP (session attributes, ignored);
+    ``header_padding``: of an X-Pad header."""
+    pad = "".join(f"a=x-pad:{'p' * 90}\r\n" for _ in range(padding // 100))
     body = (
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-        "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        f"{pad}m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
     )
+    extra = f"X-Pad: {'h' * header_padding}\r\n" if header_padding else ""
     return (
         f"INVITE sip:echo@127.0.0.1:{port};transport=tcp SIP/2.0\r\n"
         "Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-tcp-1\r\n"
@@ -166,15 +170,16 @@ def _tcp_invite(port: int, call_id: str) -> bytes:
         f"Call-ID: {call_id}\r\n"
         "CSeq: 1 INVITE\r\n"
         "Contact: <sip:caller@127.0.0.1:9;transport=tcp>\r\n"
+        f"{extra}"
         "Content-Type: application/sdp\r\n"
         f"Content-Length: {len(body)}\r\n\r\n{body}"
     ).encode()
 
 
-def answered_over_tcp(daemon: Any, call_id: str) -> socket.socket:
+def answered_over_tcp(daemon: Any, call_id: str, **padding: int) -> socket.socket:
     """A raw caller: INVITE on a new connection, the 200, its ACK; the connection, open."""
     caller = socket.create_connection(("127.0.0.1", daemon.tcp_port), timeout=5)
-    caller.sendall(_tcp_invite(daemon.tcp_port, call_id))
+    caller.sendall(_tcp_invite(daemon.tcp_port, call_id, **padding))
     data = b""
     while b"SIP/2.0 200" not in data or not data.endswith(b"a=sendrecv\r\n"):
         chunk = caller.recv(65536)
@@ -304,3 +309,29 @@ async def test_sipp_calls_through_a_kamailio_tls_proxy_to_our_tls_listener(
     assert answered["cause"] == "remote_hangup", answered
     assert answered["sip"]["transport"] == "tls"
     assert answered["media"]["packets_received"] > 50
+
+
+def test_the_largest_invite_a_connection_may_carry_reaches_its_call_whole(gosipd):
+    """64 KiB exactly (what the parser takes; more than a UDP datagram can hold), with a
+    15 KB header field: relayed to the worker intact and answered. One octet more closes
+    the connection, with the reason logged."""
+    daemon = stream_daemon(gosipd)
+    size = len(_tcp_invite(daemon.tcp_port, "tcp-large-1", header_padding=15_000))
+    padding = 65_536 - size
+    largest = _tcp_invite(daemon.tcp_port, "tcp-large-1", padding, header_padding=15_000)
+    pad_line = len(f"a=x-pad:{'p' * 90}\r\n")
+    extra = 65_536 - len(largest)  # the padding goes in whole lines: top up the header
+    largest = _tcp_invite(daemon.tcp_port, "tcp-large-1", padding, 15_000 + extra)
+    assert len(largest) == 65_536 and pad_line == 100
+    with answered_over_tcp(daemon, "tcp-large-1", padding=padding, header_padding=15_000 + extra):
+        call = only_call(daemon)
+    assert daemon.request({"op": "hangup", "call": call})["ok"]
+    assert inbound_ended(daemon)["answered"]
+    assert daemon.request({"op": "status"})["counters"]["inbound_dropped"] == 0
+
+    too_large = _tcp_invite(daemon.tcp_port, "tcp-large-2", padding, 15_000 + extra + 1)
+    with socket.create_connection(("127.0.0.1", daemon.tcp_port), timeout=5) as caller:
+        caller.sendall(too_large)
+        with contextlib.suppress(ConnectionResetError):  # closed with it unread: as good
+            assert caller.recv(65536) == b""  # closed, unanswered
+    assert "a message of 65537 octets (limit 65536)" in daemon.log.read_text()
