@@ -69,6 +69,10 @@ registrar=None, user="alice")`` -> :class:`BaresipCall`, started; ``await call.w
     ``.refusing_addr`` answers ICMP port unreachable, ``.unreachable_addr`` fails ARP
     (EHOSTUNREACH, only with IP_RECVERR), ``.local_addr`` is our side of the veth.
 
+``pjsua(*args)`` -> :class:`Pjsua`: PJSIP's pjsua2 in a process of its own
+    (``tests/pjsua_peer.py``): a URI to call (``--ca``, ``--srtp mandatory``), or
+    ``--listen PORT --cert PEM`` to answer one call over TLS; ``await .result()``.
+
 ``peer_lab`` is the :class:`tests.peers.PeerLab` behind them all.
 
 ``certificates`` -> {"ca", "server", "wrong_name"}: PEM paths from a trustme test CA
@@ -136,6 +140,11 @@ def baresip_uas(peer_lab: PeerLab) -> Callable[..., Any]:
 @pytest.fixture
 def baresip_call(peer_lab: PeerLab) -> Callable[..., Any]:
     return peer_lab.baresip_call
+
+
+@pytest.fixture
+def pjsua(peer_lab: PeerLab) -> Callable[..., Any]:
+    return peer_lab.pjsua
 
 
 @pytest.fixture

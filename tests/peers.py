@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -1117,6 +1118,45 @@ class BaresipCall:
         return {self.process.name: self.process.log_tail()}
 
 
+# --------------------------------------------------------------------------- PJSIP
+
+
+class Pjsua:
+    """PJSIP's pjsua2 (``tests/pjsua_peer.py``) in a process of its own, with ``args``: a
+    URI to call, or ``--listen PORT --cert PEM`` to answer one call over TLS."""
+
+    def __init__(self, workdir: Path, *args: str) -> None:
+        try:
+            import pjsua2  # noqa: F401
+        except ImportError:
+            missing("PJSIP's Python binding (pip install pjsua2-python)")
+        self.dir = workdir / f"pjsua-{free_port(tcp=True)}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "tests.pjsua_peer", *args]
+        self.process = Process(self.dir.name, argv, self.dir / "pjsua.log", LAB_DIR.parent.parent)
+        if "--listen" in args:
+            port = int(args[args.index("--listen") + 1])
+            self.process.wait_bound("127.0.0.1", port, proto="tcp")
+
+    async def result(self, timeout: float = 30) -> dict[str, Any]:
+        """What it printed when it was done (see tests/pjsua_peer.py)."""
+        deadline = trio.current_time() + timeout
+        while self.process.alive and trio.current_time() < deadline:
+            await trio.sleep(0.05)
+        self.process.stop(signal.SIGKILL)
+        for line in reversed(self.process.log_text().splitlines()):
+            if line.startswith('{"confirmed"'):
+                result: dict[str, Any] = json.loads(line)
+                return result
+        raise PeerError(f"pjsua printed no result:\n{self.process.log_tail()}")
+
+    def stop(self) -> None:
+        self.process.stop(signal.SIGKILL)
+
+    def logs(self) -> dict[str, str]:
+        return {self.process.name: self.process.log_tail()}
+
+
 # --------------------------------------------------------------------------- captures
 
 
@@ -1751,6 +1791,10 @@ class PeerLab:
 
     async def run_baresip_call(self, uri: str, **options: Any) -> BaresipCallResult:
         return await self.baresip_call(uri, **options).wait()
+
+    def pjsua(self, *args: str) -> Pjsua:
+        peer: Pjsua = self._keep(Pjsua(self.workdir, *args))
+        return peer
 
     def kamailio(self, role: str = "registrar", **options: Any) -> Kamailio:
         proxy: Kamailio = self._keep(Kamailio(role, self.workdir, **options))

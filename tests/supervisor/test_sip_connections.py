@@ -335,3 +335,45 @@ def test_the_largest_invite_a_connection_may_carry_reaches_its_call_whole(gosipd
         with contextlib.suppress(ConnectionResetError):  # closed with it unread: as good
             assert caller.recv(65536) == b""  # closed, unanswered
     assert "a message of 65537 octets (limit 65536)" in daemon.log.read_text()
+
+
+async def test_pjsip_calls_over_tls_with_srtp(gosipd, pjsua, certificates):
+    """PJSIP's own stack dials our TLS listener with SRTP mandatory (RTP/SAVP)."""
+    daemon = stream_daemon(gosipd, certificates, extra='[rtp]\nsrtp = "offer"\n')
+    caller = pjsua(
+        f"sip:echo@127.0.0.1:{daemon.tls_port};transport=tls",
+        "--ca",
+        str(certificates["ca"]),
+        "--srtp",
+        "mandatory",
+        "--seconds",
+        "2",
+    )
+    result = await caller.result()
+    assert result["confirmed"] and result["status"] == 200, result
+    assert result["rx_packets"] > 50  # our echo of its audio, decrypted by PJSIP
+    answered = inbound_ended(daemon)
+    assert answered["sip"]["transport"] == "tls"
+    assert answered["media"]["srtp"] == "AES_CM_128_HMAC_SHA1_80"
+    assert answered["media"]["packets_received"] > 50 and answered["media"]["srtp_rejected"] == 0
+    assert answered["cause"] == "remote_hangup"
+
+
+async def test_a_call_to_pjsip_over_tls_with_srtp_required(gosipd, pjsua, certificates):
+    """We dial PJSIP's TLS transport (its certificate verified against the test CA) with
+    SRTP required: RTP/SAVP offered, and taken."""
+    port = free_port(tcp=True)
+    callee = pjsua(
+        "--listen", str(port), "--cert", str(certificates["server"]), "--srtp", "optional"
+    )
+    daemon = stream_daemon(gosipd, certificates)
+    _, conn = daemon.dial(
+        f"sips:pjsua@127.0.0.1:{port}", max_duration=2, app="tone:1000", srtp="required"
+    )
+    ended = conn.until_event("call.ended")
+    assert ended["cause"] == "max_duration", ended
+    assert ended["sip"]["transport"] == "tls" and ended["media"]["srtp"]
+    assert ended["media"]["packets_received"] > 50
+    result = await callee.result()
+    assert result["confirmed"] and result["disconnected"], result
+    assert result["rx_packets"] > 50
