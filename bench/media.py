@@ -58,7 +58,7 @@ import trio
 
 from gosipd import _dsp
 from gosipd.media import MediaSession, events
-from gosipd.sdes import SrtpKeys
+from gosipd.sdes import SUITES, SrtpKeys
 from gosipd.sdp import NegotiatedMedia
 
 HERE = Path(__file__).resolve().parent
@@ -103,7 +103,8 @@ SRTP = False
 
 
 def _media_to(port: int) -> NegotiatedMedia:
-    key = os.urandom(30)  # ours and, since the reflector echoes us, the far end's
+    # ours and, since the reflector echoes us, the far end's
+    key = os.urandom(sum(SUITES[SRTP_SUITE]))
     return NegotiatedMedia(
         "127.0.0.1", port, "127.0.0.1", port + 1, False, "PCMU", 0, 101, 101,
         ((0, "PCMU"),), 20, "sendrecv", srtp=SrtpKeys(SRTP_SUITE, key, key) if SRTP else None,
@@ -637,6 +638,13 @@ if __name__ == "__main__":
     parser.add_argument("--calls", default="50,100,200,500")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--no-realtime", action="store_true", help="skip the SCHED_FIFO row")
+    parser.add_argument(
+        "--srtp-suite",
+        default=SRTP_SUITE,
+        choices=("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM"),
+        help="the suite of the SRTP pairs",
+    )
     args = parser.parse_args()
+    SRTP_SUITE = args.srtp_suite
     levels = tuple(int(n) for n in args.calls.split(","))
     sys.exit(0 if main(levels, args.seconds, not args.no_realtime) else 1)

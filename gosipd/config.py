@@ -113,6 +113,8 @@ class InboundConfig:
     #: trusted sources are exempt from the latter); beyond them a new one is closed at once.
     max_connections: int = 1024
     max_connections_per_source: int = 16
+    #: Seconds of silence both ways after which a connection no call uses is closed.
+    connection_idle_s: float = 300.0
     #: Request-URI user -> app name; "*" matches anyone else.
     routes: dict[str, str] = field(default_factory=dict)
     #: The status for a user with no route (404, 480 or 486).
@@ -578,7 +580,7 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
                         "network (like 203.0.113.0/24)"
                     ) from None
             inbound[key] = tuple(networks)
-        elif key == "invites_per_source_per_second":
+        elif key in ("invites_per_source_per_second", "connection_idle_s"):
             rate = _check("inbound", key, value, (int, float), path)
             if rate <= 0:
                 raise ConfigError(f"{path}: [inbound] {key} must be positive")

@@ -320,6 +320,8 @@ async def _new_call(
         "local_port": local_port,
     }
     supervisor.sip_routes[request.call_id] = call_id
+    if connection is not None:
+        connection.saw(request.call_id)  # kept open while the call lives
     supervisor.counters["inbound"] += 1
     try:
         record = await supervisor.start_call(spec)

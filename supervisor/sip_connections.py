@@ -14,7 +14,7 @@ The ports are public, so every connection is held to limits: the
 ``max_connections_per_source`` (trusted sources are exempt), a TLS handshake
 within ``HANDSHAKE_TIMEOUT``, the framing limits, a message finished within
 16·T1 of its start and a first message within 16·T1 of the connection, and
-``IDLE_TIMEOUT`` of silence both ways once no call uses the connection. A peer
+``[inbound] connection_idle_s`` of silence both ways once no call uses it. A peer
 that stops reading fills its bounded queue and loses the connection; it never
 holds up another connection or call. RFC 5626 keepalive pings get their pong.
 
@@ -46,8 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["Connection", "SipConnections", "server_tls_context"]
 
 HANDSHAKE_TIMEOUT = 10.0
-#: Silence both ways on a connection no call uses any more.
-IDLE_TIMEOUT = 300.0
 #: Seconds one write may take before the peer counts as not reading.
 SEND_TIMEOUT = 10.0
 #: Messages queued for one connection; a peer that lets more pile up is not reading.
@@ -138,6 +136,7 @@ class SipConnections:
             self._tls = server_tls_context(config.tls_cert_file, config.tls_key_file)
         #: 16·T1: a message begun must be finished, a new connection must say something
         self._stall = 16 * supervisor.config.t1
+        self._idle = inbound.connection_idle_s
         self._max = inbound.max_connections
         self._max_per_source = inbound.max_connections_per_source
         self._trusted = Networks(inbound.trusted_sources)
@@ -250,9 +249,9 @@ class SipConnections:
             if framer.pending or not heard:
                 timeout = self._stall
             elif self._in_use(connection):
-                timeout = IDLE_TIMEOUT  # then look again: the call may have ended
+                timeout = self._idle  # then look again: the call may have ended
             else:
-                timeout = max(0.0, connection.last_activity + IDLE_TIMEOUT - trio.current_time())
+                timeout = max(0.0, connection.last_activity + self._idle - trio.current_time())
             with trio.move_on_after(timeout) as waited:
                 try:
                     data = await connection.stream.receive_some(65_536)
@@ -267,7 +266,7 @@ class SipConnections:
                 elif self._in_use(connection):
                     continue  # a call began using it while we waited
                 else:
-                    connection.close(f"idle for {IDLE_TIMEOUT:.0f} s")
+                    connection.close(f"idle for {self._idle:g} s")
                 return
             if not data:
                 connection.close("closed by the peer")

@@ -377,3 +377,32 @@ async def test_a_call_to_pjsip_over_tls_with_srtp_required(gosipd, pjsua, certif
     result = await callee.result()
     assert result["confirmed"] and result["disconnected"], result
     assert result["rx_packets"] > 50
+
+
+def test_a_quiet_connection_is_kept_while_its_call_lives_and_closed_once_idle(gosipd):
+    daemon = stream_daemon(gosipd, inbound="connection_idle_s = 1")
+    with socket.create_connection(("127.0.0.1", daemon.tcp_port), timeout=5) as prober:
+        prober.sendall(_tcp_options(daemon.tcp_port))
+        assert prober.recv(65536).startswith(b"SIP/2.0 200")
+        started = time.monotonic()
+        assert prober.recv(65536) == b""  # closed: nothing uses it
+        assert 0.8 < time.monotonic() - started < 3
+    with answered_over_tcp(daemon, "tcp-quiet-1") as caller:
+        call = only_call(daemon)
+        time.sleep(2.5)  # silence both ways, well past the idle time
+        assert daemon.request({"op": "hangup", "call": call})["ok"]
+        data = b""
+        caller.settimeout(5)
+        while b"BYE sip:caller@127.0.0.1:9;transport=tcp SIP/2.0" not in data:
+            chunk = caller.recv(65536)
+            assert chunk, "the connection of a live call was closed"
+            data += chunk
+
+
+def _tcp_options(port: int) -> bytes:
+    return (
+        f"OPTIONS sip:echo@127.0.0.1:{port} SIP/2.0\r\n"
+        "Via: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-opt-1\r\nMax-Forwards: 70\r\n"
+        "From: <sip:prober@127.0.0.1>;tag=p1\r\nTo: <sip:echo@127.0.0.1>\r\n"
+        "Call-ID: tcp-options-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
