@@ -1890,6 +1890,12 @@ class CallRuntime:
             # the supervisor's connection from the caller, which the BYE must go on
             state["transport"] = self.spec.transport
             state["connection"] = list(self.endpoint.latest)
+        elif isinstance(self.endpoint, StreamEndpoint):
+            # our connections die with us: the supervisor opens one of its own
+            destination = self.ua.next_hop_address(dialog)
+            state["transport"] = self.endpoint.transport.lower()
+            if self.endpoint.transport == "TLS":
+                state["server_name"] = self.endpoint.server_name(destination)
         if published != state:
             self.publication.publish(dialog=state)
 

@@ -121,6 +121,10 @@ class StreamEndpoint:
     def local_address(self) -> tuple[str, int]:
         return (str(self._local[0]), int(self._local[1]))
 
+    def server_name(self, destination: tuple[str, int]) -> str:
+        """The name a TLS certificate of ``destination`` must carry."""
+        return self._server_name(destination) or destination[0]
+
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -202,8 +206,7 @@ class StreamEndpoint:
         stream: trio.abc.Stream = trio.SocketStream(sock)
         if self._tls is None:
             return stream, sock
-        name = self._server_name(destination)
-        tls = trio.SSLStream(stream, self._tls, server_hostname=name or destination[0])
+        tls = trio.SSLStream(stream, self._tls, server_hostname=self.server_name(destination))
         try:
             with trio.fail_after(CONNECT_TIMEOUT):
                 await tls.do_handshake()

@@ -22,16 +22,19 @@ from __future__ import annotations
 import contextlib
 import secrets
 import socket
+import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from gosipd.config import Config
+from gosipd.connections import CONNECT_TIMEOUT, client_tls_context
 from gosipd.control import ControlError
 from gosipd.log import module_logger
 from gosipd.packet import frame_datagram, unframe_datagram
 from gosipd.sip import Request, Response, SIPParseError, Via, parse
+from gosipd.sip.framing import Framer, FramingError
 from gosipd.sip.requests import bye_from_state
 from gosipd.sip.session_timer import too_brief
 from gosipd.sip.timers import Timers
@@ -422,6 +425,9 @@ async def crash_bye(supervisor: Supervisor, state: dict[str, Any]) -> None:
     if not destination:
         return
     target = (str(destination[0]), int(destination[1]))
+    if dialog.get("transport") in ("tcp", "tls"):
+        await _crash_bye_connecting(supervisor, state, dialog, target)
+        return
     family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
     sock = trio.socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -502,4 +508,62 @@ def _crash_bye_on_connection(
         sip_call_id=dialog.get("call_id"),
         transport=transport,
         sent=sent,
+    )
+
+
+async def _crash_bye_connecting(
+    supervisor: Supervisor, state: dict[str, Any], dialog: dict[str, Any], target: tuple[str, int]
+) -> None:
+    """A TCP or TLS call's BYE, on a connection of our own (the worker's died with it);
+    over TLS the far end's certificate is checked as the call checked it."""
+    config = supervisor.config
+    transport = str(dialog["transport"])
+    stream: trio.abc.Stream
+    try:
+        with trio.fail_after(CONNECT_TIMEOUT):
+            tcp = await trio.open_tcp_stream(*target)
+            stream = tcp
+            if transport == "tls":
+                context = client_tls_context(
+                    ca_file=config.tls_ca_file,
+                    cert_file=config.tls_cert_file,
+                    key_file=config.tls_key_file,
+                    verify=config.tls_verify,
+                )
+                name = str(dialog.get("server_name") or target[0])
+                stream = trio.SSLStream(tcp, context, server_hostname=name)
+                await stream.do_handshake()
+    except (OSError, ValueError, ssl.SSLError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+        log.info("call.crash_bye_impossible", call=state.get("call"), reason=f"connect: {exc}")
+        return
+    status = None
+    async with stream:
+        local = tcp.socket.getsockname()
+        via = Via(
+            transport.upper(), local[0], local[1], branch=f"{MAGIC_COOKIE}{secrets.token_hex(8)}"
+        )
+        try:
+            bye = bye_from_state(dialog, via)
+        except (KeyError, ValueError, SIPParseError) as exc:
+            log.warning("call.crash_bye_impossible", call=state.get("call"), reason=str(exc))
+            return
+        framer = Framer()
+        # Timer F: a reliable transport sends once and waits 64·T1 for the answer
+        with (
+            trio.move_on_after(64 * config.t1),
+            contextlib.suppress(OSError, trio.BrokenResourceError, FramingError),
+        ):
+            await stream.send_all(bytes(bye))
+            while status is None and (data := await stream.receive_some(65_536)):
+                for item in framer.feed(bytes(data)):
+                    with contextlib.suppress(SIPParseError):
+                        response = parse(item) if isinstance(item, bytes) else None
+                        if isinstance(response, Response) and response.status >= 200:
+                            status = response.status
+    log.info(
+        "call.crash_bye",
+        call=state.get("call"),
+        sip_status=status,
+        sip_call_id=dialog.get("call_id"),
+        transport=transport,
     )
