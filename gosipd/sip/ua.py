@@ -1878,17 +1878,15 @@ class UserAgent:
     @staticmethod
     def _via_reply_address(via: Via | None, source: Address) -> Address:
         """Where a response goes (RFC 3261 §18.2.2, RFC 3581 §4): over TCP and TLS, back
-        on the connection the request came on, whatever the Via names."""
+        on the connection the request came on, whatever the Via names; over UDP, to the
+        address the request came from (its ``received``), at the rport or the Via's port.
+        Never to a ``maddr`` or a ``received`` the sender wrote itself: a forged Via
+        would turn our responses (a 200's retransmissions) on a third party."""
         if via is None or via.transport.upper() in RELIABLE_TRANSPORTS:
             return source
-        if via.maddr:
-            return (via.maddr, via.port or 5060)
         if via.has_rport:
-            return (via.received or source[0], via.rport or source[1])
-        host = via.received or via.host
-        if not _is_ip(host):
-            host = source[0]
-        return (host.strip("[]"), via.port or 5060)
+            return (source[0], via.rport or source[1])
+        return (source[0], via.port or 5060)
 
 
 def _allows_update(message: Request | Response) -> bool:

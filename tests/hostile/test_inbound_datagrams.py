@@ -259,3 +259,32 @@ def test_a_hundred_thousand_mutated_datagrams_leave_it_answering(
     status = daemon.request({"op": "status"})
     assert status["calls"] == 0
     print(f"100,000 datagrams in {time.monotonic() - started:.1f} s; counters {status['counters']}")
+
+
+@pytest.mark.parametrize("forged", ["maddr=127.0.0.2", "received=127.0.0.2"])
+def test_a_via_naming_a_third_party_gets_it_no_response(gosipd: Start, forged: str) -> None:
+    """The call's responses (its 200, retransmitted until an ACK that never comes) go to
+    the address the INVITE came from, never to the ``maddr`` or ``received`` its Via was
+    forged with."""
+    daemon = gosipd()
+    assert daemon.sip_port is not None
+    victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    victim.bind(("127.0.0.2", 0))
+    port = victim.getsockname()[1]
+    sender_side = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # same port, real IP
+    sender_side.bind(("127.0.0.1", port))
+    attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    attacker.bind(("127.0.0.1", 0))
+    try:
+        forged_invite = invite(port).replace(b";rport\r\n", f";{forged}\r\n".encode(), 1)
+        assert forged.encode() in forged_invite
+        attacker.sendto(forged_invite, ("127.0.0.1", daemon.sip_port))
+        sender_side.settimeout(5)
+        answer = sender_side.recv(65535)
+        assert answer.startswith(b"SIP/2.0 "), answer[:40]  # to the sender's address
+        victim.settimeout(2)
+        with pytest.raises(TimeoutError):
+            victim.recv(65535)
+    finally:
+        for sock in (victim, sender_side, attacker):
+            sock.close()
