@@ -954,12 +954,7 @@ class CallRuntime:
         outbound = targets[0].endpoint if dial.via_proxy else None
         config = self._ua_config(local, outbound)
         if transport is not Transport.UDP:
-            config = replace(
-                config,
-                transport=transport.value.upper(),
-                timers=replace(config.timers, reliable=True),
-                contact_scheme="sips" if dial.secure else "sip",
-            )
+            config = config.over_stream(transport.value, secure=dial.secure)
         self.ua = UserAgent(config, rng=self.rng)
         self.failover = Failover(
             targets,
@@ -1073,15 +1068,9 @@ class CallRuntime:
         await endpoint.bind()
         endpoint.heard_from(self.spec.source)
         self.endpoint = endpoint
-        config = self._ua_config(local)
+        secure = self.spec.to.lower().startswith("sips:")
         self.ua = UserAgent(
-            replace(
-                config,
-                transport=transport.upper(),
-                timers=replace(config.timers, reliable=True),
-                contact_scheme="sips" if self.spec.to.lower().startswith("sips:") else "sip",
-            ),
-            rng=self.rng,
+            self._ua_config(local).over_stream(transport, secure=secure), rng=self.rng
         )
         self.publication.publish(sip_transport=transport)
 
@@ -1880,11 +1869,12 @@ class CallRuntime:
                 self.publication.publish(dialog=None)
             return
         assert dialog is not None
+        # where the BYE goes (the next hop, located): what a supervisor cannot work out
+        destination = self.ua.next_hop_address(dialog)
         state = {
             "state": "confirmed",
             **dialog.published_state(),
-            # where the BYE goes (the next hop, located): what a supervisor cannot work out
-            "destination": list(self.ua.next_hop_address(dialog)),
+            "destination": list(destination),
         }
         if isinstance(self.endpoint, RelayEndpoint) and self.endpoint.latest is not None:
             # the supervisor's connection from the caller, which the BYE must go on
@@ -1892,7 +1882,6 @@ class CallRuntime:
             state["connection"] = list(self.endpoint.latest)
         elif isinstance(self.endpoint, StreamEndpoint):
             # our connections die with us: the supervisor opens one of its own
-            destination = self.ua.next_hop_address(dialog)
             state["transport"] = self.endpoint.transport.lower()
             if self.endpoint.transport == "TLS":
                 state["server_name"] = self.endpoint.server_name(destination)

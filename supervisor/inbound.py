@@ -116,6 +116,25 @@ async def _reply(
     await _send(supervisor, response, _reply_address(request, source), connection)
 
 
+async def _unavailable(
+    supervisor: Supervisor,
+    request: Request,
+    source: tuple[str, int],
+    connection: Connection | None,
+    retry_after: int,
+) -> None:
+    """503 with the seconds after which to try again (draining, over a limit, no fork)."""
+    await _reply(
+        supervisor,
+        request,
+        source,
+        connection,
+        503,
+        "Service Unavailable",
+        (("Retry-After", str(retry_after)),),
+    )
+
+
 def _printable(text: str, limit: int = 100) -> str:
     """``text`` safe for a reason phrase: printable ASCII, bounded."""
     clean = "".join(c if " " <= c <= "~" else "?" for c in text)
@@ -228,15 +247,7 @@ async def _handle(
         return
     if method == "OPTIONS":
         if supervisor.draining:
-            await _reply(
-                supervisor,
-                request,
-                source,
-                connection,
-                503,
-                "Service Unavailable",
-                (("Retry-After", str(DRAIN_RETRY_AFTER)),),
-            )
+            await _unavailable(supervisor, request, source, connection, DRAIN_RETRY_AFTER)
         else:
             await _reply(
                 supervisor,
@@ -269,15 +280,7 @@ async def _new_call(
 ) -> None:
     config = supervisor.config
     if supervisor.draining:
-        await _reply(
-            supervisor,
-            request,
-            source,
-            connection,
-            503,
-            "Service Unavailable",
-            (("Retry-After", str(DRAIN_RETRY_AFTER)),),
-        )
+        await _unavailable(supervisor, request, source, connection, DRAIN_RETRY_AFTER)
         return
     user = request.uri.user if request.uri.is_sip else None
     app = route_app(config.inbound.routes, user)
@@ -289,15 +292,7 @@ async def _new_call(
     if refusal is not None:
         supervisor.counters["inbound_refused"] += 1
         log.info("inbound.refused", reason=refusal)
-        await _reply(
-            supervisor,
-            request,
-            source,
-            connection,
-            503,
-            "Service Unavailable",
-            (("Retry-After", str(SOURCE_RETRY_AFTER)),),
-        )
+        await _unavailable(supervisor, request, source, connection, SOURCE_RETRY_AFTER)
         return
     call_id = secrets.token_hex(8)
     assert supervisor.sip is not None
@@ -335,15 +330,7 @@ async def _new_call(
             raise
         supervisor.counters["inbound_refused"] += 1
         log.info("inbound.refused", reason=exc.message)
-        await _reply(
-            supervisor,
-            request,
-            source,
-            connection,
-            503,
-            "Service Unavailable",
-            (("Retry-After", "5"),),
-        )
+        await _unavailable(supervisor, request, source, connection, 5)
         return
     record.sip_call_id = request.call_id
     record.source_host = source[0]
@@ -437,10 +424,8 @@ async def crash_bye(supervisor: Supervisor, state: dict[str, Any]) -> None:
         via = Via(
             "UDP", local[0], local[1], branch=f"{MAGIC_COOKIE}{secrets.token_hex(8)}", rport=True
         )
-        try:
-            bye = bye_from_state(dialog, via)
-        except (KeyError, ValueError, SIPParseError) as exc:
-            log.warning("call.crash_bye_impossible", call=state.get("call"), reason=str(exc))
+        bye = _crash_bye_request(state, dialog, via)
+        if bye is None:
             return
         outbox: list[tuple[bytes, tuple[str, int]]] = []
         tx = ClientNonInvite(bye, target, Timers(), outbox, trio.current_time())
@@ -473,6 +458,15 @@ async def crash_bye(supervisor: Supervisor, state: dict[str, Any]) -> None:
         sock.close()
 
 
+def _crash_bye_request(state: dict[str, Any], dialog: dict[str, Any], via: Via) -> Request | None:
+    """The BYE for a dead worker's published dialog; None (logged) when it is unusable."""
+    try:
+        return bye_from_state(dialog, via)
+    except (KeyError, ValueError, SIPParseError) as exc:
+        log.warning("call.crash_bye_impossible", call=state.get("call"), reason=str(exc))
+        return None
+
+
 def _crash_bye_on_connection(
     supervisor: Supervisor, state: dict[str, Any], dialog: dict[str, Any]
 ) -> None:
@@ -495,10 +489,8 @@ def _crash_bye_on_connection(
         return
     host, port = connection.local
     via = Via(transport.upper(), host, port, branch=f"{MAGIC_COOKIE}{secrets.token_hex(8)}")
-    try:
-        bye = bye_from_state(dialog, via)
-    except (KeyError, ValueError, SIPParseError) as exc:
-        log.warning("call.crash_bye_impossible", call=state.get("call"), reason=str(exc))
+    bye = _crash_bye_request(state, dialog, via)
+    if bye is None:
         return
     sent = connection.send(bytes(bye))
     log.info(
@@ -542,10 +534,8 @@ async def _crash_bye_connecting(
         via = Via(
             transport.upper(), local[0], local[1], branch=f"{MAGIC_COOKIE}{secrets.token_hex(8)}"
         )
-        try:
-            bye = bye_from_state(dialog, via)
-        except (KeyError, ValueError, SIPParseError) as exc:
-            log.warning("call.crash_bye_impossible", call=state.get("call"), reason=str(exc))
+        bye = _crash_bye_request(state, dialog, via)
+        if bye is None:
             return
         framer = Framer()
         # Timer F: a reliable transport sends once and waits 64·T1 for the answer

@@ -28,6 +28,7 @@ import contextlib
 import socket
 import ssl
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -50,7 +51,6 @@ HANDSHAKE_TIMEOUT = 10.0
 SEND_TIMEOUT = 10.0
 #: Messages queued for one connection; a peer that lets more pile up is not reading.
 SEND_QUEUE = 128
-MAX_MESSAGE = 65_536
 
 log = module_logger(component="inbound")
 
@@ -109,7 +109,15 @@ class Connection:
             self.faulted = fault
         self._scope.cancel()
 
-    async def write(self) -> None:
+    async def run(self, read: Callable[[Connection], Awaitable[None]]) -> None:
+        """``read`` beside the writer, until it returns or ``close`` is called."""
+        with self._scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write)
+                await read(self)
+                nursery.cancel_scope.cancel()
+
+    async def _write(self) -> None:
         async for data in self._queued:
             with trio.move_on_after(SEND_TIMEOUT) as slow:
                 await self.stream.send_all(data)
@@ -128,7 +136,6 @@ class SipConnections:
         self._listeners = {
             transport: trio.socket.from_stdlib_socket(sock) for transport, sock in listeners.items()
         }
-        self._stdlib = listeners
         self._tls: ssl.SSLContext | None = None
         if "tls" in listeners:
             config = supervisor.config
@@ -148,7 +155,7 @@ class SipConnections:
         return {t: listener.getsockname()[:2] for t, listener in self._listeners.items()}
 
     def filenos(self) -> dict[str, int]:
-        return {f"sip_{t}": sock.fileno() for t, sock in self._stdlib.items()}
+        return {f"sip_{t}": listener.fileno() for t, listener in self._listeners.items()}
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -217,7 +224,7 @@ class SipConnections:
                 previous.close("replaced by a new connection from the same address")
             self.open[key] = connection
             try:
-                await self._run(connection)
+                await connection.run(self._read)
             finally:
                 if self.open.get(key) is connection:
                     del self.open[key]
@@ -235,15 +242,8 @@ class SipConnections:
                 del self._per_source[remote[0]]
             await trio.aclose_forcefully(stream)
 
-    async def _run(self, connection: Connection) -> None:
-        with connection._scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(connection.write)
-                await self._read(connection)
-                nursery.cancel_scope.cancel()
-
     async def _read(self, connection: Connection) -> None:
-        framer = Framer(max_body=MAX_MESSAGE)
+        framer = Framer()
         heard = False
         while True:
             if framer.pending or not heard:

@@ -40,7 +40,7 @@ import enum
 import ipaddress
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gosipd.sip import (
     DEFAULT_ACCEPT,
@@ -266,6 +266,16 @@ class UAConfig:
     @property
     def supported_tags(self) -> tuple[str, ...]:
         return supported_tags(self.supported, self.session_timer)
+
+    def over_stream(self, transport: str, *, secure: bool) -> UAConfig:
+        """This UA over TCP or TLS: Via and Contact name ``transport``, the timers are
+        Table 4's reliable column, and a sips: call has a sips: Contact (§8.1.1.8)."""
+        return replace(
+            self,
+            transport=transport.upper(),
+            timers=replace(self.timers, reliable=True),
+            contact_scheme="sips" if secure else "sip",
+        )
 
 
 def supported_tags(

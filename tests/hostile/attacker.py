@@ -31,6 +31,13 @@ def options(
     ).encode()
 
 
+def stream_options(transport: str = "TCP") -> bytes:
+    """An OPTIONS sent on a TCP or TLS connection: its Via names a port nobody listens
+    on (9), so an answer can only come back on the connection."""
+    branch = f"z9hG4bK{secrets.token_hex(6)}"
+    return options(9, via=f"SIP/2.0/{transport} 127.0.0.1:9;branch={branch}")
+
+
 def invite(port: int, *, user: str = "echo", sdp_port: int = 40000, call_id: str = "") -> bytes:
     body = (
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

@@ -4,7 +4,6 @@ connection, never the listener, another connection or a call."""
 from __future__ import annotations
 
 import contextlib
-import secrets
 import socket
 import ssl
 import time
@@ -14,26 +13,13 @@ from typing import Any
 
 import pytest
 
+from tests.hostile.attacker import stream_options
 from tests.supervisor.daemon import Daemon
 from tests.supervisor.test_sip_connections import stream_daemon
 
 Start = Callable[..., Daemon]
 
 pytestmark = pytest.mark.interop
-
-
-def options(port: int, transport: str = "TCP") -> bytes:
-    branch = secrets.token_hex(6)
-    return (
-        f"OPTIONS sip:probe@127.0.0.1:{port} SIP/2.0\r\n"
-        f"Via: SIP/2.0/{transport} 127.0.0.1:9;branch=z9hG4bK{branch}\r\n"
-        "Max-Forwards: 70\r\n"
-        f"From: <sip:attacker@127.0.0.1>;tag={branch}\r\n"
-        f"To: <sip:probe@127.0.0.1:{port}>\r\n"
-        f"Call-ID: {branch}@attacker\r\n"
-        "CSeq: 1 OPTIONS\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
 
 
 def connect(port: int, timeout: float = 5) -> socket.socket:
@@ -82,20 +68,20 @@ def test_options_over_tcp_is_answered_on_its_connection_and_a_ping_gets_its_pong
 ) -> None:
     daemon: Any = stream_daemon(gosipd)
     with connect(daemon.tcp_port) as sock:
-        sock.sendall(options(daemon.tcp_port))
+        sock.sendall(stream_options())
         reply = read_response(sock)
         assert reply.startswith(b"SIP/2.0 200 OK\r\n")
         assert b"Via: SIP/2.0/TCP 127.0.0.1:9;" in reply
         sock.sendall(b"\r\n\r\n")  # RFC 5626 ping
         assert sock.recv(16) == b"\r\n"
         # two messages in one segment, then one split across three
-        sock.sendall(options(daemon.tcp_port) + options(daemon.tcp_port))
+        sock.sendall(stream_options() + stream_options())
         data = b""
         while data.count(b"SIP/2.0 200 OK") < 2:
             chunk = sock.recv(65536)
             assert chunk, "closed before both answers"
             data += chunk
-        message = options(daemon.tcp_port)
+        message = stream_options()
         for part in (message[:10], message[10:-5], message[-5:]):
             sock.sendall(part)
             time.sleep(0.05)
@@ -105,7 +91,7 @@ def test_options_over_tcp_is_answered_on_its_connection_and_a_ping_gets_its_pong
 def test_a_10_mb_message_costs_only_its_own_connection(gosipd: Start) -> None:
     daemon: Any = stream_daemon(gosipd)
     with connect(daemon.tcp_port) as sock:
-        head = options(daemon.tcp_port).replace(b"Content-Length: 0", b"Content-Length: 10000000")
+        head = stream_options().replace(b"Content-Length: 0", b"Content-Length: 10000000")
         sock.sendall(head)
         # closed while we are still sending, as it should be
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -115,7 +101,7 @@ def test_a_10_mb_message_costs_only_its_own_connection(gosipd: Start) -> None:
     log = daemon.log.read_text()
     assert "a body of 10000000 octets (limit 65536)" in log
     with connect(daemon.tcp_port) as sock:
-        sock.sendall(options(daemon.tcp_port))
+        sock.sendall(stream_options())
         assert read_response(sock).startswith(b"SIP/2.0 200 OK")
 
 
@@ -124,14 +110,14 @@ def test_a_connection_that_stalls_mid_message_or_says_nothing_is_closed_after_16
 ) -> None:
     daemon: Any = stream_daemon(gosipd, extra="t1 = 0.1\n")  # in [sip]: 16·T1 = 1.6 s
     with connect(daemon.tcp_port) as silent, connect(daemon.tcp_port) as stalled:
-        stalled.sendall(options(daemon.tcp_port)[:40])
+        stalled.sendall(stream_options()[:40])
         assert 1.0 < closed_within(stalled, 6) < 4
         assert closed_within(silent, 6) < 4
     assert counter(daemon, "connections_dropped") == 2
     log = daemon.log.read_text()
     assert "stalled mid-message for 1.6 s" in log and "no message in 1.6 s" in log
     with connect(daemon.tcp_port) as sock:
-        sock.sendall(options(daemon.tcp_port))
+        sock.sendall(stream_options())
         assert read_response(sock).startswith(b"SIP/2.0 200 OK")
 
 
@@ -140,13 +126,13 @@ def test_connections_from_one_address_are_capped(gosipd: Start) -> None:
     held = [connect(daemon.tcp_port) for _ in range(3)]
     try:
         for sock in held:
-            sock.sendall(options(daemon.tcp_port))
+            sock.sendall(stream_options())
             assert read_response(sock).startswith(b"SIP/2.0 200 OK")
         with connect(daemon.tcp_port) as fourth:
             assert closed_within(fourth, 3) < 1
         assert counter(daemon, "connections_refused") == 1
         for sock in held:  # the ones it holds still serve
-            sock.sendall(options(daemon.tcp_port))
+            sock.sendall(stream_options())
             assert read_response(sock).startswith(b"SIP/2.0 200 OK")
     finally:
         for sock in held:
@@ -154,14 +140,14 @@ def test_connections_from_one_address_are_capped(gosipd: Start) -> None:
     # closing one frees its place
     time.sleep(0.2)
     with connect(daemon.tcp_port) as again:
-        again.sendall(options(daemon.tcp_port))
+        again.sendall(stream_options())
         assert read_response(again).startswith(b"SIP/2.0 200 OK")
 
 
 def test_a_stranger_outside_allowed_sources_is_closed_unread(gosipd: Start) -> None:
     daemon: Any = stream_daemon(gosipd, inbound='allowed_sources = ["192.0.2.0/24"]')
     with connect(daemon.tcp_port) as sock:
-        sock.sendall(options(daemon.tcp_port))
+        sock.sendall(stream_options())
         assert closed_within(sock, 3) < 1
     assert counter(daemon, "connections_refused") == 1
     assert counter(daemon, "inbound_dropped") == 0  # nothing it sent was read
@@ -175,14 +161,14 @@ def test_a_peer_that_stops_reading_loses_its_connection_and_delays_no_one(
     greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     greedy.connect(("127.0.0.1", daemon.tcp_port))
     greedy.settimeout(10)
-    burst = options(daemon.tcp_port) * 200
+    burst = stream_options() * 200
     try:
         # requests and never a read: its answers pile up in the supervisor
         for _ in range(60):
             greedy.sendall(burst)
         with connect(daemon.tcp_port) as polite:
             start = time.monotonic()
-            polite.sendall(options(daemon.tcp_port))
+            polite.sendall(stream_options())
             assert read_response(polite).startswith(b"SIP/2.0 200 OK")
             assert time.monotonic() - start < 2
     except (BrokenPipeError, ConnectionResetError):
@@ -198,7 +184,7 @@ def test_plain_text_on_the_tls_port_is_closed_and_counted(
 ) -> None:
     daemon: Any = stream_daemon(gosipd, certificates)
     with connect(daemon.tls_port) as sock:
-        sock.sendall(options(daemon.tls_port, "TLS"))
+        sock.sendall(stream_options("TLS"))
         assert closed_within(sock, 5) < 3
     wait_for_counter(daemon, "tls_failures", 1)
     context = ssl.create_default_context(cafile=str(certificates["ca"]))
@@ -207,7 +193,7 @@ def test_plain_text_on_the_tls_port_is_closed_and_counted(
         context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
     ):
         assert tls.version() in ("TLSv1.2", "TLSv1.3")
-        tls.sendall(options(daemon.tls_port, "TLS"))
+        tls.sendall(stream_options("TLS"))
         assert read_response(tls).startswith(b"SIP/2.0 200 OK")
     assert counter(daemon, "inbound") == 0
 
