@@ -401,3 +401,22 @@ def test_a_quiet_connection_is_kept_while_its_call_lives_and_closed_once_idle(go
         time.sleep(2.5)  # silence both ways, well past the idle time
         assert daemon.request({"op": "hangup", "call": call})["ok"]
         bye_on(caller)  # the connection of the live call was kept
+
+
+async def test_a_crashed_call_to_a_tls_peer_is_hung_up_over_tls(gosipd, baresip_uas, certificates):
+    """The worker's connection died with it: the supervisor opens one of its own, checks
+    the far end's certificate as the call did, and sends the BYE; baresip hangs up."""
+    bob = baresip_uas("uas", certificate=certificates["server"])
+    daemon = stream_daemon(gosipd, certificates)
+    reply, conn = daemon.dial(f"sips:bob@127.0.0.1:{bob.tls_port}", max_duration=30)
+    conn.until_event("call.answered")
+    await bob.wait_event("CALL_ESTABLISHED")
+    await trio.sleep(0.3)  # the confirmed dialog is published
+    os.kill(daemon.worker_pids()[reply["call"]], signal.SIGKILL)
+    ended = conn.until_event("call.ended")
+    assert ended["cause"] == "worker_crashed" and ended["bye_sent"] is True
+    await bob.wait_event("CALL_CLOSED", timeout=10)
+    with trio.fail_after(10):
+        while not (logged := [e for e in daemon.events() if e.get("event") == "call.crash_bye"]):
+            await trio.sleep(0.05)
+    assert logged[0]["transport"] == "tls" and logged[0]["sip_status"] == 200, logged
