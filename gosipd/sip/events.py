@@ -30,6 +30,7 @@ __all__ = [
     "OfferRejected",
     "RedirectRefused",
     "Redirected",
+    "ReferReceived",
     "Registered",
     "RegistrationFailed",
     "RemoteOffer",
@@ -250,6 +251,18 @@ class TransferFailed(Event):
 
     status: int | None
     reason: str
+
+
+@dataclass(frozen=True)
+class ReferReceived(Event):
+    """The far end asks us to call ``target`` in its place (RFC 3515): answer it with
+    ``accept_refer`` (then report the new call's progress with ``notify_refer``) or
+    ``refuse_refer``. ``replaces``: the Replaces header the target's URI carried (RFC
+    3891, an attended transfer); ``referred_by``: who asks (RFC 3892), as sent."""
+
+    target: URI
+    replaces: str | None
+    referred_by: str | None
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,14 @@ from gosipd.sip.transaction import (
 from gosipd.sip.transaction import (
     State as TransactionState,
 )
-from gosipd.sip.transfer import TRANSFER_TIMEOUT, read_notify
+from gosipd.sip.transfer import (
+    REFER_SUBSCRIPTION_S,
+    TRANSFER_TIMEOUT,
+    BadRefer,
+    notify_for,
+    read_notify,
+    read_refer,
+)
 
 __all__ = ["CALL_TABLE", "CallInput", "CallState", "UAConfig", "UserAgent", "supported_tags"]
 
@@ -262,6 +269,14 @@ class UAConfig:
     #: Send reliable provisionals (RFC 3262) when the caller supports 100rel.
     reliable_provisionals: bool = True
     max_redirects: int = MAX_REDIRECTS
+    #: Serve the far end's REFER (RFC 3515): ``ReferReceived``, which the call answers.
+    #: Off, a REFER gets 405 and REFER is not in our Allow.
+    accept_refer: bool = False
+
+    @property
+    def allowed(self) -> tuple[str, ...]:
+        """The methods of our Allow header."""
+        return (*self.allow, "REFER") if self.accept_refer else self.allow
 
     @property
     def supported_tags(self) -> tuple[str, ...]:
@@ -410,6 +425,10 @@ class UserAgent:
         self._refer_tx: ClientTransaction | None = None
         self._transfer_deadline: float | None = None  # while the outcome is awaited
         self._refer_subscribed = False  # until a NOTIFY says terminated
+        # transfer as the transferee: the far end's REFER, and the subscription it made
+        self._refer_in: ServerTransaction | None = None  # until accepted or refused
+        self._referral: tuple[int, float] | None = None  # (REFER's CSeq, expiry) to NOTIFY
+        self._refer_subscribe = True  # RFC 4488: False when the REFER said Refer-Sub: false
 
     # ======================================================================
     # the sans-I/O surface
@@ -579,7 +598,7 @@ class UserAgent:
             ("Call-ID", self.call_id),
             ("CSeq", str(CSeq(1, "INVITE"))),
             ("Contact", str(self._contact())),
-            ("Allow", ", ".join(self.config.allow)),
+            ("Allow", ", ".join(self.config.allowed)),
             ("Supported", ", ".join(self._supported)),
             *self.session_timer.request_headers(initial=True),
             *self._identity("User-Agent"),
@@ -1018,11 +1037,11 @@ class UserAgent:
             headers.append(("Contact", str(self._contact())))
         if 200 <= status < 300 and request.method in ("INVITE", "OPTIONS", "UPDATE"):
             headers += [
-                ("Allow", ", ".join(self.config.allow)),
+                ("Allow", ", ".join(self.config.allowed)),
                 ("Supported", ", ".join(self._supported)),
             ]
         if status in (405, 501):
-            headers.append(("Allow", ", ".join(self.config.allow)))
+            headers.append(("Allow", ", ".join(self.config.allowed)))
         headers += self._identity("Server")
         tag = self._local_tag if status > 100 else None
         response = Response.for_request(request, status, reason, to_tag=tag)
@@ -1246,6 +1265,63 @@ class UserAgent:
             why = progress.ended_because or "subscription terminated"
             self._events.append(ev.TransferFailed(None, why))
 
+    def _on_refer(self, request: Request, tx: ServerTransaction, now: float) -> None:
+        if self.state is not CallState.CONFIRMED:
+            tx.respond(
+                self._response(request, 403, "Only an Answered Call Can Be Transferred"), now
+            )
+            return
+        if self._refer_in is not None or self._referral is not None:
+            tx.respond(self._response(request, 403, "A Transfer Is Already in Progress"), now)
+            return
+        referral = read_refer(request)
+        if isinstance(referral, BadRefer):
+            tx.respond(self._response(request, referral.status, referral.reason), now)
+            return
+        self._refer_in = tx
+        self._refer_subscribe = referral.subscribe
+        self._events.append(
+            ev.ReferReceived(referral.target.uri, referral.replaces, referral.referred_by)
+        )
+
+    def accept_refer(self, now: float) -> None:
+        """Take the far end's REFER (``ReferReceived``): 202, then the first NOTIFY (100
+        Trying). Report the call placed for it with ``notify_refer``."""
+        tx = self._take_refer()
+        response = self._response(tx.request, 202, "Accepted")
+        if not self._refer_subscribe:
+            with_headers(response, [("Refer-Sub", "false")])  # RFC 4488: no NOTIFYs
+            tx.respond(response, now)
+            return
+        tx.respond(response, now)
+        self._referral = (tx.request.cseq.number, now + REFER_SUBSCRIPTION_S)
+        self.notify_refer(100, "Trying", now)
+
+    def refuse_refer(self, now: float, status: int = 603, reason: str = "Declined") -> None:
+        """Refuse the far end's REFER (``ReferReceived``); the call goes on."""
+        tx = self._take_refer()
+        tx.respond(self._response(tx.request, status, reason), now)
+
+    def notify_refer(self, status: int, reason: str, now: float) -> None:
+        """Tell the transferor how the call we placed for its REFER goes (a NOTIFY with a
+        sipfrag); a final ``status`` ends the subscription. Nothing is sent once the
+        dialog is over or the transferor asked for no NOTIFYs."""
+        if self._referral is None:
+            return
+        event_id, expiry = self._referral
+        if status >= 200:
+            self._referral = None
+        if self.state is not CallState.CONFIRMED or self.dialog is None:
+            return
+        headers, body = notify_for(event_id, status, reason, expires=round(expiry - now))
+        self._send_in_dialog(self.dialog, "NOTIFY", now, headers=headers, body=body)
+
+    def _take_refer(self) -> ServerTransaction:
+        tx, self._refer_in = self._refer_in, None
+        if tx is None:
+            raise ProtocolError("there is no REFER to answer")
+        return tx
+
     def _send_reinvite(self, sdp: bytes, now: float) -> None:
         assert self.dialog is not None
         tx = self._send_in_dialog(
@@ -1311,12 +1387,12 @@ class UserAgent:
             ("Call-ID", dialog.call_id),
             ("CSeq", str(CSeq(dialog.next_cseq(), method))),
         ]
-        if method == "REFER":
+        if method in ("REFER", "NOTIFY"):
             header_list.append(("Contact", str(self._contact())))
         if method in ("INVITE", "UPDATE"):
             header_list += [
                 ("Contact", str(self._contact())),
-                ("Allow", ", ".join(self.config.allow)),
+                ("Allow", ", ".join(self.config.allowed)),
                 ("Supported", ", ".join(self._supported)),
                 *self.session_timer.request_headers(initial=False),
             ]
@@ -1690,6 +1766,8 @@ class UserAgent:
                 tx.respond(self._response(request, 200), now)
             case "NOTIFY":
                 self._on_notify(request, tx, now)
+            case "REFER" if self.config.accept_refer:
+                self._on_refer(request, tx, now)
             case method if method in KNOWN_UNSERVED:
                 tx.respond(self._response(request, 405, "Method Not Allowed"), now)
             case _:
@@ -1794,7 +1872,7 @@ class UserAgent:
         names = {name.lower() for name, _ in extra}
         if status in (405, 501) or (status == 200 and request.method == "OPTIONS"):
             if "allow" not in names:
-                extra.append(("Allow", ", ".join(self.config.allow)))
+                extra.append(("Allow", ", ".join(self.config.allowed)))
             if status == 200:
                 extra += [
                     ("Accept", ", ".join(self.config.accept)),

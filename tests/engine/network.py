@@ -70,9 +70,14 @@ class Datagram:
         return ""
 
     def is_(self, what: str) -> bool:
-        """'INVITE', '200', '200/INVITE', '180', 'ACK' ..."""
+        """'INVITE', '200', '200/INVITE', '180', 'ACK', '/REFER' (anything for a REFER) ..."""
         name, _, cseq = what.partition("/")
-        matched = self.status == int(name) if name.isdigit() else self.method == name
+        if not name:
+            matched = True
+        elif name.isdigit():
+            matched = self.status == int(name)
+        else:
+            matched = self.method == name
         return matched and (not cseq or self.cseq_method == cseq)
 
 
