@@ -82,6 +82,7 @@ from gosipd.networks import Networks, local_address_towards
 from gosipd.packet import frame_datagram, unframe_datagram
 from gosipd.paths import import_user_module
 from gosipd.publication import CallPublication, EventBus, serve_stream
+from gosipd.referral import REFERRER_BYE_WAIT_S, Leg, Referral, refused_target
 from gosipd.sip import URI, Request, SIPParseError, parse
 from gosipd.sip import events as ev
 from gosipd.sip.digest import Credentials
@@ -695,6 +696,12 @@ class CallRuntime:
         #: Top Via branches of requests that reached us through the public socket.
         self._public_branches: set[str] = set()
         self._end_reason: str | None = None
+        #: The task feeding the current dialog's engine from its endpoint.
+        self._receiving: trio.CancelScope | None = None
+        #: The far end's REFER we follow (its dialog beside the new one), and dialogs that
+        #: are over but still answer retransmissions.
+        self._referral: Referral | None = None
+        self._lingering: list[Leg] = []
 
     # ======================================================================
     # running
@@ -761,6 +768,8 @@ class CallRuntime:
             self._close_media()
             if self.endpoint is not None:
                 self.endpoint.close()
+            for leg in self._side_legs():
+                leg.endpoint.close()
             for public in (self._answer_socket, self._relay):
                 if public is not None:
                     public.close()
@@ -810,6 +819,7 @@ class CallRuntime:
             accept=ACCEPTED_BODIES,
             user_agent=self.config.user_agent,
             session_timer=self.config.session_timer,
+            accept_refer=self.config.accept_refer != "off",
         )
 
     async def _locate(
@@ -863,8 +873,17 @@ class CallRuntime:
             self.ua.credential_hosts = self._trunk_addresses
 
     async def _start_outbound(self) -> None:
+        await self._dial(self.spec.to, headers=self.spec.headers)
+        assert self.ua is not None
+        self.publication.publish(sip_call_id=self.ua.call_id)
+
+    async def _dial(
+        self, to: str, *, headers: tuple[tuple[str, str], ...] | list[tuple[str, str]]
+    ) -> None:
+        """Locate ``to``, open the signalling for it and send the INVITE: the call's
+        first dialog, or the one a REFER we follow asks for (the RTP pair is kept)."""
         try:
-            dial = dial_target(self.spec.to, self.config.trunk)
+            dial = dial_target(to, self.config.trunk)
         except DialError as exc:
             raise CallError(str(exc)) from None
         request_uri = dial.request_uri
@@ -897,9 +916,10 @@ class CallRuntime:
         bind_host = (
             "::" if ":" in first or ":" in self.config.sip_address else (self.config.sip_address)
         )
-        self._rtp = media.bind_rtp_pair(
-            self._bind_ip(), range(self.config.rtp_port_min, self.config.rtp_port_max, 2)
-        )
+        if self._rtp is None:
+            self._rtp = media.bind_rtp_pair(
+                self._bind_ip(), range(self.config.rtp_port_min, self.config.rtp_port_max, 2)
+            )
         self._offer = self._make_offer(self._rtp[0].getsockname()[1])
         try:
             from_ = caller_identity(self.spec.from_, self.config.trunk, self._local_ip)
@@ -918,7 +938,7 @@ class CallRuntime:
                 from_=from_,
                 now=trio.current_time(),
                 sdp=bytes(self._offer),
-                headers=self.spec.headers,
+                headers=headers,
                 call_id=call_id,
             )
             size = self.ua.largest_queued()
@@ -932,9 +952,7 @@ class CallRuntime:
             assert self.endpoint is not None
             self.endpoint.close()
             targets = [replace(t, transport=Transport.TCP) for t in targets]
-        assert self.ua is not None
-        self.publication.publish(sip_call_id=self.ua.call_id)
-        self._nursery_start(self._receive_sip)
+        self._start_receiving()
         await self._pump()
 
     def _tcp_allowed(self, dial: DialTarget) -> bool:
@@ -1041,14 +1059,15 @@ class CallRuntime:
             self.endpoint = UdpEndpoint(bind_host, 0)
             local = (self._local_ip, self.endpoint.local_address[1])
             self.ua = UserAgent(self._ua_config(local), rng=self.rng)
-            self._nursery_start(self._receive_forwarded)
+            forwarded_to = self.ua
+            self._nursery_start(lambda: self._receive_forwarded(forwarded_to))
         assert self.ua is not None
         self._rtp = media.bind_rtp_pair(
             self._bind_ip(), range(self.config.rtp_port_min, self.config.rtp_port_max, 2)
         )
         self._note_public(self.spec.datagram)
         self.ua.receive(self.spec.datagram, source, trio.current_time())
-        self._nursery_start(self._receive_sip)
+        self._start_receiving()
         self._nursery_start(self._learn_trunk_addresses)
         await self._pump()
 
@@ -1114,8 +1133,9 @@ class CallRuntime:
             self._start_media(negotiated)
         await self._pump()
 
-    async def _receive_forwarded(self) -> None:
-        """Datagrams the supervisor's inbound socket got for our Call-ID (CANCEL, resends)."""
+    async def _receive_forwarded(self, ua: UserAgent) -> None:
+        """Datagrams the supervisor's inbound socket got for our Call-ID (CANCEL, resends,
+        the caller's BYE): all for the dialog the INVITE made, ``ua``'s."""
         path = self.publication.directory / f"{self.spec.call}.sip"
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -1127,9 +1147,8 @@ class CallRuntime:
                 if framed is None:
                     continue
                 source, data = framed
-                assert self.ua is not None
                 self._note_public(data)
-                self.ua.receive(data, source, trio.current_time())
+                ua.receive(data, source, trio.current_time())
                 await self._pump()
         finally:
             sock.close()
@@ -1144,16 +1163,31 @@ class CallRuntime:
         assert self._nursery is not None
         self._nursery.start_soon(fn)
 
-    async def _receive_sip(self) -> None:
+    def _start_receiving(self) -> None:
+        """Feed the current dialog's engine from its endpoint, in a task of its own (a
+        dialog put aside keeps its task until it is put away)."""
         assert self.endpoint is not None and self.ua is not None
+        endpoint, ua = self.endpoint, self.ua
+        scope = trio.CancelScope()
+        self._receiving = scope
+
+        async def receive() -> None:
+            with scope:
+                await self._receive_sip(endpoint, ua)
+
+        self._nursery_start(receive)
+
+    async def _receive_sip(
+        self, endpoint: UdpEndpoint | StreamEndpoint | RelayEndpoint, ua: UserAgent
+    ) -> None:
         while True:
-            item = await self.endpoint.receive()
+            item = await endpoint.receive()
             now = trio.current_time()
             if isinstance(item, Datagram):
-                self.ua.receive(item.data, item.source, now)
+                ua.receive(item.data, item.source, now)
             elif isinstance(item, IcmpError) and item.reason is not None:
                 self.log.info(
-                    "sip.connection" if isinstance(self.endpoint, StreamEndpoint) else "sip.icmp",
+                    "sip.connection" if isinstance(endpoint, StreamEndpoint) else "sip.icmp",
                     destination=list(item.destination),
                     reason=str(item.reason),
                     **({"detail": item.reporter} if item.reporter else {}),
@@ -1164,8 +1198,9 @@ class CallRuntime:
                     self._connection_failure = item.reporter
                 # the engine fails the transaction sent there (AttemptFailed for the
                 # INVITE, which drives the failover in _on_attempt_failed)
-                self._icmp_reasons[item.destination] = item.reason
-                self.ua.transport_error(item.destination, now, str(item.reason))
+                if ua is self.ua:
+                    self._icmp_reasons[item.destination] = item.reason
+                ua.transport_error(item.destination, now, str(item.reason))
             await self._pump()
 
     def _next_deadline(self) -> float:
@@ -1174,6 +1209,11 @@ class CallRuntime:
             deadlines.append(t)
         if self.failover is not None and (t := self.failover.next_timer()) is not None:
             deadlines.append(t)
+        for leg in self._side_legs():
+            if (t := leg.ua.next_timer()) is not None:
+                deadlines.append(t)
+        if self._referral is not None:
+            deadlines.append(self._referral.bye_at)
         return min(deadlines)
 
     async def _drive(self) -> None:
@@ -1184,6 +1224,12 @@ class CallRuntime:
             now = trio.current_time()
             if self.ua is not None:
                 self.ua.handle_timer(now)
+            for leg in self._side_legs():
+                leg.ua.handle_timer(now)
+            referral = self._referral
+            if referral is not None and now >= referral.bye_at:
+                referral.bye_at = math.inf
+                referral.referrer.ua.hangup(now)  # it did not BYE us: the target has us
             if self.failover is not None and not self.failover.settled:
                 timer = self.failover.next_timer()
                 due = timer is not None and now >= timer
@@ -1192,7 +1238,10 @@ class CallRuntime:
             if now >= self._ring_deadline and self.ua is not None:
                 self._ring_deadline = math.inf
                 if self.ua.state in (CallState.CALLING, CallState.PROCEEDING, CallState.WAITING):
-                    self._cause = "no_answer"
+                    if self._referral is None:
+                        self._cause = "no_answer"
+                    else:
+                        self._referral.status, self._referral.reason = 408, "Request Timeout"
                     self.ua.cancel(now)
             if now >= self._duration_deadline:
                 self._duration_deadline = math.inf
@@ -1210,30 +1259,66 @@ class CallRuntime:
         self._wakeup.set()
 
     async def _pump(self) -> None:
-        """Send what the engine queued; act on its events."""
+        """Send what the engines queued; act on their events."""
         if self.ua is None or self.endpoint is None:
             return
+        busy = True
+        while busy:
+            busy = await self._pump_leg(self.ua, self.endpoint)
+            for leg in self._side_legs():
+                busy = await self._pump_leg(leg.ua, leg.endpoint) or busy
+        self._put_away_quiet_legs()
+        self._publish_dialog()
+        if self.ua.quiet and all(leg.ua.quiet for leg in self._side_legs()):
+            self._quiet.set()
+        self.poke()
+
+    async def _pump_leg(
+        self, ua: UserAgent, endpoint: UdpEndpoint | StreamEndpoint | RelayEndpoint
+    ) -> bool:
+        """Send what ``ua`` queued; act on its events. Whether there was anything."""
+        busy = False
         while True:
-            for data, destination in self.ua.datagrams_to_send():
+            for data, destination in ua.datagrams_to_send():
+                busy = True
                 try:
                     if self._answers_public(data):
                         await self._send_public(data, destination)
                     else:
-                        await self.endpoint.send(data, destination)
+                        await endpoint.send(data, destination)
                 except (OSError, ValueError) as exc:
                     self.log.warning(
                         "sip.send_failed", destination=list(destination), error=str(exc)
                     )
-                    self.ua.transport_error(destination, trio.current_time(), str(exc))
-            events = self.ua.events()
+                    ua.transport_error(destination, trio.current_time(), str(exc))
+            events = ua.events()
             if not events:
-                break
+                return busy
+            busy = True
             for event in events:
-                await self._on_event(event)
-        self._publish_dialog()
-        if self.ua.quiet:
-            self._quiet.set()
-        self.poke()
+                # the dialogs may change places on any event (a referral's outcome)
+                if self._referral is not None and ua is self._referral.referrer.ua:
+                    self._on_referrer_event(event)
+                elif ua is self.ua:
+                    await self._on_event(event)
+
+    def _side_legs(self) -> list[Leg]:
+        """The dialogs beside the current one: a transferor's, and those that linger."""
+        legs = list(self._lingering)
+        referral = self._referral
+        if (
+            referral is not None
+            and not referral.referrer_gone
+            and referral.referrer.ua is not self.ua
+        ):
+            legs.append(referral.referrer)
+        return legs
+
+    def _put_away_quiet_legs(self) -> None:
+        for leg in [leg for leg in self._lingering if leg.ua.quiet]:
+            self._lingering.remove(leg)
+            leg.receiving.cancel()
+            leg.endpoint.close()
 
     def _note_public(self, data: bytes) -> None:
         if self._answers_from_public and (branch := _top_branch(data)) is not None:
@@ -1277,6 +1362,9 @@ class CallRuntime:
     async def _on_event(self, event: ev.Event) -> None:
         now = trio.current_time()
         setup_ms = round((now - self._started) * 1000)
+        referral = self._referral
+        if referral is not None and referral.following and self._on_referred(event):
+            return
         match event:
             case ev.Trying(status=status):
                 self._failover_response(status)
@@ -1376,10 +1464,197 @@ class CallRuntime:
                 self._wake_offer_waiters()
             case ev.InfoReceived(content_type=content_type, body=body):
                 self._on_info(content_type, body)
+            case ev.ReferReceived() as refer:
+                self._on_refer(refer)
             case ev.Ended(cause=cause, status=status, reason=reason):
                 if status is not None and (self._sip_status is None or self._answered_at is None):
                     self._sip_status = status
                 self._finish(self._cause or cause, self._sip_status, reason)
+
+    # ======================================================================
+    # a REFER we follow (RFC 3515, as the transferee; gosipd.referral)
+    # ======================================================================
+
+    #: The call's signalling state that belongs to its current dialog: set aside while
+    #: a referral's dialog rings, and put back if it never answers.
+    _DIALOG_STATE = (
+        "ua",
+        "endpoint",
+        "failover",
+        "_receiving",
+        "_cause",
+        "_sip_status",
+        "_end_reason",
+        "remote_uri",
+        "_trunk_addresses",
+        "_redirect_hosts",
+        "_icmp_reasons",
+        "_tls_failure",
+        "_connection_failure",
+        "_local_ip",
+        "_offer",
+        "_ring_deadline",
+        "_srtp_refused",
+        "_answer_problem",
+    )
+
+    def _on_refer(self, refer: ev.ReferReceived) -> None:
+        assert self.ua is not None
+        now = trio.current_time()
+        target = str(refer.target)
+        why = refused_target(
+            refer.target, self.config.accept_refer, self.config.trunk, self._trunk_names()
+        )
+        if why is None and (self._referral is not None or self._transfer_done is not None):
+            why = "a transfer is already in progress"
+        if why is None and self.session is None:
+            why = "the call has no media to hand over"
+        if why is not None:
+            self.ua.refuse_refer(now, 403, "Transfer Refused")
+            self.emit("call.referred", state="refused", to=target, reason=why)
+            return
+        self.ua.accept_refer(now)
+        self.emit(
+            "call.referred",
+            state="accepted",
+            to=target,
+            referred_by=refer.referred_by,
+            replaces=refer.replaces is not None,
+        )
+        headers = [("Referred-By", refer.referred_by)] if refer.referred_by else []
+        if refer.replaces is not None:
+            headers.append(("Replaces", refer.replaces))  # RFC 3891 §5
+        assert self.endpoint is not None and self._receiving is not None
+        self._referral = Referral(
+            refer.target,
+            Leg(self.ua, self.endpoint, self.failover, self._receiving),
+            saved={name: getattr(self, name) for name in self._DIALOG_STATE},
+        )
+        self._icmp_reasons = {}
+        self._tls_failure = self._connection_failure = None
+        self._nursery_start(lambda: self._follow(target, headers))
+
+    async def _follow(self, target: str, headers: list[tuple[str, str]]) -> None:
+        """Call the REFER's target; its dialog becomes the current one meanwhile."""
+        assert self._referral is not None
+        try:
+            with self._referral.placing:
+                await self._dial(target, headers=headers)
+        except (CallError, LocateError, OSError, sdp.SDPError, ValueError) as exc:
+            self.log.info("call.referral_failed", to=target, reason=str(exc))
+            referral = self._referral
+            if referral is not None and referral.following:
+                referral.reason = str(exc)
+                self._referral_over(None)
+                await self._pump()
+
+    def _on_referred(self, event: ev.Event) -> bool:
+        """An event of the dialog we placed for a REFER, while it rings (the current
+        dialog, the transferor's beside it); False: the usual handling (auth, failover,
+        redirects) applies."""
+        referral = self._referral
+        assert referral is not None and self.ua is not None
+        referrer = referral.referrer.ua
+        now = trio.current_time()
+        match event:
+            case ev.Trying(status=status):
+                self._failover_response(status)
+            case ev.Ringing(status=status) | ev.EarlyMedia(status=status):
+                self._failover_response(status)
+                referrer.notify_refer(
+                    status, "Ringing" if status == 180 else "Session Progress", now
+                )
+                self.emit("call.referred", state="progress", sip_status=status)
+            case ev.Answered(sdp=body, status=status):
+                self._failover_response(status)
+                self._referral_answered(body, status)
+            case ev.Failed(status=status, reason=reason):
+                self._failover_response(status)
+                referral.status, referral.reason = status, reason
+            case ev.Ended(status=status, reason=reason):
+                if referral.status is None:
+                    referral.status = status
+                    referral.reason = referral.reason or reason
+                self._referral_over(referral.status)
+            case _:
+                return False
+        return True
+
+    def _referral_answered(self, body: bytes | None, status: int) -> None:
+        referral = self._referral
+        assert referral is not None and self.ua is not None
+        now = trio.current_time()
+        negotiated = self._negotiate(body) if body else None
+        if negotiated is None:
+            # RFC 3264 §5: an answer we cannot use; the target is hung up on, the
+            # transferor hears why, and the call stays with it
+            referral.status, referral.reason = 488, "Not Acceptable Here"
+            self.log.info("call.referral_unusable", reason=self._answer_problem)
+            self.ua.hangup(now)
+            return
+        referral.following = False
+        self._ring_deadline = math.inf
+        self._local_sdp, self._offer = self._offer, None
+        if self.session is None:
+            self._start_media(negotiated)
+        else:
+            self.session.update(negotiated)  # the app now talks to the target
+        self._set_held(remote=not negotiated.sending)
+        self.remote_uri = str(referral.target)
+        referral.referrer.ua.notify_refer(200, "OK", now)
+        referral.bye_at = now + REFERRER_BYE_WAIT_S
+        self.emit("call.referred", state="succeeded", to=str(referral.target), sip_status=status)
+
+    def _referral_over(self, status: int | None) -> None:
+        """The target never answered: its dialog is put aside to linger, the call's is
+        put back, and the transferor hears the outcome (the call goes on with it)."""
+        referral = self._referral
+        assert referral is not None
+        now = trio.current_time()
+        if self.ua is not None and self.ua is not referral.referrer.ua:
+            assert self.endpoint is not None and self._receiving is not None
+            self._lingering.append(Leg(self.ua, self.endpoint, self.failover, self._receiving))
+        for name, value in referral.saved.items():
+            setattr(self, name, value)
+        if referral.referrer in self._lingering:
+            self._lingering.remove(referral.referrer)  # current again, if only to end
+        self._referral = None
+        status = status if status is not None and status >= 300 else 503
+        reason = referral.reason or "Service Unavailable"
+        assert self.ua is not None
+        self.ua.notify_refer(status, reason, now)
+        self.emit(
+            "call.referred",
+            state="failed",
+            to=str(referral.target),
+            sip_status=status,
+            reason=reason,
+        )
+        if referral.hangup_cause is not None:
+            self.hangup(referral.hangup_cause)
+        elif referral.referrer_gone:
+            self._finish("remote_hangup", None, f"the transfer to {referral.target} failed")
+
+    def _on_referrer_event(self, event: ev.Event) -> None:
+        """The transferor's dialog, once the REFER is being followed."""
+        referral = self._referral
+        assert referral is not None
+        referrer = referral.referrer
+        now = trio.current_time()
+        match event:
+            case ev.Ended(cause=cause):
+                self.log.info("call.referrer_ended", cause=cause)
+                referral.referrer_gone = True
+                referral.bye_at = math.inf
+                self._lingering.append(referrer)
+                if not referral.following:
+                    self._referral = None  # the transfer is complete
+            case ev.RemoteOffer():
+                referrer.ua.reject_offer(now, 491)  # its media is no longer its own
+            case ev.ReferReceived():
+                referrer.ua.refuse_refer(now, 403, "Transfer Refused")
+            case _:
+                pass
 
     def _caller_of(self, request: Request) -> dict[str, Any]:
         """Who is calling, for ``call.incoming``: the allowed headers, bounded, and an
@@ -1792,12 +2067,24 @@ class CallRuntime:
         """End the call for ``cause`` (BYE, CANCEL or a rejection, as the state needs)."""
         if self.ended.is_set():
             return
+        now = trio.current_time()
+        referral = self._referral
+        if referral is not None and referral.following and self.ua is not None:
+            # the target is cancelled (or never called), then the transferor hung up on
+            referral.hangup_cause = referral.hangup_cause or cause
+            if self.ua is referral.referrer.ua:
+                referral.placing.cancel()
+                self._referral_over(None)
+                return
+            self.ua.hangup(now)
+            if self._nursery is not None:
+                self._nursery.start_soon(self._pump)
+            return
         if self._cause is None:
             self._cause = cause
         if self.ua is None or self.ua.state in (CallState.IDLE, CallState.TERMINATED):
             self._finish(cause, None, "")
             return
-        now = trio.current_time()
         self.ua.hangup(now)
         if self.ua.state is CallState.TERMINATING:
             self._bye_deadline = now + BYE_ANSWER_WAIT_S
@@ -1809,6 +2096,8 @@ class CallRuntime:
             return
         if self._transfer_done is not None and not self._transfer_done.is_set():
             self._transfer_over(False, "the call ended first")
+        for leg in self._side_legs():
+            leg.ua.hangup(trio.current_time())  # a transferor still in the call
         self._close_media(wait=False)
         now = trio.current_time()
         duration = now - self._answered_at if self._answered_at is not None else 0.0
@@ -1859,10 +2148,13 @@ class CallRuntime:
 
     def _publish_dialog(self) -> None:
         """Publish the confirmed dialog so a supervisor can BYE it if we die."""
-        if self.ua is None or self.ended.is_set():
+        ua, endpoint = self.ua, self.endpoint
+        if self._referral is not None and self._referral.following:
+            ua, endpoint = self._referral.referrer.ua, self._referral.referrer.endpoint
+        if ua is None or self.ended.is_set():
             return
-        dialog = self.ua.dialog
-        confirmed = dialog is not None and self.ua.state is CallState.CONFIRMED
+        dialog = ua.dialog
+        confirmed = dialog is not None and ua.state is CallState.CONFIRMED
         published = self.publication.state.get("dialog")
         if not confirmed:
             if published:
@@ -1870,21 +2162,21 @@ class CallRuntime:
             return
         assert dialog is not None
         # where the BYE goes (the next hop, located): what a supervisor cannot work out
-        destination = self.ua.next_hop_address(dialog)
+        destination = ua.next_hop_address(dialog)
         state = {
             "state": "confirmed",
             **dialog.published_state(),
             "destination": list(destination),
         }
-        if isinstance(self.endpoint, RelayEndpoint) and self.endpoint.latest is not None:
+        if isinstance(endpoint, RelayEndpoint) and endpoint.latest is not None:
             # the supervisor's connection from the caller, which the BYE must go on
             state["transport"] = self.spec.transport
-            state["connection"] = list(self.endpoint.latest)
-        elif isinstance(self.endpoint, StreamEndpoint):
+            state["connection"] = list(endpoint.latest)
+        elif isinstance(endpoint, StreamEndpoint):
             # our connections die with us: the supervisor opens one of its own
-            state["transport"] = self.endpoint.transport.lower()
-            if self.endpoint.transport == "TLS":
-                state["server_name"] = self.endpoint.server_name(destination)
+            state["transport"] = endpoint.transport.lower()
+            if endpoint.transport == "TLS":
+                state["server_name"] = endpoint.server_name(destination)
         if published != state:
             self.publication.publish(dialog=state)
 

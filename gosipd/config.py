@@ -189,6 +189,10 @@ class Config:
     #: shortest we accept (a peer asking for less gets 422).
     session_expires: int = 1800
     min_se: int = 90
+    #: Follow the far end's REFER (RFC 3515, we are the transferee): "off" (405), "trunk"
+    #: (only to targets reached through the trunk) or "any" SIP URI. Every followed
+    #: REFER is a call we place, and pay for: the far end chooses where.
+    accept_refer: str = "off"
     #: What RFC 3263 may choose for a sip: URI without ;transport= (NAPTR/SRV order);
     #: a URI's ;transport= and sips: (TLS) are always honoured.
     transports: tuple[str, ...] = ("udp",)
@@ -329,6 +333,7 @@ _SIP_KEYS: dict[str, tuple[str, Kind]] = {
     "user_agent": ("user_agent", str),
     "session_expires": ("session_expires", int),
     "min_se": ("min_se", int),
+    "accept_refer": ("accept_refer", str),
 }
 _RTP_KEYS: dict[str, tuple[str, Kind]] = {
     "port_min": ("rtp_port_min", int),
@@ -358,6 +363,7 @@ _DAEMON_KEYS: dict[str, tuple[str, Kind]] = {
 }
 Kind = type | tuple[type, ...]
 REDIRECT_POLICIES = ("trunk", "any", "none")
+REFER_POLICIES = ("off", "trunk", "any")
 #: What a call does when its media stream fails (``[stream] on_error``).
 STREAM_ON_ERROR = ("hangup", "continue")
 _TRUNK_KEYS: dict[str, Kind] = {
@@ -496,6 +502,11 @@ def config_from_dict(data: dict[str, Any], path: Path = Path("<config>")) -> Con
             raise ConfigError(f"{path}: [tls] {name}: no such file {value!r}")
     if bool(config.tls_cert_file) != bool(config.tls_key_file):
         raise ConfigError(f"{path}: [tls] cert_file and key_file go together")
+    if config.accept_refer not in REFER_POLICIES:
+        raise ConfigError(
+            f"{path}: [sip] accept_refer must be one of {', '.join(REFER_POLICIES)}, "
+            f"not {config.accept_refer!r}"
+        )
     if config.rtp_srtp not in SRTP_POLICIES:
         raise ConfigError(
             f"{path}: [rtp] srtp must be one of {', '.join(SRTP_POLICIES)}, not {config.rtp_srtp!r}"

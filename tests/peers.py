@@ -441,6 +441,7 @@ SIPP_UAS_VARIANTS: dict[str, SippVariant] = {
     "codec": SippVariant("uas_codec.xml", rtp_echo=True),
     "timer": SippVariant("uas_timer.xml", rtp_echo=True),
     "refer": SippVariant("uas_refer.xml", rtp_echo=True),
+    "transferor": SippVariant("uas_transferor.xml", rtp_echo=True),
 }
 SIPP_UAC_SCENARIOS = (
     "uac_pcmu",
@@ -469,6 +470,8 @@ class SippUAS(_SipTrace):
     ``timer``: RFC 4028, ``keys["session_expires"]`` and ``keys["refresher"]`` in its 200;
     answers UPDATE refreshes until the BYE.
     ``refer``: a transferee: 202 to our REFER, NOTIFYs 100 then ``keys["transfer_status"]``.
+    ``transferor``: answers, then REFERs us to ``keys["refer_to"]``; BYEs us once a NOTIFY
+    reports a 2xx, else waits for our BYE.
     ``keys``: extra ``-key NAME VALUE`` pairs for the scenario (see each XML file).
     Every variant answers OPTIONS (200, or 503 for ``503``) and copies Record-Route.
     """
