@@ -42,7 +42,7 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -60,6 +60,7 @@ from gosipd.audio import (
     load_wav_data,
     tones_from_spec,
 )
+from gosipd.bridge import bridge_calls
 from gosipd.config import Config, parse_hostport
 from gosipd.connections import RelayEndpoint, StreamEndpoint, client_tls_context
 from gosipd.control import ControlError, ControlRequest, ok_reply
@@ -457,6 +458,29 @@ class Call:
             writer.close()
         self._recorders.clear()
 
+    # --- more legs ---------------------------------------------------------------------
+
+    async def dial(
+        self,
+        to: str,
+        *,
+        from_: str | None = None,
+        ring_timeout: float | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> Call:
+        """Place a second call from this call's process, a leg this app drives ("connect
+        the caller to an agent"): the leg's Call once it is answered. Raises ``CallError``
+        (code ``dial_failed``, the leg's cause in the message) if it never is. A leg ends
+        when this call does; its events reach this call's subscribers as ``call.leg``."""
+        return await self._runtime.dial_leg(
+            to, from_=from_, ring_timeout=ring_timeout, headers=list(headers)
+        )
+
+    async def bridge(self, other: Call) -> None:
+        """Connect this call and ``other`` (a leg from ``dial``): each hears the other and
+        gets the other's DTMF, until either ends; the other is then hung up."""
+        await bridge_calls(self, other)
+
     # --- ending ------------------------------------------------------------------------
 
     async def transfer(self, to: str, *, wait: bool = True) -> None:
@@ -702,6 +726,9 @@ class CallRuntime:
         #: are over but still answer retransmissions.
         self._referral: Referral | None = None
         self._lingering: list[Leg] = []
+        #: Calls this call's app placed (``Call.dial``), run in this process.
+        self._legs: list[CallRuntime] = []
+        self._legs_done = 0
 
     # ======================================================================
     # running
@@ -742,6 +769,7 @@ class CallRuntime:
                     if not self.ended.is_set():
                         nursery.start_soon(self._drive)
                     await self.ended.wait()
+                    await self._legs_ended()
                     # answer retransmissions for a moment, unless the engine is already quiet
                     if self.ua is not None and not self.ua.quiet:
                         with trio.move_on_after(LINGER_S):
@@ -776,6 +804,81 @@ class CallRuntime:
             self.bus.close()
             self.publication.close(clean=clean)
         return exit_status
+
+    # ======================================================================
+    # legs: more calls in this process (Call.dial)
+    # ======================================================================
+
+    async def dial_leg(
+        self,
+        to: str,
+        *,
+        from_: str | None,
+        ring_timeout: float | None,
+        headers: list[tuple[str, str]],
+    ) -> Call:
+        self.check_alive()
+        name = f"{self.spec.call}.leg{len(self._legs) + 1}"
+        answered = trio.Event()
+
+        async def held(call: Call) -> None:
+            answered.set()  # the leg's app: it waits; this call's app drives the leg
+            await call.wait_ended()
+
+        leg = CallRuntime(
+            CallSpec(
+                call=name,
+                to=to,
+                from_=from_,
+                ring_timeout=ring_timeout,
+                max_duration=self.spec.max_duration,
+                headers=headers,
+                srtp=self.spec.srtp,
+            ),
+            self.config,
+            runtime_dir=self.publication.directory.parent,
+            rng=self.rng,
+            app=held,
+        )
+        leg.publication.state["leg_of"] = self.spec.call
+        self._legs.append(leg)
+        # a supervisor that finds this process gone BYEs the legs' dialogs too
+        self.publication.publish(legs=[leg.spec.call for leg in self._legs])
+        self._nursery_start(lambda: self._run_leg(leg))
+        await _first_of(answered, leg.ended, self.ended)
+        if not answered.is_set():
+            leg.hangup("local_hangup")
+            end = leg._end_event or {}
+            why = str(end.get("cause") or "this call ended first")
+            if end.get("sip_status"):
+                why += f" ({end['sip_status']} {end.get('reason') or ''})".replace(" )", ")")
+            elif end.get("reason"):
+                why += f" ({end['reason']})"
+            raise CallError(f"the call to {to} failed: {why}", code="dial_failed")
+        return leg.call
+
+    async def _run_leg(self, leg: CallRuntime) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._forward_leg_events, leg)
+            await leg.run()
+        self._legs_done += 1
+
+    async def _forward_leg_events(self, leg: CallRuntime) -> None:
+        """A leg's events, as ``call.leg``, while this call lasts (``call.ended`` is its
+        last event; a leg that outlives it tells only the log how it ended)."""
+        async for event in leg.bus.subscribe():
+            if self.ended.is_set():
+                continue
+            fields = {k: v for k, v in event.items() if k not in ("event", "call", "ts")}
+            self.emit("call.leg", leg=leg.spec.call, leg_event=event["event"], **fields)
+
+    async def _legs_ended(self) -> None:
+        """This call is over: so are its legs (each hangs up, and is waited for)."""
+        for leg in self._legs:
+            leg.hangup("local_hangup")
+        with trio.move_on_after(BYE_ANSWER_WAIT_S + LINGER_S + 1):
+            while self._legs_done < len(self._legs):
+                await trio.sleep(0.02)
 
     async def _serve_client(self, client: trio.SocketStream) -> None:
         first = ok_reply(self.spec.reply_id, call=self.spec.call, pid=os.getpid())

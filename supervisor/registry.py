@@ -123,6 +123,8 @@ class Registry:
                 continue
             pid = state.get("pid")
             if isinstance(pid, int) and pid_alive(pid):
+                if state.get("leg_of"):
+                    continue  # a call's second leg (Call.dial): its call answers for it
                 record = CallRecord(
                     call_id,
                     pid=pid,

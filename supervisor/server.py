@@ -21,6 +21,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -414,6 +415,7 @@ class Supervisor:
         else:
             remove_published(self.runtime_dir, record.id)
             self._publish({"event": "call.exited", "call": record.id, "status": status})
+        await self._legs_gone(record.id, state, status)
         dup = self._client_dups.pop(record.id, None)
         if dup is not None:
             dup.close()
@@ -424,6 +426,25 @@ class Supervisor:
         self.registry.calls.pop(record.id, None)
         self._exit_statuses.pop(pid, None)
         self._check_drained()
+
+    async def _legs_gone(
+        self, call_id: str, state: dict[str, Any] | None, status: int | None
+    ) -> None:
+        """The calls a worker's app placed beside its own (``Call.dial``) died with it:
+        each left behind is reported and its dialog BYEd, as a call of its own would be."""
+        legs = state.get("legs") if state is not None else None
+        for leg in legs if isinstance(legs, list) else []:
+            if not (
+                isinstance(leg, str)
+                and leg.startswith(f"{call_id}.leg")
+                and re.fullmatch(r"[A-Za-z0-9_.-]{1,160}", leg)
+            ):
+                continue  # only the worker's own legs, named after its call (no paths)
+            leg_state = read_published(self.runtime_dir, leg)
+            if leg_state is not None and not leg_state.get("ended"):
+                await self._crashed(leg, leg_state, status)
+            else:
+                remove_published(self.runtime_dir, leg)
 
     async def _exit_status(self, pid: int) -> int | None:
         if pid in self._exit_statuses:
