@@ -34,10 +34,12 @@ import contextlib
 import importlib
 import inspect
 import ipaddress
+import json
 import math
 import os
 import pkgutil
 import random
+import re
 import secrets
 import socket
 import time
@@ -483,13 +485,20 @@ class Call:
 
     # --- ending ------------------------------------------------------------------------
 
-    async def transfer(self, to: str, *, wait: bool = True) -> None:
-        """Blind transfer: ask the far end to call ``to`` (a SIP URI, or a number for the
+    async def transfer(
+        self, to: str | None = None, *, wait: bool = True, replaces: Call | str | None = None
+    ) -> None:
+        """Transfer: ask the far end to call ``to`` (a SIP URI, or a number for the
         trunk) instead (REFER, RFC 3515). With ``wait``, returns once the far end reports
         the target answered, and the call then ends with cause ``transferred``; raises
         ``CallError`` (code ``transfer_failed``) if the far end refuses or the target's
-        call fails, and the call goes on. ``call.transfer`` events follow each step."""
-        await self._runtime.transfer(to, wait=wait)
+        call fails, and the call goes on. ``call.transfer`` events follow each step.
+
+        Attended: ``replaces`` is another answered call (a leg from ``dial``, or the id
+        of a call of this host) whose far end the far end here is to take over (RFC
+        3891): its dialog goes in the Refer-To's Replaces, and ``to`` defaults to its
+        far end's contact."""
+        await self._runtime.transfer(to, wait=wait, replaces=replaces)
 
     async def hangup(self, *, cause: str = "local_hangup") -> None:
         """End the call (BYE, CANCEL or a rejection, as its state needs) and wait for it.
@@ -2133,15 +2142,32 @@ class CallRuntime:
         limit = self.spec.max_duration or self.config.limits.max_duration_s
         self._duration_deadline = trio.current_time() + limit
 
-    async def transfer(self, to: str, *, wait: bool) -> None:
+    async def transfer(
+        self, to: str | None, *, wait: bool, replaces: Call | str | None = None
+    ) -> None:
         """See ``Call.transfer``; without ``wait``, returns once the far end accepted."""
         self.check_alive()
         if self.ua is None or self.ua.state is not CallState.CONFIRMED:
             raise CallError("only an answered call can be transferred")
+        dialog = self._replaced_dialog(replaces) if replaces is not None else None
+        if to is None and dialog is None:
+            raise CallError(
+                "a transfer needs a target ('to') or a call to replace", code="bad_target"
+            )
         try:
-            target = dial_target(to, self.config.trunk).request_uri
-        except DialError as exc:
+            if to is not None:
+                target = dial_target(to, self.config.trunk).request_uri
+            else:
+                assert dialog is not None
+                target = URI.parse(str(dialog["remote_target"]))
+        except (DialError, SIPParseError) as exc:
             raise CallError(str(exc), code="bad_target") from None
+        if dialog is not None:
+            # RFC 3891 §6.1: the tags as the far end of the replaced dialog names them
+            replaced = (
+                f"{dialog['call_id']};to-tag={dialog['remote_tag']};from-tag={dialog['local_tag']}"
+            )
+            target = target.replace(headers=[("Replaces", replaced)])
         done, accepted = trio.Event(), trio.Event()
         try:
             self.ua.transfer(target, trio.current_time())
@@ -2159,6 +2185,29 @@ class CallRuntime:
             raise CallError(f"transfer to {target} failed: {reason}", code="transfer_failed")
         if wait and succeeded:
             await self.ended.wait()
+
+    def _replaced_dialog(self, replaces: Call | str) -> dict[str, Any]:
+        """The confirmed dialog of the call an attended transfer replaces, as published."""
+        if isinstance(replaces, Call):
+            name, state = replaces.id, replaces._runtime.publication.state
+        else:
+            name = replaces
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,160}", name) or name == self.spec.call:
+                raise CallError(f"{name!r} is not another call", code="bad_replaces")
+            path = self.publication.directory / f"{name}.json"
+            try:
+                state = json.loads(path.read_text())
+            except (OSError, ValueError):
+                raise CallError(f"there is no call {name!r}", code="bad_replaces") from None
+        dialog = state.get("dialog") if isinstance(state, dict) else None
+        if not isinstance(dialog, dict) or dialog.get("state") != "confirmed":
+            raise CallError(f"call {name!r} has no answered dialog to replace", code="bad_replaces")
+        if not all(
+            isinstance(dialog.get(key), str)
+            for key in ("call_id", "local_tag", "remote_tag", "remote_target")
+        ):
+            raise CallError(f"call {name!r} published no usable dialog", code="bad_replaces")
+        return dialog
 
     def _transfer_over(self, succeeded: bool, reason: str) -> None:
         self._transfer_outcome = (succeeded, reason)
@@ -2326,9 +2375,10 @@ class CallRuntime:
                 return {"dialog": self.publication.state.get("dialog")}
             case "transfer":
                 try:
-                    await self.transfer(args["to"], wait=False)
+                    await self.transfer(args.get("to"), wait=False, replaces=args.get("replaces"))
                 except CallError as exc:
-                    raise ControlError(exc.code, str(exc), field="to") from None
+                    field_ = "replaces" if exc.code == "bad_replaces" else "to"
+                    raise ControlError(exc.code, str(exc), field=field_) from None
                 return {}
             case _:
                 raise ControlError("unknown_op", f"a call does not serve {request.op!r}")

@@ -254,7 +254,7 @@ OPS: dict[str, Schema] = {
         "wait": (_boolean, False),
     },
     "hangup": {"call": (_call_id, True)},
-    "transfer": {"call": (_call_id, True), "to": (_target, True)},
+    "transfer": {"call": (_call_id, True), "to": (_target, False), "replaces": (_call_id, False)},
     "dtmf": {
         "call": (_call_id, True),
         "digits": (_digits, True),
@@ -330,6 +330,8 @@ def parse_request(line: bytes | str, *, ops: Mapping[str, Schema] = OPS) -> Cont
     for name, (_, required) in schema.items():
         if required and name not in args:
             raise ControlError("bad_field", f"{op!r} needs '{name}'", field=name)
+    if op == "transfer" and "to" not in args and "replaces" not in args:
+        raise ControlError("bad_field", "'transfer' needs 'to' or 'replaces'", field="to")
     return ControlRequest(request_id, op, args)
 
 

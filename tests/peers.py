@@ -427,6 +427,9 @@ class SippStats:
 class SippVariant:
     scenario: str
     rtp_echo: bool
+    #: More SIPp options (``-aa``: a 200 for an unexpected NOTIFY, a retransmission of
+    #: one already answered, rather than aborting the call).
+    options: tuple[str, ...] = ()
 
 
 SIPP_UAS_VARIANTS: dict[str, SippVariant] = {
@@ -441,7 +444,7 @@ SIPP_UAS_VARIANTS: dict[str, SippVariant] = {
     "codec": SippVariant("uas_codec.xml", rtp_echo=True),
     "timer": SippVariant("uas_timer.xml", rtp_echo=True),
     "refer": SippVariant("uas_refer.xml", rtp_echo=True),
-    "transferor": SippVariant("uas_transferor.xml", rtp_echo=True),
+    "transferor": SippVariant("uas_transferor.xml", rtp_echo=True, options=("-aa",)),
 }
 SIPP_UAC_SCENARIOS = (
     "uac_pcmu",
@@ -523,6 +526,7 @@ class SippUAS(_SipTrace):
             ]  # fmt: skip
             if spec.rtp_echo:
                 argv.append("-rtp_echo")
+            argv += spec.options
             if variant == "302":
                 target = redirect_to or f"sip:echo@{uri_host(host)}:5060"
                 argv += ["-key", "redirect_to", target]

@@ -50,7 +50,12 @@ def test_a_dial_request_is_parsed_with_typed_fields():
             "srtp",
             "'srtp' must be one of off, offer, required",
         ),
-        (b'{"op": "transfer", "call": "abcd"}', "bad_field", "to", "'transfer' needs 'to'"),
+        (
+            b'{"op": "transfer", "call": "abcd"}',
+            "bad_field",
+            "to",
+            "'transfer' needs 'to' or 'replaces'",
+        ),
         (
             b'{"op": "transfer", "call": "abcd", "to": "http://x"}',
             "bad_field",

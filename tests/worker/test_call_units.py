@@ -68,7 +68,7 @@ def test_an_app_name_resolves_to_its_function_and_argument(name, app, arg):
 @pytest.mark.parametrize(
     ("name", "reason"),
     [
-        ("nosuchapp", "no built-in 'nosuchapp' (built-ins: demo, echo, ivr, play, record"),
+        ("nosuchapp", "no built-in 'nosuchapp' (built-ins: bridge, demo, echo, ivr, play, record"),
         ("no.such.module:run", "no module to import"),
         ("tests.worker.test_call_units:missing", "has no 'missing'"),
         ("tests.worker.test_call_units:not_async", "is not an async function"),

@@ -183,3 +183,23 @@ async def test_hanging_up_while_the_target_rings_cancels_it_and_ends_the_call(
     assert notify_bodies(transferor)[-1].startswith("SIP/2.0 487")
     assert transferor.received("BYE") == 1
     await ringing.wait_event("CALL_CLOSED", timeout=5)
+
+
+async def test_a_replaces_in_the_refer_to_goes_in_the_invite_and_nothing_else_does(
+    sipp_uas, place_call: CallPlacer
+):
+    target = sipp_uas("echo")
+    replaces = "abc%40h%3Bto-tag%3D1%3Bfrom-tag%3D2"
+    refer_to = f"{target.uri('agent')}?Replaces={replaces}&X-Evil=1"
+    transferor = sipp_uas("transferor", keys={"refer_to": refer_to})
+
+    async def app(call: Call, runtime: CallRuntime) -> None:
+        assert (await referral_over(runtime))["state"] == "succeeded"
+
+    runtime = await run_call(place_call, transferor.uri("boss"), app, accept_refer="any")
+
+    assert referred(runtime)[0]["replaces"] is True
+    (invite,) = [e for e in target.trace() if not e.sent and e.name == "INVITE"]
+    assert invite.start_line == f"INVITE {target.uri('agent')} SIP/2.0"
+    assert "Replaces: abc@h;to-tag=1;from-tag=2" in invite.text
+    assert "X-Evil" not in invite.text
