@@ -44,7 +44,7 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -244,6 +244,7 @@ class Call:
         self.app_arg: str | None = None
         self._dtmf_send, self._dtmf_receive = trio.open_memory_channel[str](DTMF_QUEUE)
         self._audio_readers: list[deque[bytes]] = []
+        self._audio_listeners: list[Callable[[bytes], None]] = []
         self._audio_wakeup = trio.Event()
         self._recorders: list[WavWriter] = []
         self._sent = _SentAudio()
@@ -400,7 +401,24 @@ class Call:
         finally:
             if queue in self._audio_readers:
                 self._audio_readers.remove(queue)
-            self._runtime.want_audio(bool(self._audio_readers or self._recorders))
+            self._runtime.want_audio(self._wants_audio)
+
+    @contextlib.contextmanager
+    def listen_audio(self, listener: Callable[[bytes], None]) -> Iterator[None]:
+        """Call ``listener`` with each 20 ms of received audio (8 kHz int16) as it
+        arrives, in the call's own task, while the block lasts: ``audio()`` without a
+        task of its own to wake, for an app that only hands frames on (it must not block)."""
+        self._audio_listeners.append(listener)
+        self._runtime.want_audio(True)
+        try:
+            yield
+        finally:
+            self._audio_listeners.remove(listener)
+            self._runtime.want_audio(self._wants_audio)
+
+    @property
+    def _wants_audio(self) -> bool:
+        return bool(self._audio_readers or self._recorders or self._audio_listeners)
 
     @asynccontextmanager
     async def record(self, path: str | Path, *, stereo: bool = False) -> AsyncIterator[WavWriter]:
@@ -412,7 +430,7 @@ class Call:
             if writer in self._recorders:
                 self._recorders.remove(writer)
             writer.close()
-            self._runtime.want_audio(bool(self._audio_readers or self._recorders))
+            self._runtime.want_audio(self._wants_audio)
 
     def start_recording(self, path: str | Path, *, stereo: bool = False) -> WavWriter:
         """Record until the call ends (the ``record`` control op) into a new file, named
@@ -436,6 +454,13 @@ class Call:
     def _deliver_audio(self, frames: list[bytes]) -> None:
         for queue in self._audio_readers:
             queue.extend(frames)
+        for listener in list(self._audio_listeners):
+            try:
+                for frame in frames:
+                    listener(frame)
+            except Exception as exc:  # an app's bug ends its call, never the process
+                self._audio_listeners.remove(listener)
+                self._runtime.app_failed(exc)
         if self._recorders:
             stereo = self._stereo_recording
             for frame in frames:
@@ -2130,6 +2155,12 @@ class CallRuntime:
             return
         if not self.ended.is_set():
             self.hangup("local_hangup")
+
+    def app_failed(self, exc: Exception) -> None:
+        """An app's code outside its task failed (an audio listener): ``app_error``."""
+        self._app_error = repr(exc)
+        self.log.error("call.app_error", error=repr(exc), exc_info=exc)
+        self.hangup("app_error")
 
     def recording_failed(self, reason: str) -> None:
         """A recording could not be written: end the call (BYE) with ``record_failed``."""

@@ -237,6 +237,7 @@ class TwilioProfile:
     def __init__(self, call_sid: str, stream_sid: str, parameters: dict[str, str]) -> None:
         self.call_sid = call_sid
         self.stream_sid = stream_sid
+        self._sid_json = json.dumps(stream_sid)
         self.parameters = dict(parameters)
         self._sequence = 0
         self._chunk = 0
@@ -264,17 +265,15 @@ class TwilioProfile:
         return [connected, start]
 
     def media(self, pcm: bytes) -> str:
+        # 50 a second: written out rather than through json.dumps (the values are digits
+        # and base64, the stream id encoded once): the same JSON
         self._chunk += 1
-        timestamp = (self._chunk - 1) * 20
-        payload = base64.b64encode(_dsp.ulaw_encode(pcm)).decode()
-        return self._message(
-            "media",
-            media={
-                "track": "inbound",
-                "chunk": str(self._chunk),
-                "timestamp": str(timestamp),
-                "payload": payload,
-            },
+        self._sequence += 1
+        payload = binascii.b2a_base64(_dsp.ulaw_encode(pcm), newline=False).decode()
+        return (
+            f'{{"event":"media","sequenceNumber":"{self._sequence}","media":{{"track":'
+            f'"inbound","chunk":"{self._chunk}","timestamp":"{(self._chunk - 1) * 20}",'
+            f'"payload":"{payload}"}},"streamSid":{self._sid_json}}}'
         )
 
     def dtmf(self, digit: str) -> str:

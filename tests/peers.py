@@ -434,6 +434,7 @@ class SippVariant:
 
 SIPP_UAS_VARIANTS: dict[str, SippVariant] = {
     "echo": SippVariant("uas_echo.xml", rtp_echo=True),
+    "silent": SippVariant("uas_echo.xml", rtp_echo=False),
     "100rel": SippVariant("uas_100rel.xml", rtp_echo=True),
     "302": SippVariant("uas_302.xml", rtp_echo=False),
     "503": SippVariant("uas_503.xml", rtp_echo=False),
@@ -463,6 +464,7 @@ class SippUAS(_SipTrace):
     """A SIPp UAS variant in the background (see tests/lab/sipp/scenarios/uas_*.xml).
 
     ``echo``: 100/180/200 with a PCMU SDP answer, RTP echoed (``-rtp_echo``), BYE -> 200.
+    ``silent``: the same, sending no RTP at all (a far end on mute, or that suppresses silence).
     ``100rel``: reliable 180 with SDP (RSeq 1) until PRACK; 421 without ``100rel``.
     ``302``: redirects to ``redirect_to``.  ``503``: 503 + Retry-After (INVITE and OPTIONS).
     ``auth401``: digest challenge verified by SIPp (``user``/``password``), then a call.

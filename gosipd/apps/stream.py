@@ -53,7 +53,10 @@ from gosipd.streams import (
 OUTBOX_MEDIA = 250
 #: How long the ``stop`` message and what is queued before it may take at the end.
 CLOSING_S = 1.0
-FRAME_S = 0.02
+#: The server's audio is handed to the call as each 20 ms of the far end's arrives
+#: (one wakeup does both); after this long without any (silence suppressed, hold), a
+#: timer does it, well inside the 60 ms the call is given ahead (``Player``).
+FEED_GAP_S = 0.03
 
 
 async def run(call: Call) -> None:
@@ -215,26 +218,40 @@ async def _stream(
     for message in profile.opening():
         outbox.put(message)
 
+    gap = trio.CancelScope()
+
+    def feed() -> None:
+        """Hand the call what is due of the server's audio; send the marks played out."""
+        gap.deadline = trio.current_time() + FEED_GAP_S
+        pcm, due = player.feed(call.playback_queued)
+        if pcm:
+            with contextlib.suppress(CallError):  # the media stopped: the call is ending
+                call.write(pcm)
+        for name in due:
+            outbox.put(profile.mark(name))
+
+    def heard(frame: bytes) -> None:
+        outbox.put(profile.media(frame), media=True)
+        feed()
+
     async def uplink() -> None:
-        async for frame in call.audio():
-            outbox.put(profile.media(frame), media=True)
-        nursery.cancel_scope.cancel()  # the call ended
+        with call.listen_audio(heard):  # in the call's media task: no task to wake
+            await call.wait_ended()
+        nursery.cancel_scope.cancel()
 
     async def digits() -> None:
         while digit := await call.collect_dtmf(1):
             outbox.put(profile.dtmf(digit))
 
     async def pace() -> None:
+        """Feed the call when the far end's audio does not (its deadline moves on with
+        every frame, so while audio flows this task never wakes)."""
+        nonlocal gap
         while True:
-            pcm, due = player.feed(call.playback_queued)
-            if pcm:
-                try:
-                    call.write(pcm)
-                except CallError:
-                    return  # the media stopped: the call is ending
-            for name in due:
-                outbox.put(profile.mark(name))
-            await trio.sleep(FRAME_S)
+            with gap:
+                await trio.sleep_forever()
+            gap = trio.CancelScope()
+            feed()
 
     async def downlink() -> None:
         bad = 0
@@ -256,6 +273,7 @@ async def _stream(
             for command in commands:
                 if isinstance(command, Play | Mark):
                     player.add(command)
+                    feed()  # the first of it plays at the next tick
                     if player.overflowed and not warned_full:
                         call.emit(
                             "call.stream",

@@ -85,6 +85,14 @@ def test_twilio_messages_are_what_a_twilio_media_streams_server_parses():
     assert [first["media"]["timestamp"], second["media"]["timestamp"]] == ["0", "20"]
     assert first["media"]["track"] == "inbound"
     assert base64.b64decode(first["media"]["payload"]) == ULAW[:160]
+    assert first["streamSid"] == "MZ1" and set(first) == {
+        "event",
+        "sequenceNumber",
+        "media",
+        "streamSid",
+    }
+    odd = TwilioProfile("c", 'MZ"\\x', {})  # a library user's own id: still JSON
+    assert json.loads(odd.media(pcm))["streamSid"] == 'MZ"\\x'
     dtmf = json.loads(profile.dtmf("5"))
     assert dtmf["dtmf"] == {"track": "inbound_track", "digit": "5"}
     assert json.loads(profile.mark("m1"))["mark"] == {"name": "m1"}

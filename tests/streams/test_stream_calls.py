@@ -166,6 +166,35 @@ async def test_the_server_s_audio_reaches_the_far_end_intact_and_its_echo_comes_
     assert ended_event(runtime)["cause"] == "max_duration"
 
 
+async def test_the_server_s_audio_is_paced_even_when_the_far_end_sends_nothing(
+    sipp_uas, place_call
+):
+    prompt = ulaw_noise(50, seed=3)  # 1 s, while the far end sends no RTP at all
+
+    async def behaviour(ws: WebSocketConnection, server: Server) -> None:
+        await server.until(ws, "start")
+        for i in range(0, len(prompt), FRAME):
+            await ws.send_message(media(prompt[i : i + FRAME]))
+        await ws.send_message('{"event": "mark", "streamSid": "MZ", "mark": {"name": "end"}}')
+        server.marks_sent["end"] = trio.current_time()
+        await server.record(ws)
+
+    silent = sipp_uas("silent")
+    runtime, server = await streamed_call(place_call, silent.uri(), behaviour)
+
+    # nothing heard, but 20 ms of it every 20 ms all the same (what the jitter buffer
+    # plays when nothing came), and our audio still went out at the media clock
+    heard = server.inbound_ulaw()
+    assert len(heard) >= 100
+    quiet = np.frombuffer(_dsp.ulaw_decode(b"".join(u for _, u in heard)), np.int16)
+    assert np.abs(quiet.astype(np.int32)).max() < 200
+    (mark_at, mark), *_ = server.json_events("mark")
+    assert mark["mark"]["name"] == "end"
+    assert 0.9 <= mark_at - server.marks_sent["end"] <= 1.3  # its second was sent
+    media_stats = ended_event(runtime)["media"]
+    assert media_stats["packets_sent"] >= 140  # 3 s of the call, the prompt among them
+
+
 async def test_clear_stops_a_long_prompt_within_two_frames(sipp_uas, place_call):
     prompt = ulaw_noise(500, seed=2)  # 10 s
     windows = {prompt[i : i + 16] for i in range(len(prompt) - 15)}

@@ -7,6 +7,7 @@ import wave
 
 import numpy as np
 import pytest
+import trio
 
 from tests.peers import read_wav_mono, tone_ratio
 from tests.worker.conftest import ended_event
@@ -82,3 +83,32 @@ async def test_echo_sends_the_callers_audio_back(baresip_uas, place_call):
     assert ended_event(runtime)["cause"] == "max_duration"
     heard, rate = read_wav_mono(bob.recording_path)
     assert tone_ratio(loud_part(heard, rate), rate, 440) > 0.9
+
+
+async def test_an_audio_listener_hears_every_frame_and_a_failing_one_ends_the_call(
+    baresip_uas, place_call
+):
+    bob = baresip_uas("uas", tone_hz=440)
+    heard: list[bytes] = []
+
+    async def listening(call) -> None:
+        with call.listen_audio(heard.append):
+            await trio.sleep(1.0)
+        await trio.sleep(0.3)  # not listening any more
+
+    runtime = await place_call(bob.uri, listening)
+
+    assert 45 <= len(heard) <= 56 and all(len(frame) == 320 for frame in heard)
+    assert ended_event(runtime)["cause"] == "local_hangup"
+
+    def broken(frame: bytes) -> None:
+        raise RuntimeError("a bug in a listener")
+
+    async def failing(call) -> None:
+        with call.listen_audio(broken):
+            await call.wait_ended()
+
+    runtime = await place_call(bob.uri, failing)
+
+    end = ended_event(runtime)
+    assert end["cause"] == "app_error" and "a bug in a listener" in end["app_error"]
