@@ -1,7 +1,7 @@
 """Media streams under load: what a call streamed to a WebSocket server costs.
 
 A real supervisor and call processes against a SIPp UAS that echoes RTP, as in
-``system.py``; the WebSocket server (trio-websocket, in a thread of this process)
+``system.py``; the WebSocket server (trio-websocket, in two processes of its own)
 is an agent speaking the twilio profile: it answers each call with 10 s of audio
 sent at once (gosipd paces it onto the call) and a mark, and listens to the rest. References
 measured in the same run: the same number of calls running the ``echo`` app.
@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
+import socket
+import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketRequest, WebSocketServer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -42,36 +44,80 @@ HOLD_S = 10.0
 SPEECH = base64.b64encode(bytes((i * 73 + 11) % 256 or 1 for i in range(8000))).decode()
 
 
-class EchoAgent:
-    """A twilio-profile agent on a thread of its own: echoes media, marks every second."""
+#: Agent processes sharing the port (SO_REUSEPORT): the agent is the bench's, not
+#: gosipd's, and one Python process cannot serve 200 streams at 50 messages a second.
+AGENT_PROCESSES = 2
 
-    def __init__(self) -> None:
+
+class EchoAgent:
+    """A twilio-profile agent in processes of its own (``AGENT_PROCESSES``, one port):
+    answers each stream with 10 s of audio at once and a mark, then listens (counts
+    frames). Its counters come back when it stops."""
+
+    def __init__(self, processes: int = AGENT_PROCESSES) -> None:
+        self.processes = processes
         self.port = 0
         self.streams = 0
         self.marks = 0
         self.frames = 0
-        self._ready = threading.Event()
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._scope: trio.CancelScope | None = None
-        self._thread = threading.Thread(target=trio.run, args=(self._serve,), daemon=True)
+        self._children: list[subprocess.Popen[str]] = []
+        self._reservation: socket.socket | None = None
 
     def __enter__(self) -> EchoAgent:
-        self._thread.start()
-        self._ready.wait(10)
+        # a port of our own for the agents to share: bound (never listening) until they stop
+        self._reservation = socket.socket()
+        self._reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self._reservation.bind(("127.0.0.1", 0))
+        self.port = self._reservation.getsockname()[1]
+        for _ in range(self.processes):
+            child = subprocess.Popen(
+                [sys.executable, __file__, "--agent", str(self.port)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            self._children.append(child)
+        for child in self._children:
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != "ready":
+                raise RuntimeError("an agent process did not start")
         return self
 
     def __exit__(self, *_: object) -> None:
-        if self._token is not None and self._scope is not None:
-            trio.from_thread.run_sync(self._scope.cancel, trio_token=self._token)
-        self._thread.join(10)
+        for child in self._children:
+            assert child.stdin is not None
+            child.stdin.close()  # EOF: report and exit
+        for child in self._children:
+            assert child.stdout is not None
+            out = child.stdout.read()
+            child.wait(timeout=30)
+            with contextlib.suppress(ValueError, IndexError, KeyError):
+                counts = json.loads(out.strip().splitlines()[-1])
+                self.streams += counts["streams"]
+                self.frames += counts["frames"]
+                self.marks += counts["marks"]
+        if self._reservation is not None:
+            self._reservation.close()
 
-    async def _serve(self) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        with trio.CancelScope() as self._scope:
-            async with trio.open_nursery() as nursery:
-                listener = await nursery.start(serve_websocket, self._handle, "127.0.0.1", 0, None)
-                self.port = listener.port
-                self._ready.set()
+
+class _AgentProcess:
+    """One agent process: serves until its stdin closes, then prints its counters."""
+
+    def __init__(self) -> None:
+        self.streams = self.frames = self.marks = 0
+
+    async def serve(self, port: int) -> None:
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        await sock.bind(("127.0.0.1", port))
+        sock.listen(1024)
+        server = WebSocketServer(self._handle, [trio.SocketListener(sock)])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.run)
+            print("ready", flush=True)
+            await trio.to_thread.run_sync(sys.stdin.read)  # until the bench closes it
+            nursery.cancel_scope.cancel()
+        print(json.dumps({"streams": self.streams, "frames": self.frames, "marks": self.marks}))
 
     async def _handle(self, request: WebSocketRequest) -> None:
         """Like an agent that speaks: a 10 s answer at once (ten 1 s media messages, far
@@ -100,7 +146,11 @@ def main(argv: list[str] | None = None) -> bool:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--ratio-calls", type=int, default=50)
+    parser.add_argument("--agent", type=int, help=argparse.SUPPRESS)  # an agent process
     args = parser.parse_args(argv if argv is not None else [])
+    if args.agent:
+        trio.run(_AgentProcess().serve, args.agent)
+        return True
     with tempfile.TemporaryDirectory(prefix="gosipd-bench-") as tmp, EchoAgent() as agent:
         work = Path(tmp)
         (work / "peers").mkdir()

@@ -1642,7 +1642,8 @@ class CallRuntime:
         why = refused_target(
             refer.target, self.config.accept_refer, self.config.trunk, self._trunk_names()
         )
-        if why is None and (self._referral is not None or self._transfer_done is not None):
+        sending = self._transfer_done is not None and not self._transfer_done.is_set()
+        if why is None and (self._referral is not None or sending):
             why = "a transfer is already in progress"
         if why is None and self.session is None:
             why = "the call has no media to hand over"
