@@ -92,7 +92,7 @@ from gosipd.sip.digest import Credentials
 from gosipd.sip.timers import Timers
 from gosipd.sip.transaction import ProtocolError
 from gosipd.sip.ua import CallState, UAConfig, UserAgent
-from gosipd.trunk import DialError, DialTarget, caller_identity, dial_target
+from gosipd.trunk import DialError, DialTarget, caller_identity, dial_target, host_key
 
 __all__ = ["Call", "CallError", "CallRuntime", "CallSpec", "dtmf_from_info", "resolve_app"]
 
@@ -185,11 +185,6 @@ def _reason_phrase(exc: Exception) -> str:
     if isinstance(exc, sdp.SrtpRefused):
         return "Not Acceptable Here (SRTP)"
     return "Not Acceptable Here"
-
-
-def _host_key(host: str) -> str:
-    """A host as the trunk and redirect checks compare it: no IPv6 brackets, lower case."""
-    return host.strip("[]").lower()
 
 
 def resolve_app(name: str | None) -> tuple[App, str | None]:
@@ -978,11 +973,11 @@ class CallRuntime:
         return list(location.targets)
 
     def _trunk_names(self) -> frozenset[str]:
-        """The trunk's own domain and proxy host, as configured (``_host_key``s)."""
+        """The trunk's own domain and proxy host, as configured (``host_key``s)."""
         trunk = self.config.trunk
-        names = {_host_key(trunk.domain)} if trunk.domain else set()
+        names = {host_key(trunk.domain)} if trunk.domain else set()
         if trunk.proxy:
-            names.add(_host_key(parse_hostport(trunk.proxy, 5060, "[trunk] proxy")[0]))
+            names.add(host_key(parse_hostport(trunk.proxy, 5060, "[trunk] proxy")[0]))
         return frozenset(names)
 
     async def _locate_trunk(self) -> frozenset[str]:
@@ -1040,14 +1035,14 @@ class CallRuntime:
             targets = [t for t in targets if t.transport is transport]
         located = frozenset(target.address for target in targets)
         trunk_names = self._trunk_names()
-        if dial.via_proxy or _host_key(dial.host) in trunk_names:
+        if dial.via_proxy or host_key(dial.host) in trunk_names:
             self._trunk_addresses = located
             self._redirect_hosts = trunk_names | located
         else:
             # a URI dialed directly: redirects stay on its host, and the trunk's
             # credentials go only where the trunk itself is
             self._trunk_addresses = await self._locate_trunk()
-            self._redirect_hosts = frozenset({_host_key(dial.host)}) | located
+            self._redirect_hosts = frozenset({host_key(dial.host)}) | located
         first = targets[0].address
         self._local_ip = self._advertised_ip(first)
         bind_host = (
@@ -1874,7 +1869,7 @@ class CallRuntime:
                 self._redirect_refused(status, contact, "[trunk] redirects = none")
                 refused_by_policy = True
                 continue
-            if policy == "trunk" and _host_key(contact.host) not in self._redirect_hosts:
+            if policy == "trunk" and host_key(contact.host) not in self._redirect_hosts:
                 self._redirect_refused(status, contact, "not the host the call was dialed to")
                 refused_by_policy = True
                 continue
@@ -1883,7 +1878,7 @@ class CallRuntime:
             except LocateError as exc:
                 self._redirect_refused(status, contact, f"cannot locate it: {exc}")
                 continue
-            if _host_key(contact.host) in trunk_names:
+            if host_key(contact.host) in trunk_names:
                 # the trunk's own name: what it locates to is the trunk too
                 self._trunk_addresses |= {target.address for target in targets}
                 self.ua.credential_hosts = self._trunk_addresses

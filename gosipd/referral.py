@@ -21,7 +21,7 @@ from gosipd.connections import RelayEndpoint, StreamEndpoint
 from gosipd.locate import Failover, UdpEndpoint
 from gosipd.sip import URI
 from gosipd.sip.ua import UserAgent
-from gosipd.trunk import DialError, dial_target
+from gosipd.trunk import DialError, dial_target, host_key
 
 __all__ = ["REFERRER_BYE_WAIT_S", "Leg", "Referral", "refused_target"]
 
@@ -77,7 +77,6 @@ def refused_target(
         dial = dial_target(str(target), trunk)
     except DialError as exc:
         return str(exc)
-    host = target.host.strip("[]").lower()
-    if dial.via_proxy or host in trunk_names:
+    if dial.via_proxy or host_key(target.host) in trunk_names:
         return None
     return "[sip] accept_refer = trunk, and the target is not the trunk"

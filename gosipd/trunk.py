@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from gosipd.config import ConfigError, TrunkConfig, parse_hostport
 from gosipd.sip import URI, NameAddr, SIPParseError
 
-__all__ = ["DialError", "DialTarget", "caller_identity", "dial_target"]
+__all__ = ["DialError", "DialTarget", "caller_identity", "dial_target", "host_key"]
 
 #: RFC 3966 visual separators, dropped from dialled numbers.
 VISUAL_SEPARATORS = re.compile(r"[-.() ]")
@@ -72,6 +72,12 @@ def normalise_number(text: str) -> str:
             "optionally after +)"
         )
     return number
+
+
+def host_key(host: str) -> str:
+    """A host as the trunk, redirect and REFER checks compare it: no IPv6 brackets,
+    lower case."""
+    return host.strip("[]").lower()
 
 
 def dial_target(to: str, trunk: TrunkConfig) -> DialTarget:

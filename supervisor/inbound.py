@@ -421,10 +421,7 @@ async def crash_bye(supervisor: Supervisor, state: dict[str, Any]) -> None:
         await sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
         await sock.connect(target)
         local = sock.getsockname()
-        via = Via(
-            "UDP", local[0], local[1], branch=f"{MAGIC_COOKIE}{secrets.token_hex(8)}", rport=True
-        )
-        bye = _crash_bye_request(state, dialog, via)
+        bye = _crash_bye_request(state, dialog, "UDP", (local[0], local[1]), rport=True)
         if bye is None:
             return
         outbox: list[tuple[bytes, tuple[str, int]]] = []
@@ -458,8 +455,18 @@ async def crash_bye(supervisor: Supervisor, state: dict[str, Any]) -> None:
         sock.close()
 
 
-def _crash_bye_request(state: dict[str, Any], dialog: dict[str, Any], via: Via) -> Request | None:
-    """The BYE for a dead worker's published dialog; None (logged) when it is unusable."""
+def _crash_bye_request(
+    state: dict[str, Any],
+    dialog: dict[str, Any],
+    transport: str,
+    local: tuple[str, int],
+    *,
+    rport: bool = False,
+) -> Request | None:
+    """The BYE for a dead worker's published dialog, sent over ``transport`` from
+    ``local``; None (logged) when the dialog is unusable."""
+    branch = f"{MAGIC_COOKIE}{secrets.token_hex(8)}"
+    via = Via(transport.upper(), local[0], local[1], branch=branch, rport=rport)
     try:
         return bye_from_state(dialog, via)
     except (KeyError, ValueError, SIPParseError) as exc:
@@ -487,9 +494,7 @@ def _crash_bye_on_connection(
             "call.crash_bye_impossible", call=state.get("call"), reason="its connection is closed"
         )
         return
-    host, port = connection.local
-    via = Via(transport.upper(), host, port, branch=f"{MAGIC_COOKIE}{secrets.token_hex(8)}")
-    bye = _crash_bye_request(state, dialog, via)
+    bye = _crash_bye_request(state, dialog, transport, connection.local)
     if bye is None:
         return
     sent = connection.send(bytes(bye))
@@ -531,10 +536,7 @@ async def _crash_bye_connecting(
     status = None
     async with stream:
         local = tcp.socket.getsockname()
-        via = Via(
-            transport.upper(), local[0], local[1], branch=f"{MAGIC_COOKIE}{secrets.token_hex(8)}"
-        )
-        bye = _crash_bye_request(state, dialog, via)
+        bye = _crash_bye_request(state, dialog, transport, (local[0], local[1]))
         if bye is None:
             return
         framer = Framer()

@@ -64,6 +64,9 @@ async def test_the_call_moves_to_the_target_and_the_transferor_hears_each_step(
     async def app(call: Call, runtime: CallRuntime) -> None:
         assert (await referral_over(runtime))["state"] == "succeeded"
         assert call.remote_uri == target.uri("agent")
+        with trio.move_on_after(5):  # the transferor's BYE (RFC 5589 §6), before ours
+            while not any(e.sent and e.name == "BYE" for e in transferor.trace()):
+                await trio.sleep(0.05)
         await call.play_tones("1000:1000")
         await trio.sleep(0.3)
 
