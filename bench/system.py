@@ -42,6 +42,13 @@ from tests.supervisor.daemon import Daemon  # noqa: E402
 
 SETUP_CALLS = 600
 SETUP_CONCURRENCY = 48
+#: SIPp echoes every call's RTP from one socket in one thread: at 500 calls (25,000
+#: packets/s) its default buffer (212 KB) overflowed whenever the host was busy and the
+#: loss measured was the peer's (seen in /proc/net/udp). More SIPp processes measured
+#: worse (their threads took the CPU our media loops needed), a larger buffer not.
+ECHO_BUFFER = 4 << 20
+#: The daemon's RTP ports in this bench (its [rtp] section below).
+RTP_PORTS = range(30000, 60001)
 LATENCY_SAMPLES = 60
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -346,17 +353,41 @@ def fresh_interpreter_uss() -> int:
         child.wait()
 
 
+def udp_drops() -> dict[int, int]:
+    """Datagrams the kernel dropped for want of buffer, per local UDP port (all sockets
+    on that port summed), from /proc/net/udp and udp6."""
+    drops: Counter[int] = Counter()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            drops[int(fields[1].rsplit(":", 1)[1], 16)] += int(fields[-1])
+    return dict(drops)
+
+
 def concurrent(
-    daemon: Daemon, uri: str, count: int, hold: float = 10.0, app: str = "silence"
+    daemon: Daemon,
+    uris: list[str],
+    count: int,
+    hold: float = 10.0,
+    app: str = "silence",
+    peer_ports: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """``count`` calls up at once with media for ``hold`` seconds (the ``silence`` app:
-    what is measured is the media path itself, comfort noise out, the echo back in).
+    what is measured is the media path itself, comfort noise out, the echo back in),
+    dialled round-robin over ``uris``. Datagrams the kernel dropped are counted apart for
+    the peers' media sockets (``peer_ports``) and for ours, so a loss says whose it was.
 
     Whatever goes wrong with one call (refused, never answered, ended early, its process
     gone before it was read) is counted in ``problems``, never raised."""
     problems: Counter[str] = Counter()
     conns = []
-    for _ in range(count):
+    peer_drops_before = udp_drops()
+    for i in range(count):
+        uri = uris[i % len(uris)]
         try:
             # hung up by us after the hold: max_duration is only the safety net, and dialing
             # 500 calls takes longer than the hold itself
@@ -392,6 +423,9 @@ def concurrent(
             problems["process gone before it was measured"] += 1
         else:
             cpu.append(now - was)
+    drops = udp_drops()  # before the hangups: our sockets close with their calls
+    peer_dropped = sum(drops.get(p, 0) - peer_drops_before.get(p, 0) for p in peer_ports)
+    our_dropped = sum(n for p, n in drops.items() if p in RTP_PORTS and p not in peer_ports)
     memory = [kib for pid in pids[:50] if (kib := uss_kib(pid)) is not None]
     breakdown = next((b for pid in pids[:1] if (b := uss_breakdown(pid)) is not None), {})
     try:
@@ -430,6 +464,9 @@ def concurrent(
         "processes_measured": len(cpu),
         "packets_sent": sum(m.get("packets_sent", 0) for m in media),
         "packets_lost": sum(m.get("packets_lost", 0) for m in media),
+        "dropped_by_our_sockets": our_dropped,
+        "dropped_by_peer_sockets": peer_dropped,
+        "echo_peers": len(uris),
         "p99_lateness_ms_median_call": statistics.median(lateness) if lateness else 0.0,
         "p99_lateness_ms_worst_call": max(lateness, default=0.0),
         "uss_kib_median": statistics.median(memory) if memory else 0,
@@ -474,9 +511,10 @@ def main(argv: list[str] | None = None) -> bool:
             "[rtp]\nport_min = 30000\nport_max = 60000\n",
         )
         try:
-            uas = lab.sipp_uas("echo")
+            uas = lab.sipp_uas("echo", rtp_buffer=ECHO_BUFFER)
             daemon.start()
             uri = uas.uri("echo")
+            peer_ports = (uas.media_port, uas.media_port + 2)
             latency = _measured("dial -> INVITE", failures, dial_to_invite_latency, daemon) or []
             rate, setups = _measured(
                 "setup rate", failures, setup_rate, daemon, uri, args.setup_calls
@@ -488,7 +526,19 @@ def main(argv: list[str] | None = None) -> bool:
             curve = [
                 row
                 for n in args.calls
-                if (row := _measured(f"{n} concurrent calls", failures, concurrent, daemon, uri, n))
+                if (
+                    row := _measured(
+                        f"{n} concurrent calls",
+                        failures,
+                        concurrent,
+                        daemon,
+                        [uri],
+                        n,
+                        10.0,
+                        "silence",
+                        peer_ports,
+                    )
+                )
             ]
         finally:
             if failures:
@@ -539,6 +589,12 @@ def report(
             f"{row['packets_lost']:>6} {row['p99_lateness_ms_median_call']:>21.2f}ms "
             f"{row['p99_lateness_ms_worst_call']:>11.2f}ms"
         )
+        if row["dropped_by_our_sockets"] or row["dropped_by_peer_sockets"]:
+            print(
+                f"{'':>8}dropped for want of buffer: {row['dropped_by_our_sockets']} by our "
+                f"sockets, {row['dropped_by_peer_sockets']} by the {row['echo_peers']} "
+                "SIPp echo peer(s)"
+            )
         for problem, n in row["problems"].items():
             print(f"{'':>8}{n:>5} x {problem}")
     if curve and curve[0]["uss_breakdown_kib"]:

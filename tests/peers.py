@@ -494,8 +494,10 @@ class SippUAS(_SipTrace):
         password: str = AUTH_PASS,
         keys: dict[str, str] | None = None,
         transport: str = "udp",
+        rtp_buffer: int | None = None,
     ) -> None:
-        """``transport``: "udp" or "tcp" (one connection, ``-t t1``)."""
+        """``transport``: "udp" or "tcp" (one connection, ``-t t1``). ``rtp_buffer``: the
+        echo socket's buffer in bytes (``-rtp_buffsize``), for hundreds of calls at once."""
         if variant not in SIPP_UAS_VARIANTS:
             raise ValueError(f"unknown SIPp UAS variant {variant!r}: {sorted(SIPP_UAS_VARIANTS)}")
         binary = require_binary("sipp")
@@ -528,6 +530,8 @@ class SippUAS(_SipTrace):
             ]  # fmt: skip
             if spec.rtp_echo:
                 argv.append("-rtp_echo")
+                if rtp_buffer is not None:
+                    argv += ["-rtp_buffsize", str(rtp_buffer)]
             argv += spec.options
             if variant == "302":
                 target = redirect_to or f"sip:echo@{uri_host(host)}:5060"
