@@ -9,6 +9,7 @@ the limit or stalls mid-message, each with its cause and no hung worker.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,14 @@ async def test_a_call_over_tcp_to_sipp(sipp_uas: Any, place_call: Any) -> None:
 
 
 async def test_a_refused_tcp_connection_fails_the_call_as_unreachable(place_call: Any) -> None:
-    from tests.peers import free_port
-
-    port = free_port(tcp=True)  # nobody listens
-    runtime = await place_call(f"sip:nobody@127.0.0.1:{port};transport=tcp", None)
+    # A port held by a bound socket that does not listen: a connection to it is refused.
+    # A port merely found free could be handed to our own connect as its source port
+    # (the kernel's ephemeral range), and TCP then connects to itself: our INVITE came
+    # back to us and was answered 486.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        runtime = await place_call(f"sip:nobody@127.0.0.1:{port};transport=tcp", None)
 
     end = ended_event(runtime)
     assert end["cause"] == "unreachable" and not end["answered"]

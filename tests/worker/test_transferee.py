@@ -84,8 +84,11 @@ async def test_the_call_moves_to_the_target_and_the_transferor_hears_each_step(
     bodies = notify_bodies(transferor)
     assert bodies[0] == "SIP/2.0 100 Trying" and bodies[-1] == "SIP/2.0 200 OK"
     assert "SIP/2.0 180 Ringing" in bodies
-    sent_bye = [e for e in transferor.trace() if e.sent and e.name == "BYE"]
-    assert len(sent_bye) == 1
+    # the transferor's leg is over: its BYE (RFC 5589 §6), or ours after the wait. Under
+    # load SIPp's scenario sometimes takes one NOTIFY for an unexpected one (answering
+    # it with -aa) and never reaches its BYE; then ours must end that dialog.
+    byes = [e for e in transferor.trace() if e.name == "BYE"]
+    assert len(byes) == 1, [e.name for e in transferor.trace()]
     # we stayed with the target, who heard our tone and got our BYE
     end = ended_event(runtime)
     assert end["cause"] == "local_hangup" and end["answered"]
