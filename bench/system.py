@@ -47,7 +47,7 @@ SETUP_CONCURRENCY = 48
 #: loss measured was the peer's (seen in /proc/net/udp). More SIPp processes measured
 #: worse (their threads took the CPU our media loops needed), a larger buffer not.
 ECHO_BUFFER = 4 << 20
-#: The daemon's RTP ports in this bench (its [rtp] section below).
+#: The daemon's RTP ports in this bench (its [rtp] section).
 RTP_PORTS = range(30000, 60001)
 LATENCY_SAMPLES = 60
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -370,15 +370,15 @@ def udp_drops() -> dict[int, int]:
 
 def concurrent(
     daemon: Daemon,
-    uris: list[str],
+    uri: str,
     count: int,
     hold: float = 10.0,
     app: str = "silence",
     peer_ports: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """``count`` calls up at once with media for ``hold`` seconds (the ``silence`` app:
-    what is measured is the media path itself, comfort noise out, the echo back in),
-    dialled round-robin over ``uris``. Datagrams the kernel dropped are counted apart for
+    what is measured is the media path itself, comfort noise out, the echo back in).
+    Datagrams the kernel dropped are counted apart for
     the peers' media sockets (``peer_ports``) and for ours, so a loss says whose it was.
 
     Whatever goes wrong with one call (refused, never answered, ended early, its process
@@ -386,8 +386,7 @@ def concurrent(
     problems: Counter[str] = Counter()
     conns = []
     peer_drops_before = udp_drops()
-    for i in range(count):
-        uri = uris[i % len(uris)]
+    for _ in range(count):
         try:
             # hung up by us after the hold: max_duration is only the safety net, and dialing
             # 500 calls takes longer than the hold itself
@@ -466,7 +465,6 @@ def concurrent(
         "packets_lost": sum(m.get("packets_lost", 0) for m in media),
         "dropped_by_our_sockets": our_dropped,
         "dropped_by_peer_sockets": peer_dropped,
-        "echo_peers": len(uris),
         "p99_lateness_ms_median_call": statistics.median(lateness) if lateness else 0.0,
         "p99_lateness_ms_worst_call": max(lateness, default=0.0),
         "uss_kib_median": statistics.median(memory) if memory else 0,
@@ -508,7 +506,7 @@ def main(argv: list[str] | None = None) -> bool:
             work / "daemon",
             listen=False,
             extra="[limits]\nmax_calls = 2000\nmax_calls_per_second = 100000\n"
-            "[rtp]\nport_min = 30000\nport_max = 60000\n",
+            f"[rtp]\nport_min = {RTP_PORTS.start}\nport_max = {RTP_PORTS.stop - 1}\n",
         )
         try:
             uas = lab.sipp_uas("echo", rtp_buffer=ECHO_BUFFER)
@@ -532,7 +530,7 @@ def main(argv: list[str] | None = None) -> bool:
                         failures,
                         concurrent,
                         daemon,
-                        [uri],
+                        uri,
                         n,
                         10.0,
                         "silence",
@@ -592,8 +590,7 @@ def report(
         if row["dropped_by_our_sockets"] or row["dropped_by_peer_sockets"]:
             print(
                 f"{'':>8}dropped for want of buffer: {row['dropped_by_our_sockets']} by our "
-                f"sockets, {row['dropped_by_peer_sockets']} by the {row['echo_peers']} "
-                "SIPp echo peer(s)"
+                f"sockets, {row['dropped_by_peer_sockets']} by SIPp's echo"
             )
         for problem, n in row["problems"].items():
             print(f"{'':>8}{n:>5} x {problem}")
