@@ -483,10 +483,10 @@ def _until_ended(conn: Any, problems: Counter[str]) -> dict[str, Any]:
     raise AssertionError("the connection closed before call.ended")
 
 
-def _measured(name: str, failures: dict[str, str], measure: Any, *args: Any) -> Any:
+def _measured(name: str, failures: dict[str, str], measure: Any, *args: Any, **kwargs: Any) -> Any:
     """Run one measurement; a failure is reported (and misses its budget), not raised."""
     try:
-        return measure(*args)
+        return measure(*args, **kwargs)
     except Exception as exc:
         failures[name] = f"{exc.__class__.__name__}: {exc}"
         return None
@@ -532,9 +532,7 @@ def main(argv: list[str] | None = None) -> bool:
                         daemon,
                         uri,
                         n,
-                        10.0,
-                        "silence",
-                        peer_ports,
+                        peer_ports=peer_ports,
                     )
                 )
             ]

@@ -12,17 +12,11 @@ POOL_SIZE = 16384
 
 PROBE = textwrap.dedent(
     """
-    import json, os, sys, tempfile
-    from supervisor.zygote import _SIZE_CLASS_ROW, fill_free_blocks
+    import json
+    from supervisor.zygote import _SIZE_CLASS_ROW, allocator_report, fill_free_blocks
 
     def available():
-        saved = os.dup(2)
-        with tempfile.TemporaryFile() as report:
-            os.dup2(report.fileno(), 2)
-            sys._debugmallocstats()
-            os.dup2(saved, 2)
-            report.seek(0)
-            rows = report.read().splitlines()
+        rows = allocator_report()
         return {int(m[1]): int(m[2]) for r in rows if (m := _SIZE_CLASS_ROW.match(r))}
 
     import gosipd.worker  # a heap like the zygote's: the engine imported
