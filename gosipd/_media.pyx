@@ -248,7 +248,6 @@ __all__ = [
     "MediaLoop",
     "ReceptionStatistics",
     "parse_rtp_header",
-    "set_srtp_functions",
 ]
 
 # --------------------------------------------------------------------------
@@ -366,25 +365,14 @@ cdef void _encode_noise(double level, uint8_t* ulaw, uint8_t* alaw) except *:
 _encode_noise(COMFORT_NOISE_DBOV, CN_ULAW, CN_ALAW)
 
 # --------------------------------------------------------------------------
-# SRTP: libsrtp's entry points, handed over by gosipd.srtp (the library is
-# linked into pylibsrtp's binding, so there is nothing to link here)
+# SRTP: each context comes with its C entry point (libsrtp's srtp_protect or
+# srtp_unprotect, or gosipd._srtp's twins with the same signature and codes)
 # --------------------------------------------------------------------------
 
 ctypedef int (*srtp_function)(void* ctx, void* packet, int* length) noexcept nogil
-cdef srtp_function _srtp_protect = NULL
-cdef srtp_function _srtp_unprotect = NULL
 cdef enum:
     _SRTP_REPLAY_FAIL = 9  # srtp_err_status_replay_fail
     _SRTP_REPLAY_OLD = 10  # srtp_err_status_replay_old
-
-
-def set_srtp_functions(uintptr_t protect, uintptr_t unprotect):
-    """Give the media thread libsrtp's ``srtp_protect`` and ``srtp_unprotect``."""
-    global _srtp_protect, _srtp_unprotect
-    if not protect or not unprotect:
-        raise ValueError("both libsrtp functions are needed")
-    _srtp_protect = <srtp_function>protect
-    _srtp_unprotect = <srtp_function>unprotect
 
 
 # --------------------------------------------------------------------------
@@ -725,8 +713,10 @@ cdef struct PacketRing:
 
 cdef struct Config:
     bint srtp  # SRTP negotiated: nothing plain goes out or is taken in
-    void* srtp_out  # libsrtp srtp_t for what we send (NULL: send nothing)
+    void* srtp_out  # the SRTP context for what we send (NULL: send nothing)
     void* srtp_in  # and for what we receive (NULL: take nothing)
+    srtp_function srtp_protect  # srtp_out's entry point
+    srtp_function srtp_unprotect  # srtp_in's
     sockaddr_storage remote
     bint has_remote
     uint64_t remote_generation
@@ -1054,7 +1044,7 @@ cdef class MediaLoop:
         on the SDP's word alone (see "Unconfirmed remotes" in the module doc).
         ``inband_detect`` defaults to "no telephone-event was negotiated".
         ``srtp`` is None (plain RTP) or the pair (outbound, inbound) of
-        ``gosipd.srtp.SrtpContext`` (either may be None: nothing is sent, or
+        ``gosipd.srtp.RtpContext`` (either may be None: nothing is sent, or
         nothing is taken in, until it is given); the loop keeps them alive
         until the thread has moved on to newer ones.
         """
@@ -1098,13 +1088,17 @@ cdef class MediaLoop:
             c.srtp = False
             c.srtp_out = NULL
             c.srtp_in = NULL
+            c.srtp_protect = NULL
+            c.srtp_unprotect = NULL
         else:
-            if _srtp_protect == NULL:
-                raise ValueError("SRTP asked for, but set_srtp_functions() was not called")
             outbound, inbound = srtp
             c.srtp = True
             c.srtp_out = <void*><uintptr_t>(outbound.handle if outbound is not None else 0)
             c.srtp_in = <void*><uintptr_t>(inbound.handle if inbound is not None else 0)
+            c.srtp_protect = <srtp_function><uintptr_t>(
+                outbound.function if outbound is not None else 0)
+            c.srtp_unprotect = <srtp_function><uintptr_t>(
+                inbound.function if inbound is not None else 0)
             contexts = [x for x in (outbound, inbound) if x is not None]
         if load_acquire(&self._cfg_seq_done) == self._config_seq:
             # the thread runs the latest configuration: only its contexts are in use
@@ -1552,7 +1546,7 @@ cdef class MediaLoop:
         if self._cfg.srtp:
             # never plain when SRTP was negotiated: no key yet, or a failure, sends nothing
             if (self._cfg.srtp_out == NULL
-                    or _srtp_protect(self._cfg.srtp_out, out, &length) != 0):
+                    or self._cfg.srtp_protect(self._cfg.srtp_out, out, &length) != 0):
                 store_i64(&self._srtp_protect_failures, self._srtp_protect_failures + 1)
                 return
         dest = &self._latch if self._latched else &self._cfg.remote
@@ -1654,7 +1648,7 @@ cdef class MediaLoop:
                     if self._cfg.srtp_in == NULL or length < 12:
                         store_i64(&self._srtp_auth_failures, self._srtp_auth_failures + 1)
                         continue
-                    result = _srtp_unprotect(self._cfg.srtp_in, rx.data[i], &length)
+                    result = self._cfg.srtp_unprotect(self._cfg.srtp_in, rx.data[i], &length)
                     if result != 0:
                         if result == _SRTP_REPLAY_FAIL or result == _SRTP_REPLAY_OLD:
                             store_i64(&self._srtp_replays, self._srtp_replays + 1)

@@ -47,7 +47,7 @@ from gosipd.rtp.rtcp import RtcpSession, SenderSnapshot
 from gosipd.rtp.statistics import ReceptionSnapshot
 from gosipd.sdes import SrtpKeys
 from gosipd.sdp import NegotiatedMedia
-from gosipd.srtp import SrtpContext, SrtpError, native_functions
+from gosipd.srtp import RtpContext, SrtpContext, SrtpError, rtp_context
 
 __all__ = [
     "DEFAULT_MEDIA_TIMEOUT",
@@ -74,8 +74,6 @@ DEFAULT_PORTS = range(20000, 30000, 2)
 MAX_PLAYBACK_SAMPLES = 8000 * 600
 SAMPLE_RATE = 8000
 _TONE_LEVEL_DBOV = -10.0
-
-_media.set_srtp_functions(*native_functions())
 
 
 class MediaError(RuntimeError):
@@ -301,7 +299,7 @@ class MediaSession:
         self._rtcp_rejected = 0
         self._rtcp_send_errors = 0
         self._srtp_keys: SrtpKeys | None = None
-        self._srtp: tuple[SrtpContext | None, SrtpContext | None] | None = None
+        self._srtp: tuple[RtpContext | None, RtpContext | None] | None = None
         self._srtcp: tuple[SrtpContext | None, SrtpContext | None] = (None, None)
         self._srtcp_rejected = 0
         self._loop.deliver_audio(receive_audio)
@@ -410,10 +408,10 @@ class MediaSession:
         out_rtcp, in_rtcp = self._srtcp
         try:
             if old is None or (old.suite, old.local) != (keys.suite, keys.local):
-                out_rtp = SrtpContext(keys.suite, keys.local, outbound=True)
+                out_rtp = rtp_context(keys.suite, keys.local, outbound=True)
                 out_rtcp = SrtpContext(keys.suite, keys.local, outbound=True)
             if old is None or (old.suite, old.remote) != (keys.suite, keys.remote):
-                in_rtp = SrtpContext(keys.suite, keys.remote, outbound=False)
+                in_rtp = rtp_context(keys.suite, keys.remote, outbound=False)
                 in_rtcp = SrtpContext(keys.suite, keys.remote, outbound=False)
         except SrtpError as exc:
             raise MediaError(f"cannot use the negotiated SRTP keys: {exc}") from None

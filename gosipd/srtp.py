@@ -1,12 +1,16 @@
-"""SRTP and SRTCP contexts (RFC 3711, RFC 7714) over libsrtp, for one call's media.
+"""SRTP and SRTCP contexts (RFC 3711, RFC 7714) for one call's media.
 
 libsrtp comes with ``pylibsrtp`` (the binding aiortc uses, with libsrtp and
 its crypto linked in). We use its C API through the binding's cffi ``lib``
 rather than its ``Session`` class because the media loop is native: RTP is
 protected and unprotected by the media thread itself, without the GIL
-(``gosipd._media``), so it needs the C entry points and a context pointer,
-not a Python method per packet. RTCP, a few packets a second, is protected
-here in Python.
+(``gosipd._media``), so it needs a C entry point and a context pointer
+(``handle`` and ``function``), not a Python method per packet. RTCP, a few
+packets a second, is protected here in Python.
+
+RTP with the AES-CM suites goes through ``gosipd._srtp`` instead, the same
+transform on the same OpenSSL without libsrtp's per-packet context set-up
+(its docstring says why: the media budget); ``rtp_context`` picks.
 
 **One context per direction and per kind.** libsrtp's ``srtp_t`` is not
 thread-safe, and the RTP and RTCP of a call are handled by two threads (the
@@ -23,17 +27,20 @@ and nothing here logs.
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 from pylibsrtp import _binding  # the cffi binding: libsrtp's C API, linked in the wheel
 
+from gosipd import _srtp
 from gosipd.sdes import SUITES
 
 __all__ = [
     "PROFILES",
+    "RtpContext",
     "SrtpContext",
     "SrtpError",
-    "native_functions",
+    "rtp_context",
 ]
 
 _ffi: Any = _binding.ffi
@@ -60,12 +67,31 @@ PROFILES: dict[str, int] = {
 }
 
 
-def native_functions() -> tuple[int, int]:
-    """The addresses of ``srtp_protect`` and ``srtp_unprotect``, for the media thread."""
-    return (
-        int(_ffi.cast("uintptr_t", _ffi.addressof(_lib, "srtp_protect"))),
-        int(_ffi.cast("uintptr_t", _ffi.addressof(_lib, "srtp_unprotect"))),
+#: libsrtp's RTP entry points, for the media thread when a context is libsrtp's.
+_PROTECT, _UNPROTECT = (
+    int(_ffi.cast("uintptr_t", _ffi.addressof(_lib, name)))
+    for name in ("srtp_protect", "srtp_unprotect")
+)
+#: The suites ``gosipd._srtp`` protects RTP with (its docstring says why), by tag length.
+_NATIVE_SUITES = {"AES_CM_128_HMAC_SHA1_80": 10, "AES_CM_128_HMAC_SHA1_32": 4}
+
+
+def _give_crypto_functions() -> None:
+    """Hand ``gosipd._srtp`` the OpenSSL entry points of the copy linked into the binding.
+
+    ``dlopen`` of the already loaded binding returns that same copy, so both
+    implementations share one OpenSSL (and its CPU-feature detection).
+    """
+    library = ctypes.CDLL(_binding.__file__)
+    _srtp.set_crypto_functions(
+        *(
+            ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+            for name in _srtp.CRYPTO_FUNCTIONS
+        )
     )
+
+
+_give_crypto_functions()
 
 
 class SrtpContext:
@@ -119,6 +145,11 @@ class SrtpContext:
         """The ``srtp_t`` as an address, valid while this object lives."""
         return int(_ffi.cast("uintptr_t", self._session[0]))
 
+    @property
+    def function(self) -> int:
+        """The address of ``srtp_protect`` (outbound) or ``srtp_unprotect``, for ``handle``."""
+        return _PROTECT if self.outbound else _UNPROTECT
+
     def protect_rtcp(self, packet: bytes) -> bytes:
         return self._process(packet, _lib.srtp_protect_rtcp)
 
@@ -135,6 +166,24 @@ class SrtpContext:
         if status != 0:
             raise SrtpError(_reason(status), status)
         return bytes(_ffi.buffer(self._buffer, length[0]))
+
+
+#: What the media thread is given for RTP: anything with ``handle`` and ``function``.
+RtpContext = SrtpContext | _srtp.RtpTransform
+
+
+def rtp_context(suite: str, master: bytes, *, outbound: bool) -> RtpContext:
+    """The context for one direction of a call's RTP: ``gosipd._srtp`` for AES-CM, else libsrtp.
+
+    Raises ``SrtpError`` for an unknown suite or a key of the wrong length.
+    """
+    tag_length = _NATIVE_SUITES.get(suite)
+    if tag_length is None:
+        return SrtpContext(suite, master, outbound=outbound)
+    length = sum(SUITES[suite])
+    if len(master) != length:
+        raise SrtpError(f"{suite} needs a {length}-octet master key and salt, got {len(master)}", 2)
+    return _srtp.RtpTransform(master, tag_length, outbound)
 
 
 def _dealloc(session: Any) -> None:
