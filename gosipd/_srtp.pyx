@@ -274,31 +274,41 @@ cdef void _tag(const Stream* s, const uint8_t* p, int n, uint32_t roc,
     _sha1_final(digest, &c)
 
 
+cdef int _locate(Stream* s, const uint8_t* p, int n, int* offset, Track** t,
+                 uint64_t* index) noexcept nogil:
+    """The packet's payload offset, its SSRC's track (NULL: new) and its index."""
+    offset[0] = _payload_offset(p, n)
+    if offset[0] < 0:
+        return BAD_PARAM
+    t[0] = _find(s, _be32(p + 8))
+    return _index(t[0], (<uint16_t>p[2] << 8) | p[3], index)
+
+
+cdef int _crypt(const Stream* s, uint8_t* p, int offset, int n, uint64_t index) noexcept nogil:
+    """AES-CM over the payload, in place: encrypts and decrypts alike."""
+    cdef uint8_t iv[_SALT]
+    _crypt_iv(s, _be32(p + 8), index, iv)
+    return _keystream_xor(s.ecb, iv, p + offset, n - offset)
+
+
 cdef int rtp_protect(void* context, void* packet, int* length) noexcept nogil:
     """Encrypt and tag an RTP packet in place; the buffer has room for the tag."""
     cdef Stream* s = <Stream*>context
     cdef uint8_t* p = <uint8_t*>packet
     cdef int n = length[0]
-    cdef int offset = _payload_offset(p, n)
-    if offset < 0:
-        return BAD_PARAM
-    cdef uint32_t ssrc = _be32(p + 8)
-    cdef uint16_t seq = (<uint16_t>p[2] << 8) | p[3]
-    cdef Track* t = _find(s, ssrc)
+    cdef int offset = 0
+    cdef Track* t = NULL
     cdef uint64_t index = 0
-    cdef int status = _index(t, seq, &index)
-    if status != OK:
-        return status
-    cdef uint8_t iv[_SALT]
-    _crypt_iv(s, ssrc, index, iv)
-    status = _keystream_xor(s.ecb, iv, p + offset, n - offset)
+    cdef int status = _locate(s, p, n, &offset, &t, &index)
+    if status == OK:
+        status = _crypt(s, p, offset, n, index)
     if status != OK:
         return status
     cdef uint8_t digest[_DIGEST]
     _tag(s, p, n, <uint32_t>(index >> 16), digest)
     memcpy(p + n, digest, s.tag_length)
     length[0] = n + s.tag_length
-    _commit(s, t, ssrc, index)
+    _commit(s, t, _be32(p + 8), index)
     return OK
 
 
@@ -307,27 +317,21 @@ cdef int rtp_unprotect(void* context, void* packet, int* length) noexcept nogil:
     cdef Stream* s = <Stream*>context
     cdef uint8_t* p = <uint8_t*>packet
     cdef int n = length[0] - s.tag_length
-    cdef int offset = _payload_offset(p, n)
-    if offset < 0:
-        return BAD_PARAM
-    cdef uint32_t ssrc = _be32(p + 8)
-    cdef uint16_t seq = (<uint16_t>p[2] << 8) | p[3]
-    cdef Track* t = _find(s, ssrc)
+    cdef int offset = 0
+    cdef Track* t = NULL
     cdef uint64_t index = 0
-    cdef int status = _index(t, seq, &index)
+    cdef int status = _locate(s, p, n, &offset, &t, &index)
     if status != OK:
         return status
     cdef uint8_t digest[_DIGEST]
     _tag(s, p, n, <uint32_t>(index >> 16), digest)
     if _crypto_memcmp(digest, p + n, s.tag_length) != 0:
         return AUTH_FAIL
-    cdef uint8_t iv[_SALT]
-    _crypt_iv(s, ssrc, index, iv)
-    status = _keystream_xor(s.ecb, iv, p + offset, n - offset)
+    status = _crypt(s, p, offset, n, index)
     if status != OK:
         return status
     length[0] = n
-    _commit(s, t, ssrc, index)
+    _commit(s, t, _be32(p + 8), index)
     return OK
 
 
