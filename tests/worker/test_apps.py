@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import trio
 
-from tests.peers import read_wav_mono, tone_ratio
+from tests.peers import clearest, read_wav_mono, tone_ratio
 from tests.worker.conftest import ended_event
 
 pytestmark = pytest.mark.interop
@@ -82,7 +82,10 @@ async def test_echo_sends_the_callers_audio_back(baresip_uas, place_call):
 
     assert ended_event(runtime)["cause"] == "max_duration"
     heard, rate = read_wav_mono(bob.recording_path)
-    assert tone_ratio(loud_part(heard, rate), rate, 440) > 0.9
+    echoed = loud_part(heard, rate)
+    assert len(echoed) > 1.5 * rate
+    # the clearest half second: baresip's own tone may stutter for a frame on a busy host
+    assert clearest(echoed, rate, 440) > 0.9
 
 
 async def test_an_audio_listener_hears_every_frame_and_a_failing_one_ends_the_call(
