@@ -22,13 +22,6 @@ from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    HandshakeError,
-    WebSocketConnection,
-    wrap_client_stream,
-)
 
 from gosipd.call import Call, CallError
 from gosipd.streams import (
@@ -47,6 +40,7 @@ from gosipd.streams import (
     parse_stream_arg,
     public_url,
 )
+from gosipd.websocket import Closed, HandshakeFailed, Rejected, WebSocket, handshake
 
 #: Messages waiting for a server that reads slower than real time (5 s of media): the
 #: oldest media is dropped beyond it, so a stalled server never stalls the call.
@@ -105,38 +99,33 @@ class ConnectTimeout(Exception):
 @asynccontextmanager
 async def _connect(
     url: str, context: ssl.SSLContext | None, headers: list[tuple[bytes, bytes]], timeout: float
-) -> AsyncIterator[WebSocketConnection]:
+) -> AsyncIterator[WebSocket]:
     """A WebSocket to ``url``: TCP, then TLS (its handshake done here, so a certificate
     that does not verify fails at once and says so), then the upgrade, all within
-    ``timeout`` (``ConnectTimeout`` beyond it)."""
+    ``timeout`` (``ConnectTimeout`` beyond it); closed in at most ``CLOSING_S``."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if context is not None else 80)
     resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     named = f"[{host}]" if ":" in host else host
     host_header = named if parts.port is None else f"{named}:{parts.port}"
-    async with trio.open_nursery() as nursery:
-        with trio.move_on_after(timeout) as connecting:
-            stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
-            stream = await trio.open_tcp_stream(host, port)
-            if context is not None:
-                stream = trio.SSLStream(stream, context, server_hostname=host)
+    with trio.move_on_after(timeout) as connecting:
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+        stream = await trio.open_tcp_stream(host, port)
+        if context is not None:
+            stream = trio.SSLStream(stream, context, server_hostname=host)
+            try:
                 await stream.do_handshake()
-            ws = await wrap_client_stream(
-                nursery,
-                stream,
-                host_header,
-                resource,
-                extra_headers=headers,
-                max_message_size=MAX_MESSAGE_BYTES,
-            )
-        if connecting.cancelled_caught:
-            raise ConnectTimeout(timeout)
-        try:
-            yield ws
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLOSING_S):
-                await ws.aclose()
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+        ws = await handshake(
+            stream, host_header, resource, headers=headers, max_message_size=MAX_MESSAGE_BYTES
+        )
+    if connecting.cancelled_caught:
+        raise ConnectTimeout(timeout)
+    async with ws.running(close_timeout=CLOSING_S):
+        yield ws
 
 
 def _failure(exc: BaseException, timeout: float) -> str | None:
@@ -146,18 +135,20 @@ def _failure(exc: BaseException, timeout: float) -> str | None:
         exc = exc.exceptions[0]  # from the connection's nursery
     if isinstance(exc, ConnectTimeout):
         return f"no connection in {timeout:g} s"
-    if isinstance(exc, ConnectionRejected):
+    if isinstance(exc, Rejected):
         return f"the server refused the WebSocket: HTTP {exc.status_code}"
-    if isinstance(exc, ConnectionClosed):
-        return f"the server closed the stream: {exc.reason}"
-    if isinstance(exc, HandshakeError | trio.BrokenResourceError | OSError):
+    if isinstance(exc, HandshakeFailed):
+        return f"WebSocket handshake failed: {exc}"
+    if isinstance(exc, Closed):
+        return f"the server closed the stream: {exc}" if exc.remote else f"the stream failed: {exc}"
+    if isinstance(exc, trio.BrokenResourceError | OSError):
         return _connect_failure(exc)
     return None
 
 
 def _connect_failure(exc: BaseException) -> str:
     """Why the connection failed: the first socket or TLS error in what was raised
-    (trio wraps TLS's in a BrokenResourceError, trio-websocket in a HandshakeError)."""
+    (trio wraps TLS's in a BrokenResourceError)."""
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, OSError):
         cause = cause.__cause__ or cause.__context__
@@ -171,22 +162,28 @@ def _connect_failure(exc: BaseException) -> str:
 
 
 class _Outbox:
-    """What we send, in order, without ever waiting on the server: media beyond
-    ``OUTBOX_MEDIA`` waiting messages drops the oldest media (counted)."""
+    """What we send, in order, without ever waiting on the server: a message goes out
+    at once when nothing waits before it (``WebSocket.send`` writes it in this task);
+    while the socket is full, messages wait here, and media beyond ``OUTBOX_MEDIA``
+    waiting messages drops the oldest (counted). ``ws`` None: nothing is sent yet."""
 
-    def __init__(self) -> None:
+    def __init__(self, ws: WebSocket | None = None) -> None:
+        self._ws = ws
         self._messages: deque[tuple[str | bytes, bool]] = deque()
         self._media = 0
         self._ready = trio.Event()
         self.dropped = 0
 
     def put(self, message: str | bytes, *, media: bool = False) -> None:
+        ws = self._ws
+        if not self._messages and ws is not None and ws.idle:
+            with contextlib.suppress(Closed):  # the server went: the downlink says why
+                ws.send(message)
+            return
         self._messages.append((message, media))
         self._media += media
         while self._media > OUTBOX_MEDIA:
             for i, (_, is_media) in enumerate(self._messages):
-                if i == 0:
-                    continue  # maybe being sent now
                 if is_media:
                     del self._messages[i]
                     self._media -= 1
@@ -194,25 +191,30 @@ class _Outbox:
                     break
         self._ready.set()
 
-    async def send_all(self, ws: WebSocketConnection) -> None:
+    async def send_all(self) -> None:
+        """Send what waits, as the socket drains (the task beside the stream's others)."""
         while True:
-            await self.flush(ws)
+            await self.flush()
             self._ready = trio.Event()
             await self._ready.wait()
 
-    async def flush(self, ws: WebSocketConnection) -> None:
-        while self._messages:
-            message, media = self._messages[0]
-            await ws.send_message(message)  # cancelled before it is sent: still queued
-            self._messages.popleft()
+    async def flush(self) -> None:
+        """Until everything put has reached the kernel (``Closed`` if it never will)."""
+        assert self._ws is not None
+        while True:
+            await self._ws.wait_idle()
+            if not self._messages:
+                return
+            message, media = self._messages.popleft()
             self._media -= media
+            self._ws.send(message)
 
 
 async def _stream(
-    call: Call, ws: WebSocketConnection, profile: Profile, options: StreamOptions
+    call: Call, ws: WebSocket, profile: Profile, options: StreamOptions
 ) -> str | None:
     """Run the stream until the call ends (None) or the server ends it (why)."""
-    outbox = _Outbox()
+    outbox = _Outbox(ws)
     player = Player(options.queue_s)
     outcome: list[str] = []
     for message in profile.opening():
@@ -258,9 +260,13 @@ async def _stream(
         warned_full = False
         while True:
             try:
-                message = await ws.get_message()
-            except ConnectionClosed as exc:
-                outcome.append(f"the server closed the stream: {exc.reason}")
+                message = await ws.receive()
+            except Closed as exc:
+                outcome.append(
+                    f"the server closed the stream: {exc}"
+                    if exc.remote
+                    else f"the stream failed: {exc}"
+                )
                 nursery.cancel_scope.cancel()
                 return
             try:
@@ -300,7 +306,7 @@ async def _stream(
 
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(outbox.send_all, ws)
+            nursery.start_soon(outbox.send_all)
             nursery.start_soon(uplink)
             nursery.start_soon(digits)
             nursery.start_soon(pace)
@@ -320,17 +326,17 @@ async def _stream(
     return None
 
 
-async def _close(ws: WebSocketConnection, outbox: _Outbox, profile: Profile) -> None:
+async def _close(ws: WebSocket, outbox: _Outbox, profile: Profile) -> None:
     """The ``stop`` message, after what is queued, in at most ``CLOSING_S`` even while
     the call's process is being cancelled."""
     outbox.put(profile.closing())
-    # (a ConnectionClosed: the server went first)
+    # (Closed: the server went first)
     with (
         trio.CancelScope(shield=True),
         trio.move_on_after(CLOSING_S),
-        contextlib.suppress(ConnectionClosed),
+        contextlib.suppress(Closed),
     ):
-        await outbox.flush(ws)
+        await outbox.flush()
 
 
 async def _transfer(call: Call, to: str) -> None:
