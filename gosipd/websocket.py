@@ -42,6 +42,10 @@ NORMAL = 1000
 PROTOCOL_ERROR = 1002
 TOO_BIG = 1009
 ABNORMAL = 1006  # never sent: the connection ended without a close frame
+#: Framed bytes the kernel has not taken beyond which the server is dropped: senders
+#: that must bound themselves wait for ``idle``, so only pongs and closes pile up here,
+#: for a server that pings and never reads.
+MAX_PENDING = 1 << 20
 
 
 class WebSocketError(Exception):
@@ -73,7 +77,8 @@ class Closed(WebSocketError):
 
 
 class WebSocket:
-    """An open client WebSocket over ``stream`` (see ``open_websocket``).
+    """An open client WebSocket over ``stream`` (from ``handshake``; used inside its
+    ``running`` block).
 
     ``send`` never waits; ``idle`` says whether all that was sent has reached the kernel,
     and ``wait_idle`` waits until it has, so a caller that must bound what waits (a
@@ -126,6 +131,8 @@ class WebSocket:
         self._write(self._connection.send(event))
 
     def _write(self, data: bytes) -> None:
+        if self.closed is not None and self.closed.code == ABNORMAL:
+            return  # the connection is gone: nothing more goes on it
         if self.idle and self._socket is not None:
             fd = self._socket.fileno()  # -1 once closed: never somebody else's descriptor
             if fd >= 0:
@@ -139,6 +146,9 @@ class WebSocket:
                 if written == len(data):
                     return
                 data = data[written:]
+        if len(self._pending) + len(data) > MAX_PENDING:
+            self._lost(f"the server has not read {MAX_PENDING} bytes sent to it")
+            return
         self._pending += data
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         self._wake_writer.set()
@@ -217,9 +227,13 @@ class WebSocket:
         return None
 
     def _fail(self, code: int, why: str) -> None:
-        """Close with ``code`` for what the server did wrong; reported as ``why``."""
+        """Close with ``code`` for what the server did wrong (reported as ``why``); what
+        else it sent is not read."""
+        self._events.clear()
+        self._parts, self._part_bytes = [], 0
         if self._connection.state is ConnectionState.OPEN:
-            self._write(self._connection.send(CloseConnection(code=code, reason=why[:120])))
+            reason = why.encode()[:120].decode(errors="ignore")  # a close frame: <= 123 bytes
+            self._write(self._connection.send(CloseConnection(code=code, reason=reason)))
         self.closed = self.closed or Closed(code, why)
 
     # --- closing ----------------------------------------------------------------------

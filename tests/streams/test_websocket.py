@@ -4,6 +4,7 @@ server), and a server on bare wsproto where a test needs what trio-websocket nev
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -16,12 +17,14 @@ from wsproto.events import (
     AcceptConnection,
     BytesMessage,
     CloseConnection,
+    Ping,
     Request,
     TextMessage,
 )
 
 from gosipd.websocket import (
     ABNORMAL,
+    MAX_PENDING,
     TOO_BIG,
     Closed,
     HandshakeFailed,
@@ -252,3 +255,19 @@ async def test_send_never_waits_and_what_the_socket_would_not_take_follows_in_or
                 await trio.sleep(0.01)
     assert [int(m[:8]) for m in got] == list(range(sent))
     assert sent > 40
+
+
+async def test_a_server_that_pings_and_never_reads_is_dropped_not_kept_in_memory():
+    async def script(stream: trio.SocketStream, request: bytes) -> None:
+        server, answer = accepted(request)
+        await stream.send_all(answer)
+        ping = server.send(Ping(payload=b"p" * 125))
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while True:  # and never a read
+                await stream.send_all(ping * 1000)
+
+    async with raw_server(script) as port, connected(port) as ws:
+        with trio.fail_after(30), pytest.raises(Closed) as caught:
+            while True:
+                await ws.receive()
+    assert caught.value.code == ABNORMAL and f"not read {MAX_PENDING} bytes" in str(caught.value)
