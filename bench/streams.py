@@ -10,7 +10,7 @@ Figures (budgets from the media streams issue):
 
 - worker CPU per streamed call as a ratio to an ``echo`` call (budget <= 1.5x);
 - 200 concurrent streamed calls: p99 send lateness the media loops report, median
-  call and worst call (budget: <= 5 ms), and loss.
+  call and worst call (budget: <= 5 ms), and loss and streams that failed (none).
 
 Run: ``make bench`` or ``.venv/bin/python bench/streams.py [--calls 200]``.
 """
@@ -22,6 +22,7 @@ import base64
 import contextlib
 import json
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -146,6 +147,9 @@ def main(argv: list[str] | None = None) -> bool:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--ratio-calls", type=int, default=50)
+    parser.add_argument(
+        "--pairs", type=int, default=3, help="echo/streamed runs for the ratio (the median)"
+    )
     parser.add_argument("--agent", type=int, help=argparse.SUPPRESS)  # an agent process
     args = parser.parse_args(argv if argv is not None else [])
     if args.agent:
@@ -168,17 +172,32 @@ def main(argv: list[str] | None = None) -> bool:
             daemon.start()
             uri = uas.uri("echo")
             stream_app = f"stream:ws://127.0.0.1:{agent.port}/media"
-            echo = concurrent(daemon, uri, args.ratio_calls, HOLD_S, app="echo")
-            streamed = concurrent(daemon, uri, args.ratio_calls, HOLD_S, app=stream_app)
+            pairs = [
+                (
+                    concurrent(daemon, uri, args.ratio_calls, HOLD_S, app="echo"),
+                    concurrent(daemon, uri, args.ratio_calls, HOLD_S, app=stream_app),
+                )
+                for _ in range(max(1, args.pairs))
+            ]
             many = concurrent(daemon, uri, args.calls, HOLD_S, app=stream_app)
         finally:
             daemon.stop()
             lab.close()
 
-    ratio = (
-        streamed["cpu_per_call_pct"] / echo["cpu_per_call_pct"] if echo["cpu_per_call_pct"] else 0
-    )
+    # the host is shared and noisy: the pair whose ratio is the median of the runs
+    ratios = [
+        s["cpu_per_call_pct"] / e["cpu_per_call_pct"] if e["cpu_per_call_pct"] else 0.0
+        for e, s in pairs
+    ]
+    middle = sorted(range(len(pairs)), key=ratios.__getitem__)[len(pairs) // 2]
+    echo, streamed = pairs[middle]
+    ratio = statistics.median(ratios)
     print("\nMedia streams (twilio profile to a speaking agent, SIPp echoing RTP)")
+    print(
+        f"streamed/echo CPU in {len(ratios)} runs: "
+        + ", ".join(f"{r:.2f}x" for r in ratios)
+        + "; the median run:"
+    )
     print(f"{'run':<34} {'CPU/call':>9} {'USS/call':>9} {'lost':>6} {'p99 late':>9} {'worst':>7}")
     for name, row in (
         (f"{args.ratio_calls} calls, echo app", echo),
@@ -197,15 +216,21 @@ def main(argv: list[str] | None = None) -> bool:
         f"{agent.marks} marks acknowledged (after their 10 s of audio)"
     )
     checks = {
-        f"streamed call CPU <= 1.5x an echo call (measured {ratio:.2f}x)": 0 < ratio <= 1.5,
+        f"streamed call CPU <= 1.5x an echo call (median {ratio:.2f}x)": 0 < ratio <= 1.5,
         f"{args.calls} streamed calls: p99 lateness <= 5 ms, all answered": (
             many["p99_lateness_ms_median_call"] <= 5.0 and many["answered"] == args.calls
+        ),
+        # lateness alone is the media thread's: a host without the CPU for every call's
+        # stream shows it as lost audio and streams that never connect
+        f"{args.calls} streamed calls: every stream up, loss <= 0.1 % "
+        f"(lost {many['packets_lost']} of {many['packets_sent']} sent)": (
+            not many["problems"] and many["packets_lost"] <= 0.001 * many["packets_sent"]
         ),
         "every streamed call reached the agent": agent.streams >= args.ratio_calls + args.calls,
     }
     for name, passed in checks.items():
         print(f"  {'ok    ' if passed else 'MISSED'} {name}")
-    print(json.dumps({"echo": echo, "streamed": streamed, "many": many, "ratio": ratio}))
+    print(json.dumps({"echo": echo, "streamed": streamed, "many": many, "ratios": ratios}))
     return all(checks.values())
 
 
