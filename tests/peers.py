@@ -495,9 +495,12 @@ class SippUAS(_SipTrace):
         keys: dict[str, str] | None = None,
         transport: str = "udp",
         rtp_buffer: int | None = None,
+        answer_port: int | None = None,
     ) -> None:
         """``transport``: "udp" or "tcp" (one connection, ``-t t1``). ``rtp_buffer``: the
-        echo socket's buffer in bytes (``-rtp_buffsize``), for hundreds of calls at once."""
+        echo socket's buffer in bytes (``-rtp_buffsize``), for hundreds of calls at once.
+        ``answer_port`` (``echo``, ``silent``): the media port its SDP answer names, when a
+        reflector of the caller's own echoes the media rather than SIPp."""
         if variant not in SIPP_UAS_VARIANTS:
             raise ValueError(f"unknown SIPp UAS variant {variant!r}: {sorted(SIPP_UAS_VARIANTS)}")
         binary = require_binary("sipp")
@@ -540,6 +543,8 @@ class SippUAS(_SipTrace):
                 argv += ["-key", "retry_after", str(retry_after)]
             if variant.startswith("auth"):
                 argv += ["-key", "auth_user", user, "-key", "auth_pass", password]
+            if spec.scenario == "uas_echo.xml":  # echo and silent
+                argv += ["-key", "answer_port", str(answer_port or self.media_port)]
             for key, value in (keys or {}).items():
                 argv += ["-key", key, value]
             self.process = Process(name, argv, self.dir / "sipp.log", self.dir)
