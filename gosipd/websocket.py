@@ -219,11 +219,15 @@ class WebSocket:
             if self._connection.state is ConnectionState.OPEN:
                 self._write(self._connection.send(event.response()))
         elif isinstance(event, CloseConnection):
-            if self._connection.state is ConnectionState.REMOTE_CLOSING:
+            state = self._connection.state
+            if state is ConnectionState.REMOTE_CLOSING:  # the server's close frame
                 self._write(self._connection.send(event.response()))
-            self.closed = self.closed or Closed(
-                event.code, event.reason or "no reason given", remote=True
-            )
+                self.closed = self.closed or Closed(
+                    event.code, event.reason or "no reason given", remote=True
+                )
+            elif state is ConnectionState.OPEN:  # wsproto could not parse a frame
+                self._fail(event.code, f"a bad frame from the server: {event.reason}")
+            # (else the server's answer to our close)
         return None
 
     def _fail(self, code: int, why: str) -> None:

@@ -189,6 +189,25 @@ async def test_a_message_over_the_limit_closes_with_1009():
     assert closes == [TOO_BIG]
 
 
+async def test_a_frame_that_breaks_the_protocol_is_answered_with_its_close_code():
+    closes: list[int] = []
+
+    async def script(stream: trio.SocketStream, request: bytes) -> None:
+        server, answer = accepted(request)
+        await stream.send_all(answer + b"\x81\x02\xff\xfe")  # a text frame, not UTF-8
+        while data := await stream.receive_some(65536):
+            server.receive_data(data)
+            closes.extend(e.code for e in server.events() if isinstance(e, CloseConnection))
+
+    async with raw_server(script) as port, connected(port) as ws:
+        with pytest.raises(Closed) as caught:
+            await ws.receive()
+        await trio.sleep(0.2)
+    assert caught.value.code == 1007 and not caught.value.remote
+    assert "bad frame" in str(caught.value)
+    assert closes == [1007]
+
+
 async def test_a_connection_that_ends_without_a_close_frame_is_1006():
     async def script(stream: trio.SocketStream, request: bytes) -> None:
         _, answer = accepted(request)
