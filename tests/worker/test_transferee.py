@@ -85,8 +85,10 @@ async def test_the_call_moves_to_the_target_and_the_transferor_hears_each_step(
     assert bodies[0] == "SIP/2.0 100 Trying" and bodies[-1] == "SIP/2.0 200 OK"
     assert "SIP/2.0 180 Ringing" in bodies
     # the transferor's leg is over: its BYE (RFC 5589 §6), or ours after the wait. Under
-    # load SIPp's scenario sometimes takes one NOTIFY for an unexpected one (answering
-    # it with -aa) and never reaches its BYE; then ours must end that dialog.
+    # load SIPp runs a scenario's <send> late: a NOTIFY that arrives while the call still
+    # sits on the 200 for the one before is "unexpected" (-aa answers it; its errors.log
+    # says so), the scenario never sees the final NOTIFY and never reaches its BYE; then
+    # ours must end that dialog (reproduced with two busy loops on the 2 cores: 1 in 6).
     byes = [e for e in transferor.trace() if e.name == "BYE"]
     assert len(byes) == 1, [e.name for e in transferor.trace()]
     # we stayed with the target, who heard our tone and got our BYE
