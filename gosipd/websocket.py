@@ -115,11 +115,16 @@ class WebSocket:
 
     async def wait_idle(self) -> None:
         """Until everything sent so far is in the kernel's hands (``Closed`` if it never
-        will be)."""
+        will be). With no writer at work this task writes it: at the end of a call the
+        writer is cancelled with everything else, and the last messages (``stop``, the
+        close frame) are sent from a shielded task."""
         while not self.idle:
-            if self.closed is not None:
+            if self.closed is not None and self.closed.code == ABNORMAL:
                 raise self.closed
-            await self._idle.wait()
+            if self._writing:
+                await self._idle.wait()
+            else:
+                await self._drain()
         if self.closed is not None and self.closed.code == ABNORMAL:
             raise self.closed
 
@@ -158,17 +163,28 @@ class WebSocket:
         while True:
             await self._wake_writer.wait()
             self._wake_writer = trio.Event()
-            while self._pending:
-                data = bytes(self._pending)
-                self._pending.clear()
-                self._writing = True
-                try:
-                    await self._stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    self._lost(f"cannot send: {exc}")
-                finally:
-                    self._writing = False
-            self._idle.set()
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """Write what is pending until nothing is (one task at a time: another that
+        comes while this one writes leaves it to this one, which takes what was added)."""
+        if self._writing:
+            return
+        while self._pending:
+            data = bytes(self._pending)
+            self._pending.clear()
+            self._writing = True
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._lost(f"cannot send: {exc}")
+            except BaseException:
+                # cancelled with part of a frame maybe written: nothing more can follow
+                self._lost("cancelled while sending")
+                raise
+            finally:
+                self._writing = False
+        self._idle.set()
 
     def _lost(self, why: str) -> None:
         self.closed = self.closed or Closed(ABNORMAL, why)

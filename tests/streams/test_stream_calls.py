@@ -395,6 +395,10 @@ async def test_wss_verifies_the_server_s_certificate(sipp_uas, place_call, tmp_p
 
     if trusted:
         assert server.json_events("start") and ended_event(runtime)["cause"] == "max_duration"
+        # through TLS every message goes by the WebSocket's writer task: all of it, in order
+        chunks = [int(data["media"]["chunk"]) for _, data in server.json_events("media")]
+        assert len(chunks) > 150 and chunks == list(range(1, len(chunks) + 1))
+        assert server.json_events("stop")
     else:
         (failed,) = events_named(runtime, "call.stream")
         assert failed["reason"].startswith("TLS failed: ")
