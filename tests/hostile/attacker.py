@@ -1,4 +1,5 @@
-"""A stranger on the network: raw UDP to a live supervisor's public SIP port."""
+"""A stranger on the network: raw UDP to a live supervisor's public SIP port, and a raw
+TCP server at the other end of a connection we open (a SIP trunk, a WebSocket server)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,33 @@ import re
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
 
 from gosipd import sip
 from gosipd.sip import Response
+
+#: What a raw server does with one connection, after reading its head (``serve_raw``).
+Behaviour = Callable[[trio.SocketStream, bytes], Awaitable[None]]
+
+
+async def serve_raw(behaviour: Behaviour, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """A TCP listener on loopback that reads each connection up to the blank line after
+    its head (a SIP request's, an HTTP upgrade's) and hands it and the stream to
+    ``behaviour``; ``nursery.start`` it for the listener."""
+
+    async def handler(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return
+            data += chunk
+        await behaviour(stream, data)
+
+    await trio.serve_tcp(handler, 0, host="127.0.0.1", task_status=task_status)
 
 
 def options(

@@ -7,30 +7,15 @@ happened, never a hung worker or unbounded memory.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
 from gosipd.sip.framing import PING, PONG
+from tests.hostile.attacker import Behaviour, serve_raw
 from tests.worker.conftest import config_with, ended_event, place_call
 
 __all__ = ["place_call"]
-
-Behaviour = Callable[[trio.SocketStream, bytes], Awaitable[None]]
-
-
-async def serve(behaviour: Behaviour, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    async def handler(stream: trio.SocketStream) -> None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                return
-            data += chunk
-        await behaviour(stream, data)
-
-    await trio.serve_tcp(handler, 0, host="127.0.0.1", task_status=task_status)
 
 
 def response_head(invite: bytes, status: str, length: int) -> bytes:
@@ -45,7 +30,7 @@ def response_head(invite: bytes, status: str, length: int) -> bytes:
 
 async def call_against(behaviour: Behaviour, place_call: Any, **config: Any) -> dict[str, Any]:
     async with trio.open_nursery() as nursery:
-        (listener,) = await nursery.start(serve, behaviour)
+        (listener,) = await nursery.start(serve_raw, behaviour)
         port = listener.socket.getsockname()[1]
         runtime = await place_call(
             f"sip:victim@127.0.0.1:{port};transport=tcp", None, config=config_with(**config)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 
 import pytest
 import trio
@@ -32,6 +31,7 @@ from gosipd.websocket import (
     WebSocket,
     handshake,
 )
+from tests.hostile.attacker import Behaviour, serve_raw
 
 Handler = Callable[[WebSocketRequest], Awaitable[None]]
 
@@ -126,21 +126,11 @@ async def test_an_http_answer_is_a_rejection_with_its_status():
 
 
 @asynccontextmanager
-async def raw_server(script: Callable[[trio.SocketStream, bytes], Awaitable[None]]):
-    """A TCP server that hands ``script`` each connection and the request it read."""
-
-    async def serve(stream: trio.SocketStream) -> None:
-        request = b""
-        while b"\r\n\r\n" not in request:
-            data = await stream.receive_some(65536)
-            if not data:
-                return
-            request += data
-        await script(stream, request)
-
+async def raw_server(script: Behaviour):
+    """A TCP server that hands ``script`` each connection and the request it read: its port."""
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
-        yield listeners[0].socket.getsockname()[1]
+        (listener,) = await nursery.start(serve_raw, script)
+        yield listener.socket.getsockname()[1]
         nursery.cancel_scope.cancel()
 
 
