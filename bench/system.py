@@ -514,7 +514,6 @@ def main(argv: list[str] | None = None) -> bool:
             f"[rtp]\nport_min = {RTP_PORTS.start}\nport_max = {RTP_PORTS.stop - 1}\n",
         )
         reflector = None
-        far_end = "SIPp -rtp_echo"
         try:
             # SIPp answers; the media goes to the C reflector (bench/media.py's), which
             # keeps up with 500 calls: SIPp's one echo thread dropped 1.6 % of them. At
@@ -575,7 +574,7 @@ def report(
     fresh: int,
     curve: list[dict[str, Any]],
     failures: dict[str, str],
-    far_end: str = "SIPp -rtp_echo",
+    far_end: str,
 ) -> bool:
     print("\nSystem (through the supervisor, real call processes, SIPp UAS on loopback)")
     print(f"the far end's media echoed by {far_end}")

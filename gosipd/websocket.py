@@ -113,20 +113,26 @@ class WebSocket:
     def idle(self) -> bool:
         return not self._pending and not self._writing
 
+    @property
+    def _gone(self) -> bool:
+        """The connection is lost (1006): nothing more goes on it."""
+        return self.closed is not None and self.closed.code == ABNORMAL
+
     async def wait_idle(self) -> None:
         """Until everything sent so far is in the kernel's hands (``Closed`` if it never
         will be). With no writer at work this task writes it: at the end of a call the
         writer is cancelled with everything else, and the last messages (``stop``, the
         close frame) are sent from a shielded task."""
-        while not self.idle:
-            if self.closed is not None and self.closed.code == ABNORMAL:
+        while True:
+            if self._gone:
+                assert self.closed is not None
                 raise self.closed
+            if self.idle:
+                return
             if self._writing:
                 await self._idle.wait()
             else:
                 await self._drain()
-        if self.closed is not None and self.closed.code == ABNORMAL:
-            raise self.closed
 
     def send(self, message: str | bytes) -> None:
         """Frame ``message`` and write it now, as far as the socket takes it."""
@@ -136,8 +142,8 @@ class WebSocket:
         self._write(self._connection.send(event))
 
     def _write(self, data: bytes) -> None:
-        if self.closed is not None and self.closed.code == ABNORMAL:
-            return  # the connection is gone: nothing more goes on it
+        if self._gone:
+            return
         if self.idle and self._socket is not None:
             fd = self._socket.fileno()  # -1 once closed: never somebody else's descriptor
             if fd >= 0:
@@ -285,12 +291,15 @@ class WebSocket:
                 if not data:
                     break
                 self._connection.receive_data(bytes(data))
-                for event in self._connection.events():
-                    if isinstance(event, CloseConnection):
-                        break
-        except (WebSocketError, RemoteProtocolError, LocalProtocolError):
-            pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                for _event in self._connection.events():
+                    pass  # parsed only for the server's close frame, which ends the loop
+        except (
+            WebSocketError,
+            RemoteProtocolError,
+            LocalProtocolError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+        ):
             pass
         finally:
             await trio.aclose_forcefully(self._stream)

@@ -140,10 +140,14 @@ def _failure(exc: BaseException, timeout: float) -> str | None:
     if isinstance(exc, HandshakeFailed):
         return f"WebSocket handshake failed: {exc}"
     if isinstance(exc, Closed):
-        return f"the server closed the stream: {exc}" if exc.remote else f"the stream failed: {exc}"
+        return _closed_reason(exc)
     if isinstance(exc, trio.BrokenResourceError | OSError):
         return _connect_failure(exc)
     return None
+
+
+def _closed_reason(exc: Closed) -> str:
+    return f"the server closed the stream: {exc}" if exc.remote else f"the stream failed: {exc}"
 
 
 def _connect_failure(exc: BaseException) -> str:
@@ -262,11 +266,7 @@ async def _stream(
             try:
                 message = await ws.receive()
             except Closed as exc:
-                outcome.append(
-                    f"the server closed the stream: {exc}"
-                    if exc.remote
-                    else f"the stream failed: {exc}"
-                )
+                outcome.append(_closed_reason(exc))
                 nursery.cancel_scope.cancel()
                 return
             try:
@@ -314,7 +314,7 @@ async def _stream(
     finally:
         if not outcome or outcome[0] == "hangup":
             # the call ended (or is being torn down): say so, after what is queued
-            await _close(ws, outbox, profile)
+            await _close(outbox, profile)
     if outcome and outcome[0] != "hangup":
         return outcome[0]
     if outbox.dropped and not call.ended:
@@ -326,7 +326,7 @@ async def _stream(
     return None
 
 
-async def _close(ws: WebSocket, outbox: _Outbox, profile: Profile) -> None:
+async def _close(outbox: _Outbox, profile: Profile) -> None:
     """The ``stop`` message, after what is queued, in at most ``CLOSING_S`` even while
     the call's process is being cancelled."""
     outbox.put(profile.closing())
